@@ -1,0 +1,7 @@
+"""diffst: super-resolved spatial transcriptomics by cross-modal conditional diffusion."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

@@ -1,0 +1,7 @@
+"""``python -m diffst`` runs the command line."""
+
+import sys
+
+from diffst.cli import main
+
+sys.exit(main())

@@ -1,0 +1,295 @@
+"""Per-gene accuracy metrics of super-resolved maps against the measured HR map.
+
+Every metric is computed **per gene on the tissue mask** and summarised over genes by
+:func:`summarise` (mean over the genes where it is defined, median, and the number of genes
+where it is undefined — a constant gene has no correlation; it is reported as NaN and counted,
+never silently dropped).
+
+Two protocols:
+
+* ``counts`` — on the count scale (counts per HR bin), over the whole evaluated region;
+  Pearson is **signed**.
+* ``paper`` — the Diff-ST paper's protocol: per patch and gene, ``log1p`` counts min-max scaled to
+  [0, 1] over the patch, the **absolute** Pearson correlation (and SSIM with data range 1) per
+  patch, averaged over patches. It is reported for comparison with published numbers only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import rankdata
+from skimage.metrics import structural_similarity
+
+__all__ = [
+    "MetricSummary",
+    "masked_values",
+    "minmax_scale",
+    "paper_protocol",
+    "pearson_per_gene",
+    "pool_sum",
+    "rmse_per_gene",
+    "spearman_per_gene",
+    "spot_consistency",
+    "ssim_per_gene",
+    "summarise",
+]
+
+
+@dataclass(frozen=True)
+class MetricSummary:
+    """Summary of one metric over genes.
+
+    Attributes
+    ----------
+    mean, median
+        Over the genes where the metric is defined (NaN when none is).
+    n_defined, n_nan
+        Number of genes with a defined value and with NaN (e.g. constant genes for PCC).
+    """
+
+    mean: float
+    median: float
+    n_defined: int
+    n_nan: int
+
+
+def summarise(values: np.ndarray) -> MetricSummary:
+    """Mean and median over the defined entries of ``values [G]`` plus the NaN count."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    ok = np.isfinite(v)
+    if not ok.any():
+        return MetricSummary(float("nan"), float("nan"), 0, int(v.size))
+    return MetricSummary(
+        float(v[ok].mean()), float(np.median(v[ok])), int(ok.sum()), int((~ok).sum())
+    )
+
+
+def _check(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    if pred.shape != truth.shape or pred.ndim != 3:
+        raise ValueError(f"prediction {pred.shape} and truth {truth.shape} must both be [G, H, W]")
+    if mask is None:
+        return np.ones(truth.shape[1:], dtype=bool)
+    m = np.asarray(mask, dtype=bool)
+    if m.shape != truth.shape[1:]:
+        raise ValueError(f"mask {m.shape} does not match the map grid {truth.shape[1:]}")
+    return m
+
+
+def masked_values(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Values of ``x [G, H, W]`` inside ``mask [H, W]`` → ``[G, n_in_mask]`` float64."""
+    return np.asarray(x, dtype=np.float64)[:, np.asarray(mask, dtype=bool)]
+
+
+def _rowwise_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlation per row of ``a, b [G, n]``; NaN where either row is constant."""
+    if a.shape[1] < 2:
+        return np.full(a.shape[0], np.nan)
+    defined = (np.ptp(a, axis=1) > 0) & (np.ptp(b, axis=1) > 0)
+    a = a - a.mean(axis=1, keepdims=True)
+    b = b - b.mean(axis=1, keepdims=True)
+    out = np.full(a.shape[0], np.nan)
+    num = (a[defined] * b[defined]).sum(axis=1)
+    den = np.sqrt((a[defined] ** 2).sum(axis=1) * (b[defined] ** 2).sum(axis=1))
+    out[defined] = np.clip(num / den, -1.0, 1.0)
+    return out
+
+
+def pearson_per_gene(
+    pred: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None
+) -> np.ndarray:
+    """Signed Pearson correlation per gene over the bins in ``mask``.
+
+    Parameters
+    ----------
+    pred, truth
+        ``[G, H, W]`` maps on the same grid (any scale).
+    mask
+        ``[H, W]`` bool, bins to use (default: all).
+
+    Returns
+    -------
+    ``[G]`` float64; NaN where the truth or the prediction is constant on the mask.
+    """
+    m = _check(pred, truth, mask)
+    return _rowwise_pearson(masked_values(pred, m), masked_values(truth, m))
+
+
+def spearman_per_gene(
+    pred: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None
+) -> np.ndarray:
+    """Spearman rank correlation per gene (average ranks for ties) → ``[G]``, NaN if constant."""
+    m = _check(pred, truth, mask)
+    a = rankdata(masked_values(pred, m), axis=1)
+    b = rankdata(masked_values(truth, m), axis=1)
+    return _rowwise_pearson(a, b)
+
+
+def rmse_per_gene(
+    pred: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None
+) -> np.ndarray:
+    """Root-mean-square error per gene over the mask → ``[G]`` (units of the maps)."""
+    m = _check(pred, truth, mask)
+    d = masked_values(pred, m) - masked_values(truth, m)
+    if d.shape[1] == 0:
+        return np.full(d.shape[0], np.nan)
+    return np.sqrt((d * d).mean(axis=1))
+
+
+def _ssim_window(shape: tuple[int, int], window: int) -> int | None:
+    side = min(window, *shape)
+    side -= 1 - side % 2
+    return side if side >= 3 else None
+
+
+def ssim_per_gene(
+    pred: np.ndarray,
+    truth: np.ndarray,
+    mask: np.ndarray | None = None,
+    *,
+    data_range: np.ndarray | float | None = None,
+    window: int = 7,
+) -> np.ndarray:
+    """Structural similarity per gene, averaged over the SSIM map inside the mask.
+
+    Both maps are set to 0 outside the mask (so background does not count as structure), the
+    full SSIM map is computed with :func:`skimage.metrics.structural_similarity` and averaged
+    over the mask bins.
+
+    Parameters
+    ----------
+    pred, truth
+        ``[G, H, W]``.
+    mask
+        ``[H, W]`` bool.
+    data_range
+        Dynamic range per gene ``[G]`` or one number. Default: the truth's range on the mask
+        (``max − min``) per gene — the range of the *reference* image, as SSIM's constants
+        ``C1 = (0.01 L)²``, ``C2 = (0.03 L)²`` require. Genes with zero range give NaN.
+    window
+        Side of the square window in bins (odd; reduced for small maps).
+
+    Returns
+    -------
+    ``[G]`` float64 in [-1, 1].
+    """
+    m = _check(pred, truth, mask)
+    n_genes = truth.shape[0]
+    if data_range is None:
+        t = masked_values(truth, m)
+        ranges = np.ptp(t, axis=1) if t.shape[1] else np.zeros(n_genes)
+    else:
+        ranges = np.broadcast_to(np.asarray(data_range, dtype=np.float64), (n_genes,))
+    win = _ssim_window(truth.shape[1:], window)
+    out = np.full(n_genes, np.nan)
+    if win is None or not m.any():
+        return out
+    for g in range(n_genes):
+        if not ranges[g] > 0:
+            continue
+        a = np.where(m, np.asarray(pred[g], dtype=np.float64), 0.0)
+        b = np.where(m, np.asarray(truth[g], dtype=np.float64), 0.0)
+        _, smap = structural_similarity(b, a, data_range=float(ranges[g]), win_size=win, full=True)
+        out[g] = float(smap[m].mean())
+    return out
+
+
+def minmax_scale(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per-gene min-max scaling of ``x [G, H, W]`` to [0, 1] over ``mask``; NaN for zero range."""
+    v = masked_values(x, mask)
+    if v.shape[1] == 0:
+        return np.full(x.shape, np.nan)
+    lo = v.min(axis=1)[:, None, None]
+    span = (v.max(axis=1) - v.min(axis=1))[:, None, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(span > 0, (np.asarray(x, dtype=np.float64) - lo) / span, np.nan)
+
+
+def paper_protocol(
+    pred: np.ndarray, truth: np.ndarray, mask: np.ndarray, *, window: int = 7
+) -> dict[str, np.ndarray]:
+    """The Diff-ST paper's protocol on patches: min-max per patch, |PCC| and SSIM averaged.
+
+    Parameters
+    ----------
+    pred, truth
+        ``[N, G, P, P]`` counts per HR bin, one entry per patch.
+    mask
+        ``[N, P, P]`` bool tissue mask per patch.
+
+    Returns
+    -------
+    ``{"pcc": [G], "ssim": [G], "n_patches": [G]}``: the mean over patches of ``|PCC|`` and of
+    SSIM (data range 1) between ``log1p`` counts min-max scaled per patch and gene, and the number
+    of patches where the gene is defined (non-constant in both maps). Genes defined in no patch
+    are NaN.
+    """
+    if pred.shape != truth.shape or pred.ndim != 4:
+        raise ValueError(f"prediction {pred.shape} and truth {truth.shape} must be [N, G, P, P]")
+    n, n_genes = truth.shape[:2]
+    pcc = np.full((n, n_genes), np.nan)
+    ssim = np.full((n, n_genes), np.nan)
+    for i in range(n):
+        m = np.asarray(mask[i], dtype=bool)
+        if m.sum() < 2:
+            continue
+        a = minmax_scale(np.log1p(np.maximum(pred[i], 0.0)), m)
+        b = minmax_scale(np.log1p(np.maximum(truth[i], 0.0)), m)
+        both = np.isfinite(a).all(axis=(1, 2)) & np.isfinite(b).all(axis=(1, 2))
+        if not both.any():
+            continue
+        pcc[i, both] = np.abs(pearson_per_gene(a[both], b[both], m))
+        ssim[i, both] = ssim_per_gene(a[both], b[both], m, data_range=1.0, window=window)
+    counts = np.isfinite(pcc).sum(axis=0)
+    with np.errstate(invalid="ignore"):
+        mean_pcc = np.where(counts > 0, np.nansum(pcc, axis=0) / np.maximum(counts, 1), np.nan)
+        n_ssim = np.isfinite(ssim).sum(axis=0)
+        mean_ssim = np.where(n_ssim > 0, np.nansum(ssim, axis=0) / np.maximum(n_ssim, 1), np.nan)
+    return {"pcc": mean_pcc, "ssim": mean_ssim, "n_patches": counts.astype(np.int64)}
+
+
+def pool_sum(x: np.ndarray, factor: int) -> np.ndarray:
+    """Sum ``x [G, H, W]`` over ``factor × factor`` blocks → ``[G, ceil(H/f), ceil(W/f)]``.
+
+    Partial blocks at the bottom/right edges sum what exists (the store's ``pool_grid`` rule).
+    """
+    if factor < 1:
+        raise ValueError(f"factor must be ≥ 1, got {factor}")
+    g, h, w = x.shape
+    hh, ww = -(-h // factor), -(-w // factor)
+    padded = np.zeros((g, hh * factor, ww * factor), dtype=np.float64)
+    padded[:, :h, :w] = x
+    return padded.reshape(g, hh, factor, ww, factor).sum(axis=(2, 4))
+
+
+def spot_consistency(
+    pred: np.ndarray,
+    lr: np.ndarray,
+    factor: int,
+    lr_mask: np.ndarray | None = None,
+) -> np.ndarray:
+    """Correlation per gene between the re-aggregated prediction and the LR input.
+
+    Parameters
+    ----------
+    pred
+        ``[G, H, W]`` predicted counts per HR bin.
+    lr
+        ``[G, h, w]`` LR counts per LR cell (sums over ``factor × factor`` HR bins).
+    factor
+        HR bins per LR cell side.
+    lr_mask
+        ``[h, w]`` bool, LR cells holding a measurement (default: all).
+
+    Returns
+    -------
+    ``[G]`` Pearson correlation of ``pool_sum(pred, factor)`` with ``lr`` over the LR mask.
+    """
+    pooled = pool_sum(np.asarray(pred, dtype=np.float64), factor)
+    if pooled.shape != lr.shape:
+        raise ValueError(
+            f"pooled prediction {pooled.shape} does not match the LR map {lr.shape} "
+            f"(factor {factor})"
+        )
+    return pearson_per_gene(pooled, np.asarray(lr, dtype=np.float64), lr_mask)

@@ -1,0 +1,74 @@
+"""Configuration of ``diffst predict`` (whole-section inference)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from diffst.config import ConfigError
+
+__all__ = ["BlendWindow", "PredictConfig", "Sampler"]
+
+Sampler = Literal["ddpm", "ddim", "dpmpp"]
+BlendWindow = Literal["cosine", "uniform"]
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """Options of whole-section prediction.
+
+    Defaults follow the paper where it states a value (20 respaced ancestral DDPM steps);
+    the number of samples per tile (8) is the default the uncertainty estimates use.
+    """
+
+    sampler: Sampler = "ddpm"
+    # reverse-diffusion algorithm: ancestral DDPM (respaced), DDIM, or DPM-Solver++ (2nd order)
+    steps: int = 20
+    # network evaluations per sample (respaced timesteps); the paper samples with 20
+    eta: float = 0.0
+    # DDIM stochasticity η (0 = deterministic DDIM; ignored by the other samplers)
+    n_samples: int = 8
+    # K samples drawn per tile → mean, std, q05, q95 per bin and gene
+    seed: int = 0
+    # base seed; per-tile seeds derive from (seed, tile index), independent of batching/GPUs
+    overlap_bins: int | None = None
+    # overlap of neighbouring tiles in HR bins; None = a quarter of the patch side.
+    # The tile stride is rounded down to a multiple of the LR factor so tiles align with LR cells.
+    batch_size: int = 4
+    # tiles per forward batch (each tile is repeated K times, so B·K patches per network call)
+    blend: BlendWindow = "cosine"
+    # per-tile blending weights: "cosine" = Hann window sampled at bin centres (never 0),
+    # "uniform" = plain average of overlapping tiles
+    project_to_spots: bool = False
+    # rescale bins so each measured spot's per-gene total equals its measured counts
+    device: str = "auto"
+    # torch device ("auto" = CUDA when available, else CPU; under torchrun: cuda:LOCAL_RANK)
+    figure_genes: tuple[str, ...] = ()
+    # genes drawn as per-gene PNG figures (empty = the n_figure_genes most expressed)
+    n_figure_genes: int = 4
+    # number of genes drawn when figure_genes is empty (0 = no figures)
+    allow_gene_subset: bool = False
+    # predict only the genes present in the section when some are missing (only possible for
+    # models whose gene panel is not fixed; Diff-ST models are fixed-G, so this raises)
+    hires_max_px: int = 2000
+    # longest side (px) of the downsampled image stored in uns['spatial'][library]['images']
+    write_spatialdata: bool = False
+    # also write a SpatialData zarr next to the h5ad (requires the optional `spatialdata`)
+
+    def __post_init__(self) -> None:
+        if self.sampler not in ("ddpm", "ddim", "dpmpp"):
+            raise ConfigError(f"predict.sampler: {self.sampler!r} is not ddpm, ddim or dpmpp")
+        if self.steps < 1:
+            raise ConfigError(f"predict.steps must be ≥ 1, got {self.steps}")
+        if self.n_samples < 1:
+            raise ConfigError(f"predict.n_samples must be ≥ 1, got {self.n_samples}")
+        if self.batch_size < 1:
+            raise ConfigError(f"predict.batch_size must be ≥ 1, got {self.batch_size}")
+        if self.overlap_bins is not None and self.overlap_bins < 0:
+            raise ConfigError(f"predict.overlap_bins must be ≥ 0, got {self.overlap_bins}")
+        if not 0.0 <= self.eta <= 1.0:
+            raise ConfigError(f"predict.eta must lie in [0, 1], got {self.eta}")
+        if self.hires_max_px < 16:
+            raise ConfigError(f"predict.hires_max_px must be ≥ 16, got {self.hires_max_px}")
+        if self.blend not in ("cosine", "uniform"):
+            raise ConfigError(f"predict.blend: {self.blend!r} is not cosine or uniform")

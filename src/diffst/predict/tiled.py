@@ -1,0 +1,192 @@
+"""Whole-section tiling: tile origins over the tissue, blending windows, streaming stitching.
+
+A section's HR grid ``[H, W]`` is covered by square tiles of ``P × P`` bins (the model's patch
+side) placed on a regular lattice with stride ``P − overlap``. The stride is a multiple of the
+LR factor so every tile's LR input is an exact block of the section's LR raster. Tiles may
+reach past the grid's bottom/right edge; the part outside is dropped when stitching. Tiles
+with no tissue bin are skipped.
+
+Overlapping tiles are blended with per-bin weights ``w``: the stitched value of a bin is
+``Σ_t w_t(bin) · v_t(bin) / Σ_t w_t(bin)``. :class:`TileAccumulator` keeps only the two sums
+(``[S, G, H, W]`` and ``[H, W]``), so memory is bounded by the section grid whatever the
+number of tiles, and tiles can be produced lazily batch by batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from diffst.geometry import GeometryError
+
+__all__ = [
+    "TileAccumulator",
+    "blend_window",
+    "iter_batches",
+    "tile_origins",
+    "tile_seeds",
+    "tile_stride",
+]
+
+
+def tile_stride(patch: int, overlap: int | None, factor: int) -> int:
+    """Stride between tile origins, in HR bins.
+
+    Parameters
+    ----------
+    patch
+        Tile side ``P`` in HR bins.
+    overlap
+        Requested overlap in HR bins (``None`` = ``P // 4``).
+    factor
+        HR bins per LR cell side; the stride is rounded down to a multiple of it (at least one
+        LR cell), so the realised overlap is ≥ the requested one.
+    """
+    if patch < 1 or factor < 1:
+        raise GeometryError(f"patch ({patch}) and factor ({factor}) must be ≥ 1")
+    overlap = patch // 4 if overlap is None else overlap
+    if overlap >= patch:
+        raise GeometryError(f"tile overlap {overlap} bins must be smaller than the patch {patch}")
+    stride = ((patch - overlap) // factor) * factor
+    return max(stride, factor)
+
+
+def _axis_starts(n: int, patch: int, stride: int) -> np.ndarray:
+    """Starts ``0, stride, 2·stride, …`` until a tile reaches the end of an axis of ``n`` bins."""
+    n_tiles = 1 if n <= patch else 1 + int(np.ceil((n - patch) / stride))
+    return np.arange(n_tiles, dtype=np.int64) * stride
+
+
+def tile_origins(tissue: np.ndarray, patch: int, stride: int) -> np.ndarray:
+    """Top-left HR bins of the tiles that cover every tissue bin.
+
+    Parameters
+    ----------
+    tissue
+        ``[H, W]`` bool, HR bins inside tissue.
+    patch, stride
+        Tile side and stride in HR bins.
+
+    Returns
+    -------
+    np.ndarray
+        ``[n_tiles, 2]`` int64 ``(row, col)`` origins, row-major; tiles containing no tissue bin
+        are left out.
+    """
+    tissue = np.asarray(tissue, dtype=bool)
+    if tissue.ndim != 2:
+        raise GeometryError(f"tissue mask must be [H, W], got shape {tissue.shape}")
+    rows = _axis_starts(tissue.shape[0], patch, stride)
+    cols = _axis_starts(tissue.shape[1], patch, stride)
+    # integral image: tissue count of any tile in O(1)
+    integral = np.pad(np.cumsum(np.cumsum(tissue, 0), 1), ((1, 0), (1, 0)))
+    h, w = tissue.shape
+    keep = []
+    for r in rows:
+        r1 = min(r + patch, h)
+        for c in cols:
+            c1 = min(c + patch, w)
+            n_in = integral[r1, c1] - integral[r, c1] - integral[r1, c] + integral[r, c]
+            if n_in > 0:
+                keep.append((r, c))
+    return np.asarray(keep, dtype=np.int64).reshape(-1, 2)
+
+
+def blend_window(patch: int, kind: str = "cosine") -> np.ndarray:
+    """Blending weights of one tile, ``[P, P]`` float64, maximum 1.
+
+    ``"cosine"`` is the separable Hann window sampled at bin centres,
+    ``w(i, j) = sin²(π(i + ½)/P) · sin²(π(j + ½)/P)``: smooth, highest in the tile centre and
+    strictly positive everywhere (smallest value ``sin⁴(π/2P)``), so every bin covered by at
+    least one tile gets a well-defined blend. ``"uniform"`` is all ones.
+    """
+    if kind == "uniform":
+        return np.ones((patch, patch))
+    if kind != "cosine":
+        raise ValueError(f"unknown blend window {kind!r} (cosine or uniform)")
+    w1 = np.sin(np.pi * (np.arange(patch) + 0.5) / patch) ** 2
+    return np.outer(w1, w1)
+
+
+def tile_seeds(seed: int, tile_index: int, n_samples: int) -> list[int]:
+    """Seeds of the ``K`` samples of one tile, derived from ``(seed, tile_index)`` only.
+
+    Results therefore do not depend on the batch size, tile order or number of GPUs.
+    """
+    state = np.random.SeedSequence([int(seed), int(tile_index)]).generate_state(
+        n_samples, dtype=np.uint32
+    )
+    return [int(s) for s in state]
+
+
+def iter_batches(n: int, batch_size: int) -> Iterator[np.ndarray]:
+    """Indices ``[b]`` of consecutive batches of at most ``batch_size`` out of ``range(n)``."""
+    for start in range(0, n, batch_size):
+        yield np.arange(start, min(start + batch_size, n))
+
+
+class TileAccumulator:
+    """Streaming weighted sum of tile values onto the section grid.
+
+    Parameters
+    ----------
+    n_channels
+        Leading dimensions of each tile's values, e.g. ``(4, G)`` for mean/std/q05/q95 × genes.
+    shape_hr
+        Section grid ``(H, W)`` in HR bins.
+    window
+        ``[P, P]`` blending weights of one tile.
+    dtype
+        Dtype of the value buffer (float32 keeps a ``[4, G, H, W]`` section in 16·G·H·W bytes);
+        the weight buffer is float64.
+    """
+
+    def __init__(
+        self,
+        n_channels: Sequence[int],
+        shape_hr: tuple[int, int],
+        window: np.ndarray,
+        dtype: np.dtype | type = np.float32,
+    ) -> None:
+        self.channels = tuple(int(c) for c in n_channels)
+        self.shape_hr = (int(shape_hr[0]), int(shape_hr[1]))
+        self.window = np.asarray(window, dtype=np.float64)
+        self.patch = self.window.shape[0]
+        self.values = np.zeros((*self.channels, *self.shape_hr), dtype=dtype)
+        self.weights = np.zeros(self.shape_hr, dtype=np.float64)
+
+    def add(self, origin: tuple[int, int] | np.ndarray, tile: np.ndarray) -> None:
+        """Add one tile ``[*channels, P, P]`` whose top-left bin is ``origin`` ``(row, col)``."""
+        tile = np.asarray(tile)
+        expected = (*self.channels, self.patch, self.patch)
+        if tile.shape != expected:
+            raise ValueError(f"tile has shape {tile.shape}, expected {expected}")
+        r, c = int(origin[0]), int(origin[1])
+        h, w = self.shape_hr
+        if r < 0 or c < 0 or r >= h or c >= w:
+            raise GeometryError(f"tile origin {(r, c)} lies outside the grid {self.shape_hr}")
+        dr, dc = min(self.patch, h - r), min(self.patch, w - c)
+        win = self.window[:dr, :dc]
+        self.values[..., r : r + dr, c : c + dc] += (tile[..., :dr, :dc] * win).astype(
+            self.values.dtype
+        )
+        self.weights[r : r + dr, c : c + dc] += win
+
+    def merge(self, other: TileAccumulator) -> None:
+        """Add the sums of another accumulator over the same grid (e.g. from another rank)."""
+        if other.values.shape != self.values.shape:
+            raise ValueError("accumulators cover different grids")
+        self.values += other.values
+        self.weights += other.weights
+
+    def covered(self) -> np.ndarray:
+        """``[H, W]`` bool: bins that received at least one tile."""
+        return self.weights > 0
+
+    def result(self) -> np.ndarray:
+        """Blended values ``[*channels, H, W]``; bins no tile covered are NaN."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = self.values / self.weights.astype(self.values.dtype)
+        out[..., ~self.covered()] = np.nan
+        return out

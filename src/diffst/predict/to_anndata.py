@@ -1,0 +1,206 @@
+"""Predicted section → AnnData that scanpy and squidpy plot directly.
+
+Layout (one observation per HR bin inside tissue, row-major over the section grid):
+
+* ``X``: mean prediction, float32, counts per HR bin; ``layers['std' | 'q05' | 'q95']`` likewise;
+* ``var_names``: genes of the checkpoint;
+* ``obs``: ``bin_row``, ``bin_col`` (HR grid indices), ``x_um``, ``y_um`` (bin centre, µm);
+* ``obsm['spatial']``: bin centres in full-resolution image pixels ``(col, row)`` through the
+  image's :class:`~diffst.geometry.AffineTransform` (µm when the sample has no image);
+* ``uns['spatial'][library]``: ``images['hires']`` (downsampled image, float RGB in [0, 1];
+  fluorescence drawn as grey or false colour) and ``scalefactors`` (``tissue_hires_scalef``,
+  ``tissue_lowres_scalef``, ``spot_diameter_fullres`` = HR bin side in full-res px,
+  ``fiducial_diameter_fullres``), as written by ``scanpy.read_visium``;
+* ``uns['diffst']``: run metadata (config, checkpoint sha256, sampler, steps, seed, n_samples,
+  geometry, spot consistency).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from diffst.keys import AnnDataKey
+from diffst.predict.uncertainty import Stat
+
+if TYPE_CHECKING:
+    import anndata
+
+    from diffst.io.sample import SpatialImage
+
+__all__ = ["GridLike", "bin_centres_um", "build_anndata", "hires_image", "write_h5ad_atomic"]
+
+
+class GridLike(Protocol):
+    """The parts of :class:`diffst.prepare.binning.GridGeometry` used here."""
+
+    origin_um: tuple[float, float]
+    hr_um: float
+    shape_hr: tuple[int, int]
+
+
+def bin_centres_um(geometry: GridLike, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``[n, 2]`` centres ``(x, y)`` in µm of HR bins ``(rows[k], cols[k])``."""
+    x0, y0 = geometry.origin_um
+    x = x0 + (np.asarray(cols, dtype=np.float64) + 0.5) * geometry.hr_um
+    y = y0 + (np.asarray(rows, dtype=np.float64) + 0.5) * geometry.hr_um
+    return np.stack([x, y], axis=1)
+
+
+def _to_unit_float(pixels: np.ndarray, fluorescence: bool) -> np.ndarray:
+    """Image ``[h, w, C]`` → float32 in [0, 1] (fluorescence: per-channel 99.5th percentile)."""
+    img = pixels.astype(np.float32)
+    if fluorescence:
+        hi = np.percentile(img.reshape(-1, img.shape[2]), 99.5, axis=0)
+        return np.clip(img / np.maximum(hi, 1e-6), 0.0, 1.0)
+    if np.issubdtype(pixels.dtype, np.integer):
+        return np.clip(img / float(np.iinfo(pixels.dtype).max), 0.0, 1.0)
+    return np.clip(img / max(float(img.max()), 1e-6), 0.0, 1.0)
+
+
+def hires_image(image: SpatialImage, max_px: int) -> tuple[np.ndarray, float]:
+    """Downsampled RGB copy of ``image`` for ``uns['spatial']``.
+
+    Parameters
+    ----------
+    image
+        The section image (``[H, W, C]`` pixels, possibly lazy).
+    max_px
+        Longest side of the result, px.
+
+    Returns
+    -------
+    (np.ndarray, float)
+        ``[h, w, 3]`` float32 RGB in [0, 1] and the scale factor (result px per full-res px).
+        Fluorescence images become grey (1 channel) or false colour (channels → blue, green,
+        red in order).
+    """
+    h, w = image.shape_hw
+    step = max(1, int(np.ceil(max(h, w) / max_px)))
+    small = np.asarray(image.pixels[::step, ::step, :])
+    unit = _to_unit_float(small, fluorescence=image.kind == "fluorescence")
+    c = unit.shape[2]
+    if image.kind != "fluorescence" and c >= 3:
+        rgb = unit[..., :3]
+    elif c == 1:
+        rgb = np.repeat(unit, 3, axis=2)
+    else:
+        rgb = np.zeros((*unit.shape[:2], 3), dtype=np.float32)
+        for k in range(min(c, 3)):
+            rgb[..., 2 - k] = unit[..., k]
+    return np.ascontiguousarray(rgb, dtype=np.float32), 1.0 / step
+
+
+def _h5ad_safe(value: Any) -> Any:
+    """Make nested metadata writable to h5ad: drop ``None``, tuples → lists, paths → str."""
+    if isinstance(value, dict):
+        return {str(k): _h5ad_safe(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        items = [_h5ad_safe(v) for v in value if v is not None]
+        if items and all(isinstance(v, str) for v in items):
+            return np.asarray(items, dtype=object)
+        return items if any(isinstance(v, dict) for v in items) else np.asarray(items)
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def build_anndata(
+    stats: np.ndarray,
+    tissue: np.ndarray,
+    geometry: GridLike,
+    genes: tuple[str, ...] | list[str],
+    *,
+    image: SpatialImage | None,
+    library_id: str,
+    metadata: dict[str, Any],
+    hires_max_px: int = 2000,
+) -> anndata.AnnData:
+    """Assemble the output AnnData (layout in the module docstring).
+
+    Parameters
+    ----------
+    stats
+        ``[4, G, H, W]`` mean/std/q05/q95 (axis 0 as :class:`~diffst.predict.uncertainty.Stat`),
+        counts per HR bin.
+    tissue
+        ``[H, W]`` bool, bins written as observations.
+    geometry
+        Section grid (origin µm, bin side µm, shape).
+    genes
+        ``G`` gene names.
+    image
+        Section image, or ``None`` (then ``obsm['spatial']`` is in µm and no image is stored).
+    library_id
+        Key under ``uns['spatial']``.
+    metadata
+        Stored (made h5ad-safe) as ``uns['diffst']``.
+    hires_max_px
+        Longest side of the stored image, px.
+    """
+    import anndata
+    import pandas as pd
+
+    rows, cols = np.nonzero(tissue)
+    centres = bin_centres_um(geometry, rows, cols)
+    layers = {
+        AnnDataKey.STD.value: stats[Stat.STD][:, rows, cols].T.astype(np.float32),
+        AnnDataKey.Q05.value: stats[Stat.Q05][:, rows, cols].T.astype(np.float32),
+        AnnDataKey.Q95.value: stats[Stat.Q95][:, rows, cols].T.astype(np.float32),
+    }
+    obs = pd.DataFrame(
+        {
+            "bin_row": rows.astype(np.int64),
+            "bin_col": cols.astype(np.int64),
+            "x_um": centres[:, 0],
+            "y_um": centres[:, 1],
+        },
+        index=[f"bin_{r}_{c}" for r, c in zip(rows, cols, strict=True)],
+    )
+    adata = anndata.AnnData(
+        X=stats[Stat.MEAN][:, rows, cols].T.astype(np.float32),
+        obs=obs,
+        var=pd.DataFrame(index=pd.Index([str(g) for g in genes], name="gene")),
+        layers=layers,
+    )
+    library: dict[str, Any] = {"metadata": {"source": "diffst predict"}}
+    if image is not None:
+        adata.obsm[AnnDataKey.SPATIAL.value] = image.um_to_px.apply(centres)
+        rgb, scalef = hires_image(image, hires_max_px)
+        bin_px = geometry.hr_um / image.um_per_px
+        library["images"] = {"hires": rgb}
+    else:
+        adata.obsm[AnnDataKey.SPATIAL.value] = centres
+        scalef, bin_px = 1.0, geometry.hr_um
+    library["scalefactors"] = {
+        "tissue_hires_scalef": float(scalef),
+        "tissue_lowres_scalef": float(scalef),
+        "spot_diameter_fullres": float(bin_px),
+        "fiducial_diameter_fullres": float(bin_px),
+    }
+    adata.uns["spatial"] = {library_id: library}
+    meta = dict(metadata)
+    meta["spatial_units"] = "px" if image is not None else "um"
+    adata.uns[AnnDataKey.UNS.value] = _h5ad_safe(meta)
+    return adata
+
+
+def write_h5ad_atomic(adata: anndata.AnnData, path: str | os.PathLike[str]) -> Path:
+    """Write ``adata`` to ``path`` via a temporary file in the same folder and ``os.replace``.
+
+    A failure at any point leaves no file at ``path`` (and no temporary file behind).
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        adata.write_h5ad(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,74 @@
+"""K samples per tile → per-bin, per-gene mean, standard deviation and 5 % / 95 % quantiles.
+
+The statistics are computed on the **count scale**, after the samples were mapped back from the
+diffusion scale with the store's inverse normalisation, so every layer of the output AnnData has
+the unit "counts per HR bin".
+
+Whole-section stitching blends each tile's statistics with the tile blending weights (see
+:mod:`diffst.predict.tiled`). For the mean this equals the blend of the samples; for the standard
+deviation and the quantiles it is the weighted average of the per-tile values, not the statistic
+of a pooled sample set: where tiles overlap, a bin's q05/q95 is the blend of the quantiles each
+tile estimated, which keeps the whole pipeline streaming (no tile's samples are kept).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+import torch
+
+__all__ = ["QUANTILES", "Stat", "quantile_linear", "sample_statistics"]
+
+QUANTILES: tuple[float, float] = (0.05, 0.95)
+"""Lower and upper quantile levels stored in layers ``q05`` and ``q95``."""
+
+
+class Stat(IntEnum):
+    """Index of each statistic along the second axis of :func:`sample_statistics`' output."""
+
+    MEAN = 0
+    STD = 1
+    Q05 = 2
+    Q95 = 3
+
+
+def quantile_linear(sorted_x: torch.Tensor, q: float, dim: int) -> torch.Tensor:
+    """Quantile ``q`` of values already sorted along ``dim`` with linear interpolation.
+
+    Same definition as ``numpy.quantile(..., method="linear")``: position ``q·(K − 1)`` between
+    the order statistics. Works for any tensor size (``torch.quantile`` has a size limit).
+    """
+    k = sorted_x.shape[dim]
+    pos = q * (k - 1)
+    lo = int(pos // 1)
+    hi = min(lo + 1, k - 1)
+    frac = pos - lo
+    x_lo = sorted_x.select(dim, lo)
+    x_hi = sorted_x.select(dim, hi)
+    return x_lo + (x_hi - x_lo) * frac
+
+
+def sample_statistics(samples: torch.Tensor) -> torch.Tensor:
+    """Statistics over the sample axis.
+
+    Parameters
+    ----------
+    samples
+        ``[B, K, G, H, W]`` samples on the count scale (``B`` tiles, ``K`` samples each).
+
+    Returns
+    -------
+    torch.Tensor
+        ``[B, 4, G, H, W]`` float32 with, along axis 1 (see :class:`Stat`): mean, standard
+        deviation (unbiased, ``ddof = 1``; 0 when ``K = 1``), q05 and q95 (linear interpolation).
+    """
+    if samples.ndim != 5:
+        raise ValueError(f"samples must be [B, K, G, H, W], got shape {tuple(samples.shape)}")
+    x = samples.float()
+    k = x.shape[1]
+    mean = x.mean(dim=1)
+    std = x.std(dim=1, correction=1) if k > 1 else torch.zeros_like(mean)
+    ordered = x.sort(dim=1).values
+    q_lo = quantile_linear(ordered, QUANTILES[0], dim=1)
+    q_hi = quantile_linear(ordered, QUANTILES[1], dim=1)
+    return torch.stack([mean, std, q_lo, q_hi], dim=1)

@@ -1,0 +1,191 @@
+"""The Diff-ST network: condition encoders, multi-modal fusion and the conditional UNet."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from diffst.config import ConfigError
+from diffst.models.config import ModelConfig
+from diffst.models.denoiser import ConditionalUNet, DenoiserOutput
+from diffst.models.fusion import MultiModalFusion
+from diffst.models.gene_graph import LREncoder
+from diffst.models.histology import HistologyEncoder
+
+__all__ = ["Condition", "DiffSTModel", "count_parameters"]
+
+
+@dataclass
+class Condition:
+    """Encoded conditioning of a batch, computed once per sample and reused at every step."""
+
+    features: torch.Tensor
+    """``[B, C_c, g, g]`` fused conditioning map on the bottleneck grid ``g = H / 2^(L−1)``."""
+    tokens: torch.Tensor
+    """``[B, T, C_c]`` conditioning pooled to at most ``cond_token_grid²`` tokens."""
+    disentangle_loss: torch.Tensor
+    """Scalar float32 disentangling loss of the batch (0 when disentangling is off)."""
+
+    @property
+    def batch_size(self) -> int:
+        """Number of samples ``B``."""
+        return int(self.features.shape[0])
+
+    def repeat(self, k: int) -> Condition:
+        """Each sample repeated ``k`` times in a row: ``[B, …] → [B·k, …]`` (for K draws)."""
+        return replace(
+            self,
+            features=self.features.repeat_interleave(k, dim=0),
+            tokens=self.tokens.repeat_interleave(k, dim=0),
+        )
+
+    def select(self, index: torch.Tensor | slice | list[int]) -> Condition:
+        """The samples at ``index`` (a slice, index list or boolean/integer tensor)."""
+        return replace(self, features=self.features[index], tokens=self.tokens[index])
+
+    def detach(self) -> Condition:
+        """A copy cut from the autograd graph (for sampling)."""
+        return Condition(
+            self.features.detach(), self.tokens.detach(), self.disentangle_loss.detach()
+        )
+
+
+class DiffSTModel(nn.Module):
+    """Cross-modal conditional denoiser of Diff-ST.
+
+    Parameters
+    ----------
+    cfg
+        Model configuration (ablation switches included).
+    n_genes
+        ``G``, channels of the HR and LR maps.
+    image_channels
+        ``C`` of the tissue view and cell tiles (3 for H&E, 2 for DAPI + polyT).
+    lr_size
+        Side of the LR grid (LR cells) used in training; any LR size works at run time.
+    hr_size
+        Side of the HR patch (HR bins); must be divisible by ``2^(len(channel_mult) − 1)``.
+    adjacency
+        ``[G, G]`` row-normalised gene adjacency (needed with the LR branch and graph on).
+    """
+
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        n_genes: int,
+        image_channels: int,
+        lr_size: int,
+        hr_size: int,
+        adjacency: torch.Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        _check_sizes(cfg, n_genes, image_channels, lr_size, hr_size)
+        if cfg.use_lr and cfg.use_graph and adjacency is None:
+            raise ConfigError("model.use_graph: the gene graph needs an adjacency [G, G] tensor")
+        self.cfg = cfg
+        self.n_genes, self.image_channels = n_genes, image_channels
+        self.lr_size, self.hr_size = lr_size, hr_size
+        self.grid = hr_size // cfg.downsampling
+        self.token_grid = min(cfg.cond_token_grid, self.grid)
+        width = cfg.cond_channels
+        self.lr_encoder: LREncoder | None = None
+        self.histology: HistologyEncoder | None = None
+        self.fusion: MultiModalFusion | None = None
+        if cfg.use_lr:
+            self.lr_encoder = LREncoder(
+                n_genes,
+                width,
+                adjacency if cfg.use_graph else None,
+                hidden=cfg.lr_hidden_channels,
+                residual=cfg.graph_residual,
+                kernel=cfg.graph_kernel,
+                groups=cfg.norm_groups,
+            )
+        if cfg.use_histology:
+            self.histology = HistologyEncoder(cfg, image_channels, width, self.grid)
+        cond_channels = width
+        if cfg.use_lr and cfg.use_histology:
+            self.fusion = MultiModalFusion(
+                width,
+                use_disentangle=cfg.use_disentangle,
+                use_modulation=cfg.use_modulation,
+                window=cfg.modulation_window,
+                eps=cfg.disentangle_eps,
+                groups=cfg.norm_groups,
+            )
+            cond_channels = self.fusion.out_channels
+        self.denoiser = ConditionalUNet(cfg, n_genes, cond_channels)
+
+    def set_training_progress(self, frac: float) -> None:
+        """Training progress ``frac`` ∈ [0, 1]; selects the share of cell tiles used."""
+        if self.histology is not None:
+            self.histology.set_training_progress(frac)
+
+    def encode_condition(
+        self,
+        lr: torch.Tensor | None = None,
+        tissue: torch.Tensor | None = None,
+        cells: torch.Tensor | None = None,
+        cell_score: torch.Tensor | None = None,
+    ) -> Condition:
+        """Encode the conditioning inputs of a batch.
+
+        Parameters
+        ----------
+        lr
+            ``[B, G, h, w]`` normalised LR map (ignored without the LR branch).
+        tissue
+            ``[B, C, S, S]`` tissue view in [0, 1] (ignored without the histology branch).
+        cells
+            ``[B, N, C, t, t]`` cell tiles in [0, 1] (used with dynamic cross-attention).
+        cell_score
+            ``[B, N]`` tile entropy (bits) ranking the tiles for the curriculum.
+        """
+        grid = (self.grid, self.grid)
+        expr = img = None
+        if self.lr_encoder is not None:
+            if lr is None or lr.ndim != 4 or lr.shape[1] != self.n_genes:
+                got = None if lr is None else tuple(lr.shape)
+                raise ValueError(f"lr: [B, {self.n_genes}, h, w] needed, got {got}")
+            expr = self.lr_encoder(lr, grid)
+        if self.histology is not None:
+            if tissue is None or tissue.ndim != 4 or tissue.shape[1] != self.image_channels:
+                got = None if tissue is None else tuple(tissue.shape)
+                raise ValueError(f"tissue: [B, {self.image_channels}, S, S] needed, got {got}")
+            img = self.histology(tissue, cells, cell_score, grid)
+        if self.fusion is not None and img is not None and expr is not None:
+            fused = self.fusion(img, expr)
+            features, loss = fused.features, fused.disentangle_loss
+        else:
+            features = expr if expr is not None else img
+            assert features is not None
+            loss = torch.zeros((), device=features.device, dtype=torch.float32)
+        pooled = F.adaptive_avg_pool2d(features, self.token_grid)
+        return Condition(features, pooled.flatten(2).transpose(1, 2), loss)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: Condition) -> DenoiserOutput:
+        """Denoise ``x_t [B, G, H, W]`` at timesteps ``t [B]`` given an encoded condition."""
+        if cond.batch_size != x_t.shape[0]:
+            raise ValueError(
+                f"cond: batch of {cond.batch_size} does not match x_t batch {x_t.shape[0]}"
+            )
+        return self.denoiser(x_t, t, cond.features, cond.tokens)
+
+
+def count_parameters(module: nn.Module, *, trainable_only: bool = True) -> int:
+    """Number of (trainable) parameters of ``module``."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def _check_sizes(cfg: ModelConfig, n_genes: int, channels: int, lr: int, hr: int) -> None:
+    for name, value in (("n_genes", n_genes), ("image_channels", channels), ("lr_size", lr)):
+        if value <= 0:
+            raise ConfigError(f"model: {name} must be positive, got {value}")
+    if hr <= 0 or hr % cfg.downsampling:
+        raise ConfigError(
+            f"model: hr_size {hr} must be a positive multiple of {cfg.downsampling} "
+            f"(2^(len(channel_mult) − 1) with channel_mult {cfg.channel_mult})"
+        )

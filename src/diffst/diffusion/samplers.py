@@ -1,0 +1,299 @@
+"""Samplers of the reverse process: ancestral DDPM, DDIM and DPM-Solver++(2M).
+
+Each sampler is one pure function that follows its paper's algorithm step by step. Noise comes
+from one ``torch.Generator`` per sample, drawn in the same order whatever the batch, so a sample
+depends only on its seed and its condition, not on the batch it was drawn in.
+
+References
+----------
+* Ho, Jain & Abbeel (2020), Denoising Diffusion Probabilistic Models (DDPM).
+* Nichol & Dhariwal (2021), Improved Denoising Diffusion Probabilistic Models (respacing, Σ_θ).
+* Song, Meng & Ermon (2021), Denoising Diffusion Implicit Models (DDIM).
+* Lu et al. (2022a), DPM-Solver; Lu et al. (2022b), DPM-Solver++.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, get_args
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from diffst.diffusion.config import SamplerName
+from diffst.diffusion.schedule import Denoiser, NoiseSchedule, PMeanVariance
+
+__all__ = [
+    "count_network_evaluations",
+    "ddim_sample",
+    "ddpm_sample",
+    "dpm_solver_pp_sample",
+    "logsnr_timesteps",
+    "make_generators",
+    "sample",
+    "seeded_normal",
+]
+
+
+def make_generators(seeds: Sequence[int], device: torch.device | str) -> list[torch.Generator]:
+    """One ``torch.Generator`` per sample, seeded with ``seeds[i]``, on ``device``."""
+    return [torch.Generator(device=device).manual_seed(int(seed)) for seed in seeds]
+
+
+def seeded_normal(
+    generators: Sequence[torch.Generator],
+    shape: Sequence[int],
+    *,
+    device: torch.device | str,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """``[B, *shape[1:]]`` standard normal noise, row i drawn from ``generators[i]``."""
+    if len(generators) != shape[0]:
+        raise ValueError(f"need one generator per sample: {len(generators)} for batch {shape[0]}")
+    rows = [
+        torch.randn(tuple(shape[1:]), generator=g, device=g.device, dtype=dtype) for g in generators
+    ]
+    return torch.stack(rows).to(device)
+
+
+def _steps(indices: Sequence[int], progress: bool, name: str) -> Iterable[int]:
+    if not progress:
+        return indices
+    from rich.progress import track
+
+    return track(indices, description=f"{name} sampling")
+
+
+def _denoise(
+    model: Denoiser,
+    schedule: NoiseSchedule,
+    x: Tensor,
+    index: int,
+    cond: Any,
+    clip_denoised: bool,
+) -> PMeanVariance:
+    """One network evaluation at schedule index ``index`` → p(x_{t−1} | x_t) and x̂0."""
+    t = torch.full((x.shape[0],), index, dtype=torch.int64, device=x.device)
+    out = model(x, schedule.model_timesteps(t), cond)
+    return schedule.p_mean_variance(out.prediction, out.variance, x, t, clip_denoised=clip_denoised)
+
+
+@torch.no_grad()
+def ddpm_sample(
+    model: Denoiser,
+    schedule: NoiseSchedule,
+    cond: Any,
+    shape: Sequence[int],
+    steps: int,
+    generators: Sequence[torch.Generator],
+    *,
+    clip_denoised: bool = True,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    progress: bool = False,
+) -> Tensor:
+    """Ancestral sampling (DDPM Algorithm 2) on ``steps`` respaced steps with learned Σ_θ.
+
+    Parameters
+    ----------
+    model, schedule, cond
+        Denoiser, the T-step schedule it was trained with, and its condition.
+    shape
+        ``[B, G, H, W]`` of the result.
+    steps
+        Number of respaced steps (= network evaluations); T gives the full chain.
+    generators
+        One seeded generator per sample (:func:`make_generators`).
+
+    Returns
+    -------
+    Tensor
+        ``[B, G, H, W]`` samples of x0 (the mean of the last step, which is x̂0).
+    """
+    spaced = schedule.respace(steps)
+    # 1. x_T ~ N(0, I).
+    x = seeded_normal(generators, shape, device=device, dtype=dtype)
+    for i in _steps(range(spaced.num_steps - 1, -1, -1), progress, "ddpm"):
+        # 2. μ_θ(x_t, t) from ε̂ (DDPM eq. 11 via x̂0 and eq. 7) and
+        #    Σ_θ = exp(v·log β_t + (1 − v)·log β̃_t) (improved DDPM eq. 15), on the respaced β.
+        p = _denoise(model, spaced, x, i, cond, clip_denoised)
+        if i == 0:
+            # 3. The last step returns the mean without noise (Algorithm 2, z = 0 at t = 1).
+            return p.mean
+        # 4. x_{t−1} = μ_θ + σ_t·z, z ~ N(0, I) (Algorithm 2, line 4).
+        z = seeded_normal(generators, shape, device=device, dtype=dtype)
+        x = p.mean + torch.exp(0.5 * p.log_variance) * z
+    raise AssertionError("unreachable: the loop returns at index 0")
+
+
+@torch.no_grad()
+def ddim_sample(
+    model: Denoiser,
+    schedule: NoiseSchedule,
+    cond: Any,
+    shape: Sequence[int],
+    steps: int,
+    generators: Sequence[torch.Generator],
+    *,
+    eta: float = 0.0,
+    clip_denoised: bool = True,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    progress: bool = False,
+) -> Tensor:
+    """DDIM (Song et al. 2021, eq. 12) on ``steps`` respaced steps; η = 0 is deterministic.
+
+    Parameters are those of :func:`ddpm_sample`; ``eta`` scales σ_t of eq. (16).
+    """
+    spaced = schedule.respace(steps)
+    # 1. x_T ~ N(0, I).
+    x = seeded_normal(generators, shape, device=device, dtype=dtype)
+    for i in _steps(range(spaced.num_steps - 1, -1, -1), progress, "ddim"):
+        # 2. x̂0 = (x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t ("predicted x0" of eq. 12), ε̂ re-derived if clipped.
+        p = _denoise(model, spaced, x, i, cond, clip_denoised)
+        t = torch.full((shape[0],), i, dtype=torch.int64, device=x.device)
+        alpha = spaced.coef("alphas_cumprod", t, x)
+        alpha_prev = spaced.coef("alphas_cumprod_prev", t, x)
+        # 3. σ_t(η) = η·√((1−ᾱ_{t−1})/(1−ᾱ_t))·√(1 − ᾱ_t/ᾱ_{t−1}) (eq. 16).
+        sigma = eta * torch.sqrt((1 - alpha_prev) / (1 - alpha) * (1 - alpha / alpha_prev))
+        # 4. x_{t−1} = √ᾱ_{t−1}·x̂0 + √(1−ᾱ_{t−1}−σ_t²)·ε̂ + σ_t·z (eq. 12).
+        x = torch.sqrt(alpha_prev) * p.pred_x0 + torch.sqrt(1 - alpha_prev - sigma**2) * p.pred_eps
+        if eta > 0 and i > 0:
+            x = x + sigma * seeded_normal(generators, shape, device=device, dtype=dtype)
+    return x
+
+
+def logsnr_timesteps(schedule: NoiseSchedule, steps: int) -> np.ndarray:
+    """``steps`` decreasing integer timesteps from T−1 to 0, uniform in logSNR λ = log(α/σ).
+
+    λ_t = ½·log(ᾱ_t/(1−ᾱ_t)) is spaced uniformly between λ_{T−1} and λ_0 (Lu et al. 2022a,
+    §3.3), each point is rounded to the nearest integer timestep, and ties (many steps near
+    t = 0) are resolved by moving earlier points up by one step, keeping the grid strictly
+    decreasing.
+    """
+    total = schedule.num_steps
+    if not 1 <= steps <= total:
+        raise ValueError(f"steps must be in [1, {total}], got {steps}")
+    ab = schedule.alphas_cumprod
+    lam = 0.5 * (np.log(ab) - np.log1p(-ab))  # decreasing in t
+    targets = np.linspace(lam[-1], lam[0], steps) if steps > 1 else lam[-1:]
+    # λ is decreasing: search in its reversed (increasing) copy, pick the nearest neighbour.
+    rev = lam[::-1]
+    pos = np.clip(np.searchsorted(rev, targets), 1, total - 1)
+    nearest = np.where(targets - rev[pos - 1] < rev[pos] - targets, pos - 1, pos)
+    grid = (total - 1 - nearest).astype(np.int64)
+    grid[-1] = 0 if steps > 1 else total - 1
+    for k in range(steps - 2, -1, -1):
+        grid[k] = max(grid[k], grid[k + 1] + 1)
+    if grid[0] > total - 1:
+        raise ValueError(f"{steps} steps do not fit a strictly decreasing grid of {total} steps")
+    return grid
+
+
+@torch.no_grad()
+def dpm_solver_pp_sample(
+    model: Denoiser,
+    schedule: NoiseSchedule,
+    cond: Any,
+    shape: Sequence[int],
+    steps: int,
+    generators: Sequence[torch.Generator],
+    *,
+    clip_denoised: bool = True,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    progress: bool = False,
+) -> Tensor:
+    """DPM-Solver++(2M) (Lu et al. 2022b, Algorithm 2), data prediction, logSNR time grid.
+
+    The model is evaluated once at each of the ``steps`` grid times t_0 = T−1 > … > t_{M−1} = 0
+    (:func:`logsnr_timesteps`); the solver integrates the diffusion ODE between them with the
+    multistep second-order update, the first step being first order, and ends with a first-order
+    step from t_{M−1} to σ = 0, which returns the data prediction x̂0 there (as DDPM and DDIM do).
+    Parameters are those of :func:`ddpm_sample`.
+    """
+    grid = logsnr_timesteps(schedule, steps)
+    ab = schedule.alphas_cumprod[grid]
+    alpha, sigma = np.sqrt(ab), np.sqrt(1.0 - ab)
+    lam = np.log(alpha) - np.log(sigma)
+    # 1. x̃_{t_0} = x_T ~ N(0, I).
+    x = seeded_normal(generators, shape, device=device, dtype=dtype)
+    previous: Tensor | None = None
+    for k in _steps(range(steps), progress, "dpm-solver++"):
+        # 2. Data prediction x_θ(x̃_{t_k}, t_k) (the denoiser's x̂0, clipped when requested).
+        data = _denoise(model, schedule, x, int(grid[k]), cond, clip_denoised).pred_x0
+        if k == steps - 1:
+            # 5. Final first-order step to σ = 0: x̃ = x_θ (the h → ∞ limit of step 3).
+            return data
+        h = lam[k + 1] - lam[k]
+        if previous is None:
+            # 3. First step, first order (DPM-Solver++(1) = DDIM):
+            #    x̃_{t_1} = (σ_{t_1}/σ_{t_0})·x̃_{t_0} − α_{t_1}·(e^{−h} − 1)·D_0.
+            d = data
+        else:
+            # 4. Multistep: r = h_{k−1}/h_k, D = (1 + 1/(2r))·x_θ(t_k) − 1/(2r)·x_θ(t_{k−1}).
+            r = (lam[k] - lam[k - 1]) / h
+            d = (1 + 1 / (2 * r)) * data - 1 / (2 * r) * previous
+        x = (sigma[k + 1] / sigma[k]) * x - alpha[k + 1] * np.expm1(-h) * d
+        previous = data
+    raise AssertionError("unreachable: the loop returns at the last grid time")
+
+
+_SAMPLERS: dict[str, Callable[..., Tensor]] = {
+    "ddpm": ddpm_sample,
+    "ddim": ddim_sample,
+    "dpmpp": dpm_solver_pp_sample,
+}
+
+
+def count_network_evaluations(sampler: SamplerName, steps: int) -> int:
+    """Network evaluations per sample: one per step for each of the three samplers."""
+    if sampler not in _SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; expected one of {list(_SAMPLERS)}")
+    if steps < 1:
+        raise ValueError(f"steps must be ≥ 1, got {steps}")
+    return steps
+
+
+def sample(
+    model: Denoiser,
+    schedule: NoiseSchedule,
+    cond: Any,
+    shape: Sequence[int],
+    *,
+    sampler: SamplerName,
+    steps: int,
+    eta: float = 0.0,
+    seeds: Sequence[int],
+    device: torch.device | str,
+    clip_denoised: bool = True,
+    dtype: torch.dtype = torch.float32,
+    progress: bool = False,
+) -> Tensor:
+    """Draw ``shape[0]`` samples ``[B, G, H, W]`` of x0 with the named sampler.
+
+    ``seeds[i]`` seeds sample i, so a sample is identical whether drawn alone or in a batch.
+    ``eta`` is used by ``ddim`` only. ``schedule`` is the T-step schedule of training.
+    """
+    if sampler not in _SAMPLERS:
+        raise ValueError(
+            f"unknown sampler {sampler!r}; expected one of {list(get_args(SamplerName))}"
+        )
+    if len(seeds) != shape[0]:
+        raise ValueError(f"need one seed per sample: got {len(seeds)} seeds for batch {shape[0]}")
+    generators = make_generators(seeds, device)
+    extra = {"eta": eta} if sampler == "ddim" else {}
+    return _SAMPLERS[sampler](
+        model,
+        schedule,
+        cond,
+        shape,
+        steps,
+        generators,
+        clip_denoised=clip_denoised,
+        device=device,
+        dtype=dtype,
+        progress=progress,
+        **extra,
+    )

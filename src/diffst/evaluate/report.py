@@ -1,0 +1,368 @@
+"""Evaluation report: metric tables (CSV + Markdown), per-gene table and figures.
+
+Files written under ``out_dir``::
+
+    metrics.csv        one row per (method, metric): mean, median, n_defined, n_nan over genes
+    per_gene.csv       one row per (method, gene): every metric
+    report.md          headline table, comparisons against the reference method, notes, figures
+    figures/gene_maps.png    truth / LR / baselines / diffst mean / diffst std for a few genes
+    figures/metric_bars.png  main metrics per method
+    figures/calibration.png  nominal vs empirical interval coverage
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from diffst.config import atomic_write_text
+from diffst.evaluate.config import EvaluateConfig
+from diffst.evaluate.metrics import summarise
+from diffst.evaluate.scoring import MethodPrediction, MethodScores, PatchSet, stitch
+
+__all__ = ["HEADLINE", "comparison_lines", "summary_frame", "write_report"]
+
+#: metric column → (label, higher is better)
+HEADLINE: dict[str, tuple[str, bool]] = {
+    "pcc": ("PCC counts", True),
+    "spearman": ("Spearman", True),
+    "ssim": ("SSIM", True),
+    "rmse": ("RMSE", False),
+    "pcc_patch": ("PCC per patch", True),
+    "pcc_paper": ("PCC paper", True),
+    "ssim_paper": ("SSIM paper", True),
+    "spot_consistency": ("spot consistency", True),
+    "coverage90": ("coverage 90%", True),
+    "crps": ("CRPS", False),
+    "std_err_corr": ("std–error corr", True),
+    "diversity": ("sample diversity", True),
+}
+#: metrics on which the reference method is compared with every other method
+COMPARED = ("pcc", "spearman", "ssim", "rmse", "pcc_paper")
+
+
+def summary_frame(scores: Sequence[MethodScores]) -> pd.DataFrame:
+    """Long table: one row per (method, metric) with mean, median, n_defined, n_nan."""
+    rows = []
+    for s in scores:
+        for metric in HEADLINE:
+            if s.unavailable is not None or metric not in s.genes:
+                continue
+            m = summarise(s.genes[metric].to_numpy())
+            rows.append(
+                {
+                    "method": s.name,
+                    "metric": metric,
+                    "mean": m.mean,
+                    "median": m.median,
+                    "n_defined": m.n_defined,
+                    "n_nan": m.n_nan,
+                }
+            )
+    return pd.DataFrame(rows, columns=["method", "metric", "mean", "median", "n_defined", "n_nan"])
+
+
+def _cell(summary: pd.DataFrame, method: str, metric: str) -> str:
+    row = summary[(summary.method == method) & (summary.metric == metric)]
+    if row.empty:
+        return "–"
+    r = row.iloc[0]
+    if r.n_defined == 0:
+        return f"NaN ({r.n_nan} NaN)"
+    text = f"{r['mean']:.3f}"
+    return f"{text} ({r.n_nan} NaN)" if r.n_nan else text
+
+
+def headline_markdown(scores: Sequence[MethodScores], summary: pd.DataFrame) -> str:
+    """Markdown table: methods × metric means over genes (NaN genes counted, never dropped)."""
+    metrics = [m for m in HEADLINE if (summary.metric == m).any()]
+    head = "| method | " + " | ".join(HEADLINE[m][0] for m in metrics) + " |"
+    sep = "|---|" + "---:|" * len(metrics)
+    lines = [head, sep]
+    for s in scores:
+        if s.unavailable is not None:
+            lines.append(f"| {s.name} | unavailable: {s.unavailable} |" + " |" * (len(metrics) - 1))
+            continue
+        lines.append(
+            f"| {s.name} | " + " | ".join(_cell(summary, s.name, m) for m in metrics) + " |"
+        )
+    return "\n".join(lines)
+
+
+def comparison_lines(summary: pd.DataFrame, reference: str) -> list[str]:
+    """Plain sentences: does ``reference`` beat each other method on each compared metric?"""
+    out = []
+    ref = summary[summary.method == reference].set_index("metric")["mean"]
+    if ref.empty:
+        return [f"The reference method `{reference}` was not scored."]
+    for method in dict.fromkeys(summary.method):
+        if method == reference:
+            continue
+        other = summary[summary.method == method].set_index("metric")["mean"]
+        wins, losses = [], []
+        for metric in COMPARED:
+            if metric not in ref or metric not in other:
+                continue
+            a, b = float(ref[metric]), float(other[metric])
+            if not (np.isfinite(a) and np.isfinite(b)):
+                continue
+            better = a > b if HEADLINE[metric][1] else a < b
+            text = f"{HEADLINE[metric][0]} {a:.3f} vs {b:.3f}"
+            (wins if better else losses).append(text)
+        if losses:
+            out.append(
+                f"- **{reference} does NOT beat {method}** on: "
+                + "; ".join(losses)
+                + (f" (it does on: {'; '.join(wins)})" if wins else "")
+                + "."
+            )
+        else:
+            out.append(
+                f"- {reference} beats {method} on every compared metric: " + "; ".join(wins) + "."
+            )
+    return out
+
+
+def _savefig(fig: object, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")  # type: ignore[attr-defined]
+    plt.close(fig)  # type: ignore[arg-type]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(buf.getvalue())
+    os.replace(tmp, path)
+
+
+def _figure_genes(truth: PatchSet, cfg: EvaluateConfig) -> list[int]:
+    chosen = [truth.genes.index(g) for g in cfg.highlight_genes if g in truth.genes]
+    totals = truth.hr.sum(axis=(0, 2, 3))
+    for g in np.argsort(-totals):
+        if len(chosen) >= cfg.figure_genes:
+            break
+        if int(g) not in chosen:
+            chosen.append(int(g))
+    return chosen
+
+
+def gene_maps_figure(
+    truth: PatchSet, preds: Sequence[MethodPrediction], cfg: EvaluateConfig, path: Path
+) -> None:
+    """Rows = genes; columns = truth, each method's mean, then the reference method's std."""
+    import matplotlib.pyplot as plt
+
+    from diffst.evaluate.baselines import nearest_upsample
+
+    p = truth.hr.shape[-1]
+    lr_up = np.stack([nearest_upsample(x, truth.factor, (p, p)) for x in truth.lr])
+    panels = [("truth", truth.hr), ("LR input", lr_up)]
+    panels += [(m.name, m.mean) for m in preds if m.mean is not None and m.name != "nearest"]
+    ref = next((m for m in preds if m.name == cfg.reference_method and m.std is not None), None)
+    if ref is not None:
+        panels.append((f"{ref.name} std", ref.std))
+    genes = _figure_genes(truth, cfg)
+    fig, axes = plt.subplots(
+        len(genes), len(panels), squeeze=False, figsize=(2.2 * len(panels), 2.2 * len(genes))
+    )
+    for row, g in enumerate(genes):
+        region_truth, mask, _ = stitch(truth.hr[:, g : g + 1], truth.origin_bins, truth.mask)
+        vmax = max(float(np.percentile(region_truth[0][mask], 99)), 1e-6) if mask.any() else 1.0
+        for col, (name, arr) in enumerate(panels):
+            region, _, _ = stitch(np.asarray(arr)[:, g : g + 1], truth.origin_bins, truth.mask)
+            shown = np.where(mask, region[0], np.nan)
+            is_std = name.endswith(" std")
+            ax = axes[row, col]
+            ax.imshow(
+                shown,
+                cmap="magma" if is_std else "viridis",
+                vmin=0,
+                vmax=None if is_std else vmax,
+                interpolation="nearest",
+            )
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(name, fontsize=9)
+            if col == 0:
+                ax.set_ylabel(truth.genes[g], fontsize=9)
+    fig.suptitle(
+        "counts per HR bin (shared colour scale per gene; std on its own scale)", fontsize=9
+    )
+    _savefig(fig, path)
+
+
+def metric_bars_figure(summary: pd.DataFrame, path: Path) -> None:
+    """Grouped bars: mean over genes of the main metrics, one bar per method."""
+    import matplotlib.pyplot as plt
+
+    metrics = [
+        m
+        for m in ("pcc", "spearman", "ssim", "pcc_paper", "spot_consistency")
+        if (summary.metric == m).any()
+    ]
+    methods = list(dict.fromkeys(summary.method))
+    fig, ax = plt.subplots(figsize=(1.6 * len(metrics) + 2, 3.2))
+    width = 0.8 / max(len(methods), 1)
+    for k, method in enumerate(methods):
+        vals = [float(_mean(summary, method, m)) for m in metrics]
+        ax.bar(np.arange(len(metrics)) + k * width, vals, width, label=method)
+    ax.set_xticks(np.arange(len(metrics)) + 0.4 - width / 2)
+    ax.set_xticklabels([HEADLINE[m][0] for m in metrics], fontsize=8)
+    ax.axhline(0, color="black", linewidth=0.5)
+    ax.set_ylabel("mean over genes")
+    ax.legend(fontsize=7, ncol=2)
+    _savefig(fig, path)
+
+
+def _mean(summary: pd.DataFrame, method: str, metric: str) -> float:
+    row = summary[(summary.method == method) & (summary.metric == metric)]
+    return float(row["mean"].iloc[0]) if not row.empty else float("nan")
+
+
+def calibration_figure(scores: Sequence[MethodScores], cfg: EvaluateConfig, path: Path) -> None:
+    """Nominal vs empirical coverage of central intervals; the diagonal is perfect calibration."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(3.6, 3.6))
+    levels = np.asarray(cfg.calibration_levels)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="ideal")
+    for s in scores:
+        if s.calibration is not None:
+            ax.plot(levels, s.calibration, marker="o", markersize=3, label=s.name)
+    ax.set_xlabel("nominal coverage")
+    ax.set_ylabel("empirical coverage")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7)
+    _savefig(fig, path)
+
+
+def _atomic_csv(frame: pd.DataFrame, path: Path, *, index: bool) -> None:
+    atomic_write_text(path, frame.to_csv(index=index, float_format="%.6g"))
+
+
+def write_report(
+    scores: Sequence[MethodScores],
+    predictions: Sequence[MethodPrediction],
+    truth: PatchSet,
+    out_dir: str | os.PathLike[str],
+    cfg: EvaluateConfig,
+    *,
+    title: str = "diffst evaluation",
+    context: Sequence[str] = (),
+    notes: Sequence[str] = (),
+) -> dict[str, Path]:
+    """Write the CSV tables, the figures and ``report.md``; return the written paths by role.
+
+    Parameters
+    ----------
+    scores
+        One :class:`MethodScores` per method (unavailable methods included, shown as such).
+    predictions
+        The predictions scored (used for the gene-map figure).
+    truth
+        The truth patches.
+    out_dir
+        Output folder (created).
+    cfg
+        Evaluation options (reference method, figure genes, calibration levels).
+    title, context, notes
+        Report title, lines describing the data and runs, and analysis paragraphs.
+    """
+    out = Path(out_dir)
+    files = {
+        "metrics": out / "metrics.csv",
+        "per_gene": out / "per_gene.csv",
+        "report": out / "report.md",
+    }
+    summary = summary_frame(scores)
+    _atomic_csv(summary, files["metrics"], index=False)
+    per_gene = [s.genes.assign(method=s.name) for s in scores if s.unavailable is None]
+    if per_gene:
+        table = pd.concat(per_gene).reset_index().set_index(["method", "gene"])
+        _atomic_csv(table, files["per_gene"], index=True)
+    if cfg.figures:
+        files["gene_maps"] = out / "figures" / "gene_maps.png"
+        files["metric_bars"] = out / "figures" / "metric_bars.png"
+        files["calibration"] = out / "figures" / "calibration.png"
+        gene_maps_figure(truth, predictions, cfg, files["gene_maps"])
+        metric_bars_figure(summary, files["metric_bars"])
+        calibration_figure(scores, cfg, files["calibration"])
+    atomic_write_text(
+        files["report"], _markdown(scores, summary, truth, cfg, title, context, notes, files, out)
+    )
+    return files
+
+
+def _markdown(
+    scores: Sequence[MethodScores],
+    summary: pd.DataFrame,
+    truth: PatchSet,
+    cfg: EvaluateConfig,
+    title: str,
+    context: Sequence[str],
+    notes: Sequence[str],
+    files: dict[str, Path],
+    out: Path,
+) -> str:
+    n, g, p, _ = truth.hr.shape
+    lines = [f"# {title}", ""]
+    lines += [f"- {c}" for c in context]
+    lines += [
+        f"- Evaluated on {n} held-out patches of {p}×{p} HR bins, {int(truth.mask.sum())} "
+        f"in-tissue bins, {g} genes, LR factor {truth.factor}.",
+        "",
+        "## Headline table (mean over genes)",
+        "",
+        headline_markdown(scores, summary),
+        "",
+        "Metric definitions: *PCC counts*, *Spearman*, *SSIM* (data range = the truth's range "
+        "per gene) and *RMSE* (counts per HR bin) are computed per gene on the count scale over "
+        "the whole held-out region; *PCC per patch* is the signed PCC per patch averaged; *PCC "
+        "paper* / *SSIM paper* follow the Diff-ST paper (log1p, min-max per patch and gene, "
+        "**absolute** PCC per patch, averaged) and are shown only for comparison with published "
+        "numbers; *spot consistency* is the PCC between the prediction summed over each LR cell "
+        "and the LR input. Genes where a metric is undefined (constant maps) are counted as NaN "
+        "in parentheses and left out of that mean only.",
+        "",
+        f"## How {cfg.reference_method} compares",
+        "",
+        *comparison_lines(summary, cfg.reference_method),
+        "",
+    ]
+    if notes:
+        lines += ["## Analysis", "", *notes, ""]
+    calib = [s for s in scores if s.calibration is not None]
+    if calib:
+        lines += [
+            "## Uncertainty",
+            "",
+            "| method | source | " + " | ".join(f"{lv:g}" for lv in cfg.calibration_levels) + " |",
+            "|---|---|" + "---:|" * len(cfg.calibration_levels),
+        ]
+        for s in calib:
+            vals = " | ".join(f"{v:.3f}" for v in np.asarray(s.calibration))
+            lines.append(f"| {s.name} | {s.calibration_source} | {vals} |")
+        lines += ["", "Columns: nominal coverage of the central interval → empirical coverage.", ""]
+    unavailable = [s for s in scores if s.unavailable is not None]
+    for s in unavailable:
+        lines.append(f"- `{s.name}` unavailable: {s.unavailable}")
+    if cfg.figures:
+        lines += ["", "## Figures", ""]
+        for key in ("gene_maps", "metric_bars", "calibration"):
+            lines.append(f"![{key}]({files[key].relative_to(out).as_posix()})")
+            lines.append("")
+    lines += [
+        "## Files",
+        "",
+        "- `metrics.csv`: mean / median / NaN count per method and metric",
+        "- `per_gene.csv`: every metric per method and gene",
+        "",
+    ]
+    return "\n".join(lines)

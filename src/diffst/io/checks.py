@@ -142,10 +142,9 @@ def check_axes(
     fits_swapped = lo_ok and extent_px.hi[1] <= w + slack and extent_px.hi[0] <= h + slack
     if not fits and fits_swapped:
         raise GeometryError(
-            f"{file}: fields {fields[0]}/{fields[1]} look swapped: {fields[0]} reaches "
-            f"{extent_px.hi[0]:.1f} > image width {w} px but fits the height {h} px, and "
-            f"{fields[1]} reaches {extent_px.hi[1]:.1f} (fits width {w} px) of "
-            f"{image or 'the image'}. "
+            f"{file}: fields {fields[0]}/{fields[1]} look swapped: read as (column, row) they "
+            f"reach ({extent_px.hi[0]:.1f}, {extent_px.hi[1]:.1f}) px, outside the {h}×{w} "
+            f"(H×W) image {image or ''}, but read as (row, column) every point fits. "
             f"Pass swap_xy=True if {fields[0]} is the row and {fields[1]} the column"
         )
     check_inside_image(

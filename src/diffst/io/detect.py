@@ -1,0 +1,106 @@
+"""Platform detection from the files present, and :func:`read_sample` dispatch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from diffst.io._constants import (
+    CosmxFile,
+    MerfishFile,
+    Platform,
+    VisiumFile,
+    XeniumFile,
+)
+from diffst.io.sample import InputError, SpatialSample
+
+__all__ = ["detect_platform", "find_legacy_st_files", "read_sample"]
+
+_LAYOUTS = (
+    f"xenium: {XeniumFile.TRANSCRIPTS_PARQUET} or {XeniumFile.TRANSCRIPTS_CSV}; "
+    f"visium_hd: {VisiumFile.BINNED_DIR}/; "
+    f"visium: {VisiumFile.MATRIX_H5} + {VisiumFile.SPATIAL_DIR}/; "
+    f"merfish: {MerfishFile.TRANSCRIPTS} / {MerfishFile.TRANSCRIPTS_MINI}; "
+    f"cosmx: *{CosmxFile.TX_SUFFIX}; "
+    "legacy_st: *.tsv.gz counts + spot table *.tsv + *.jpg; h5ad: a .h5ad file"
+)
+
+
+def find_legacy_st_files(folder: Path) -> tuple[Path, Path, Path] | None:
+    """``(counts.tsv.gz, spots.tsv, image.jpg)`` when ``folder`` holds exactly one of each."""
+    counts = sorted(folder.glob("*.tsv.gz"))
+    spots = sorted(folder.glob("*.tsv"))
+    images = sorted(p for ext in ("*.jpg", "*.jpeg") for p in folder.glob(ext))
+    if len(counts) == 1 and len(spots) == 1 and len(images) == 1:
+        return counts[0], spots[0], images[0]
+    return None
+
+
+def detect_platform(path: Path | str) -> Platform:
+    """Name the platform whose output layout ``path`` has; raise for unknown layouts."""
+    p = Path(path)
+    if p.is_file():
+        if p.suffix == ".h5ad":
+            return Platform.H5AD
+        raise InputError(f"{p}: unknown file type (expected a .h5ad file or an output folder)")
+    if not p.is_dir():
+        raise InputError(f"{p}: no such file or folder")
+    has = {q.name for q in p.iterdir()}
+    if {XeniumFile.TRANSCRIPTS_PARQUET, XeniumFile.TRANSCRIPTS_CSV} & has:
+        return Platform.XENIUM
+    if VisiumFile.BINNED_DIR in has or (
+        p.name.startswith("square_") and VisiumFile.MATRIX_H5 in has
+    ):
+        return Platform.VISIUM_HD
+    if VisiumFile.MATRIX_H5 in has and VisiumFile.SPATIAL_DIR in has:
+        return Platform.VISIUM
+    if {MerfishFile.TRANSCRIPTS, MerfishFile.TRANSCRIPTS_GZ, MerfishFile.TRANSCRIPTS_MINI} & has:
+        return Platform.MERFISH
+    if any(n.endswith((CosmxFile.TX_SUFFIX, CosmxFile.TX_SUFFIX_GZ)) for n in has):
+        return Platform.COSMX
+    if find_legacy_st_files(p) is not None:
+        return Platform.LEGACY_ST
+    raise InputError(
+        f"{p}: unknown file layout; files present: {sorted(has)[:15]}. Known: {_LAYOUTS}"
+    )
+
+
+def read_sample(path: Path | str, platform: str = "auto", **kwargs: Any) -> SpatialSample:
+    """Read any supported output with the reader of ``platform`` (``"auto"``: detected).
+
+    ``kwargs`` go to the reader (e.g. ``um_per_px=`` for CosMx, ``bin_um=`` for Visium HD).
+    """
+    p = Path(path)
+    name = detect_platform(p) if platform == "auto" else Platform(platform)
+    if name == Platform.MERFISH:
+        from diffst.io.merfish import read_merfish
+
+        return read_merfish(p, **kwargs)
+    if name == Platform.XENIUM:
+        from diffst.io.xenium import read_xenium
+
+        return read_xenium(p, **kwargs)
+    if name == Platform.VISIUM:
+        from diffst.io.visium import read_visium
+
+        return read_visium(p, **kwargs)
+    if name == Platform.VISIUM_HD:
+        from diffst.io.visium_hd import read_visium_hd
+
+        return read_visium_hd(p, **kwargs)
+    if name == Platform.H5AD:
+        from diffst.io.h5ad import read_h5ad
+
+        return read_h5ad(p, **kwargs)
+    if name == Platform.COSMX:
+        from diffst.io.cosmx import read_cosmx
+
+        return read_cosmx(p, **kwargs)
+    if name == Platform.LEGACY_ST:
+        from diffst.io.legacy_st import read_legacy_st
+
+        files = find_legacy_st_files(p)
+        if files is None:
+            raise InputError(f"{p}: expected one *.tsv.gz, one *.tsv and one *.jpg (legacy ST)")
+        return read_legacy_st(*files, **kwargs)
+    raise InputError(f"{p}: platform {platform!r} has no reader")

@@ -1,0 +1,157 @@
+"""10x Visium (Space Ranger ``outs/``) reader."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+
+from diffst.geometry import AffineTransform, GeometryError
+from diffst.io._constants import Platform, ScaleFactor, VisiumColumn, VisiumFile, is_control
+from diffst.io._tenx import (
+    align_positions,
+    read_10x_h5,
+    read_positions,
+    read_scalefactors,
+    spaceranger_image,
+)
+from diffst.io.checks import Extent, check_inside_image, check_pixel_size, fit_lattice_pitch
+from diffst.io.sample import SpatialImage, SpatialSample, SpotTable
+
+__all__ = ["VISIUM_PITCH_UM", "VISIUM_SPOT_UM", "read_visium"]
+
+VISIUM_SPOT_UM = 65.0
+"""Theoretical Visium spot diameter (µm). Space Ranger sizes ``spot_diameter_fullres`` for it,
+so µm per full-resolution pixel = 65 / spot_diameter_fullres."""
+VISIUM_PITCH_UM = 100.0
+"""Visium centre-to-centre spot distance (µm)."""
+PITCH_TOLERANCE = 0.10
+"""Largest relative disagreement between the fitted and the nominal lattice pitch."""
+
+
+def check_hex_pitch(
+    array_rc: np.ndarray, pixel_xy: np.ndarray, um_per_px: float, *, file: Path, sf_path: Path
+) -> float:
+    """Fit the hex lattice (doubled columns) and compare its pitch with 100 µm; return pitch µm."""
+    pitch_px, _ = fit_lattice_pitch(
+        array_rc, pixel_xy, col_step=2, file=file, field="array_row/array_col → pxl_*_in_fullres"
+    )
+    pitch_um = pitch_px * um_per_px
+    if abs(pitch_um - VISIUM_PITCH_UM) > PITCH_TOLERANCE * VISIUM_PITCH_UM:
+        raise GeometryError(
+            f"{sf_path}: field {ScaleFactor.SPOT_DIAMETER} gives {um_per_px:.4f} µm/px, so the "
+            f"spot lattice of {file} has a pitch of {pitch_um:.1f} µm ({pitch_px:.1f} px), not "
+            f"the Visium {VISIUM_PITCH_UM:.0f} µm (tolerance {100 * PITCH_TOLERANCE:.0f}%)"
+        )
+    return pitch_um
+
+
+def _check_fullres_shape(
+    image: SpatialImage, spatial_dir: Path, sf: dict[str, float], sf_path: Path
+) -> None:
+    """A full-resolution image must be ``1 / tissue_hires_scalef`` times the hires PNG."""
+    hires = spatial_dir / VisiumFile.HIRES
+    if not hires.is_file():
+        return
+    with Image.open(hires) as im:
+        hires_w = im.size[0]
+    full_w = image.shape_hw[1]
+    check_pixel_size(
+        sf[ScaleFactor.HIRES],
+        hires_w / full_w,
+        file=sf_path,
+        field=ScaleFactor.HIRES,
+        source=f"the widths of {hires.name} ({hires_w} px) and {image.path} ({full_w} px)",
+    )
+
+
+def read_visium(
+    path: Path | str,
+    *,
+    image: Literal["hires", "lowres"] | Path | str | None = "hires",
+    in_tissue_only: bool = True,
+) -> SpatialSample:
+    """Read a Space Ranger Visium ``outs/`` folder.
+
+    Files read
+    ----------
+    * ``filtered_feature_bc_matrix.h5`` (h5py): counts, barcodes, feature ids and names;
+    * ``spatial/tissue_positions.csv`` (with header) or ``spatial/tissue_positions_list.csv``
+      (Space Ranger 1, no header): ``barcode, in_tissue, array_row, array_col,
+      pxl_row_in_fullres, pxl_col_in_fullres``;
+    * ``spatial/scalefactors_json.json``: µm/px = 65 / ``spot_diameter_fullres`` (Space
+      Ranger sizes the spot diameter for a 65 µm spot), ``tissue_{hires,lowres}_scalef``;
+    * ``spatial/tissue_{hires,lowres}_image.png`` or a full-resolution image file.
+
+    The sample frame is µm = full-resolution pixel × µm/px (origin at pixel (0, 0)'s corner).
+    The image transform composes that with the image's scale factor. The hex lattice
+    (doubled columns) is fitted and its pitch must be within 10% of 100 µm.
+
+    Parameters
+    ----------
+    path
+        The ``outs/`` folder.
+    image
+        ``"hires"``, ``"lowres"``, a path to the full-resolution image, or ``None``.
+    in_tissue_only
+        Keep only barcodes with ``in_tissue == 1``.
+    """
+    root = Path(path)
+    spatial_dir = root / VisiumFile.SPATIAL_DIR
+    h5 = root / VisiumFile.MATRIX_H5
+    mat = read_10x_h5(h5)
+    pos, pos_path = read_positions(spatial_dir)
+    pos = align_positions(mat, pos, h5, pos_path)
+    sf_path = spatial_dir / VisiumFile.SCALEFACTORS
+    sf = read_scalefactors(sf_path)
+    um_per_px = VISIUM_SPOT_UM / sf[ScaleFactor.SPOT_DIAMETER]
+    keep = (
+        pos[VisiumColumn.IN_TISSUE].to_numpy() == 1 if in_tissue_only else np.ones(len(pos), bool)
+    )
+    pos = pos[keep]
+    pixel_xy = pos[[VisiumColumn.PXL_COL, VisiumColumn.PXL_ROW]].to_numpy(np.float64)
+    array_rc = pos[[VisiumColumn.ARRAY_ROW, VisiumColumn.ARRAY_COL]].to_numpy(np.int64)
+    pitch_um = check_hex_pitch(array_rc, pixel_xy, um_per_px, file=pos_path, sf_path=sf_path)
+    spots = SpotTable(
+        counts=mat.counts[np.flatnonzero(keep)],
+        genes=mat.genes,
+        centers_um=pixel_xy * um_per_px,
+        diameter_um=VISIUM_SPOT_UM,
+        shape="circle",
+        ids=tuple(pos.index),
+        array_coords=array_rc,
+        lattice="hex",
+        pitch_um=pitch_um,
+        is_raw_counts=mat.is_integer,
+        gene_ids=mat.gene_ids,
+        control=np.array([is_control(g) for g in mat.genes], dtype=bool),
+        path=h5,
+    )
+    files = {"matrix": h5, "positions": pos_path, "scalefactors": sf_path}
+    spatial_image = None
+    if image is not None:
+        fullres = AffineTransform.from_pixel_size(um_per_px)
+        spatial_image = spaceranger_image(spatial_dir, image, sf, fullres)
+        if image not in ("hires", "lowres"):
+            _check_fullres_shape(spatial_image, spatial_dir, sf, sf_path)
+        extent = Extent()
+        extent.update(spatial_image.um_to_px.apply(spots.centers_um))
+        check_inside_image(
+            extent,
+            spatial_image.shape_hw,
+            file=pos_path,
+            field=f"{VisiumColumn.PXL_COL}/{VisiumColumn.PXL_ROW}",
+            image=spatial_image.path,
+            transform=spatial_image.um_to_px,
+        )
+        files["image"] = spatial_image.path or pos_path
+    return SpatialSample(
+        name=root.name,
+        platform=Platform.VISIUM,
+        image=spatial_image,
+        spots=spots,
+        source_files=files,
+        metadata={"um_per_px_fullres": um_per_px, "scalefactors": sf},
+    )

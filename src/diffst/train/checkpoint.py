@@ -1,0 +1,324 @@
+"""Checkpoints: atomic save, validated load, store metadata, inference bundles.
+
+A checkpoint is a ``torch.save`` mapping readable with ``weights_only=True``:
+
+``format``/``version``, ``model`` and ``ema`` weights, ``optimizer``, ``step``, ``epoch`` and
+``epoch_step`` (data-order position), ``rng`` (torch, numpy, python, CUDA), ``config`` (the
+resolved :class:`~diffst.train.config.RunConfig` as a mapping) and ``store_meta`` (genes, grid
+geometry, views, normalisation, adjacency ``[G, G]``, image channels, HR/LR patch sides, manifest
+sha256) so that prediction needs nothing but the checkpoint.
+
+Files are written to a hidden temporary file in the same folder, flushed, fsync'ed and moved
+into place with ``os.replace``; ``last.pt`` is therefore always a complete file, also after
+``kill -9`` during a write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from diffst.io.sample import InputError
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
+    "LAST",
+    "InferenceBundle",
+    "capture_rng_state",
+    "load_checkpoint",
+    "load_for_inference",
+    "read_store_meta",
+    "restore_rng_state",
+    "save_checkpoint",
+    "store_differences",
+    "write_run_checkpoint",
+]
+
+CHECKPOINT_FORMAT = "diffst-checkpoint"
+CHECKPOINT_VERSION = 1
+LAST = "last.pt"
+#: store-metadata fields that must agree between a checkpoint and the store it resumes on
+COMPARED_META = ("genes", "geometry", "views", "image_channels", "hr_size", "lr_size")
+_REQUIRED = ("model", "ema", "step", "config", "store_meta")
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write ``state`` to ``path`` atomically (temp file + fsync + ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _publish_last(step_path: Path) -> Path:
+    """Make ``last.pt`` point at ``step_path``'s content atomically (hard link, else copy)."""
+    last = step_path.with_name(LAST)
+    tmp = step_path.with_name(f".{LAST}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(step_path, tmp)
+    except OSError:
+        import shutil
+
+        shutil.copyfile(step_path, tmp)
+    os.replace(tmp, last)
+    _fsync_dir(last.parent)
+    return last
+
+
+def write_run_checkpoint(
+    state: dict[str, Any], ckpt_dir: str | os.PathLike[str], keep_last: int
+) -> Path:
+    """Save ``ckpt_dir/step_XXXXXXX.pt``, publish it as ``last.pt``, keep the newest ``keep_last``.
+
+    Stale temporary files of an interrupted earlier write are removed first.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ckpt_dir.glob(".*.tmp"):
+        stale.unlink(missing_ok=True)
+    step_path = save_checkpoint(state, ckpt_dir / f"step_{int(state['step']):07d}.pt")
+    last = _publish_last(step_path)
+    kept = sorted(ckpt_dir.glob("step_*.pt"))
+    for old in kept[: max(0, len(kept) - max(1, keep_last))]:
+        old.unlink(missing_ok=True)
+    return last
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict:
+    """Read a checkpoint, with a clear :class:`InputError` if it is missing, truncated or foreign.
+
+    A folder is accepted and resolves to ``<folder>/last.pt`` (or ``<folder>/checkpoints/last.pt``).
+    """
+    path = Path(path)
+    if path.is_dir():
+        nested = path / "checkpoints" / LAST
+        path = nested if nested.is_file() else path / LAST
+    if not path.is_file():
+        raise InputError(f"{path}: checkpoint file not found")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # truncated zip, foreign pickle, …
+        raise InputError(
+            f"{path}: checkpoint is corrupted or truncated and cannot be read ({err}); "
+            "use an earlier step_XXXXXXX.pt from the same folder"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise InputError(f"{path}: field 'format': not a diffst checkpoint")
+    missing = [k for k in _REQUIRED if k not in state]
+    if missing:
+        raise InputError(f"{path}: checkpoint lacks field(s) {missing}")
+    if int(state.get("version", 0)) > CHECKPOINT_VERSION:
+        raise InputError(
+            f"{path}: field 'version': checkpoint version {state['version']} is newer than "
+            f"this diffst supports ({CHECKPOINT_VERSION})"
+        )
+    state["path"] = str(path)
+    return state
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """RNG states of torch (CPU, CUDA), numpy and python, as tensors and plain values."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": str(kind),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "python": _python_state_to_plain(random.getstate()),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _python_state_to_plain(state: tuple) -> list:
+    version, internal, gauss = state
+    return [int(version), list(internal), gauss]
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng_state`."""
+    torch.set_rng_state(state["torch"].cpu())
+    npst = state["numpy"]
+    keys = npst["keys"].numpy().astype(np.uint32)
+    np.random.set_state((npst["kind"], keys, npst["pos"], npst["has_gauss"], npst["cached"]))  # noqa: NPY002
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def read_store_meta(store_dir: str | os.PathLike[str], adjacency_kind: str, split: str) -> dict:
+    """Store facts a checkpoint must carry, read from ``manifest.json`` and the split's arrays.
+
+    Parameters
+    ----------
+    store_dir
+        Patch store written by ``diffst prepare``.
+    adjacency_kind
+        ``model.adjacency_kind``; the adjacency ``[G, G]`` is built from the manifest's
+        ``coexpr`` (training split only).
+    split
+        Split whose arrays give the patch sizes (the training split).
+
+    Returns
+    -------
+    dict
+        ``genes``, ``geometry``, ``views``, ``normalisation``, ``adjacency`` (tensor ``[G, G]``),
+        ``image_channels`` (C), ``hr_size`` (P, HR bins), ``lr_size`` (p, LR cells),
+        ``tissue_size`` (S, px), ``cell_grid`` (n), ``cell_tile_size`` (t, px),
+        ``manifest_sha256``.
+    """
+    from diffst.keys import StoreFile
+    from diffst.models.adjacency import coexpression_adjacency
+
+    store = Path(store_dir)
+    path = store / StoreFile.MANIFEST
+    if not path.is_file():
+        raise InputError(f"{path}: store manifest not found (run `diffst prepare` first)")
+    raw = path.read_bytes()
+    try:
+        manifest = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path}: not valid JSON ({err})") from None
+    for key in ("genes", "geometry", "normalisation", "coexpr"):
+        if key not in manifest:
+            raise InputError(f"{path}: field '{key}' is missing")
+    coexpr = manifest["coexpr"]
+    adjacency = coexpression_adjacency(
+        totals=coexpr.get("s"), pearson=coexpr.get("pearson"), kind=adjacency_kind
+    )
+    shapes = {name: _array_shape(store / split / name) for name in (StoreFile.HR, StoreFile.LR)}
+    shapes["cells"] = _array_shape(store / split / StoreFile.CELLS)
+    shapes["tissue"] = _array_shape(store / split / StoreFile.TISSUE)
+    n_cells = shapes["cells"][1]
+    return {
+        "genes": [str(g) for g in manifest["genes"]],
+        "geometry": manifest["geometry"],
+        "views": manifest.get("views", {}),
+        "normalisation": manifest["normalisation"],
+        "adjacency": adjacency,
+        "adjacency_kind": adjacency_kind,
+        "image_channels": int(shapes["tissue"][1]),
+        "hr_size": int(shapes[StoreFile.HR][-1]),
+        "lr_size": int(shapes[StoreFile.LR][-1]),
+        "tissue_size": int(shapes["tissue"][-1]),
+        "cell_grid": math.isqrt(n_cells),
+        "cell_tile_size": int(shapes["cells"][-1]),
+        "manifest_sha256": hashlib.sha256(raw).hexdigest(),
+    }
+
+
+def _array_shape(path: Path) -> tuple[int, ...]:
+    if not path.is_file():
+        raise InputError(f"{path}: store array not found (is the split empty or missing?)")
+    try:
+        return tuple(np.load(path, mmap_mode="r").shape)
+    except (ValueError, OSError) as err:
+        raise InputError(f"{path}: cannot read the array header ({err})") from None
+
+
+def store_differences(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
+    """Human-readable differences between two store metadata mappings (empty when compatible)."""
+    diffs: list[str] = []
+    for key in COMPARED_META:
+        a, b = expected.get(key), actual.get(key)
+        if a == b:
+            continue
+        if key == "genes" and isinstance(a, list) and isinstance(b, list):
+            only_a = [g for g in a if g not in b]
+            only_b = [g for g in b if g not in a]
+            if only_a or only_b:
+                diffs.append(f"genes: only in checkpoint {only_a}; only in store {only_b}")
+            else:
+                diffs.append("genes: same genes in a different order")
+        elif isinstance(a, dict) and isinstance(b, dict):
+            for sub in sorted(set(a) | set(b)):
+                if a.get(sub) != b.get(sub):
+                    diffs.append(f"{key}.{sub}: checkpoint {a.get(sub)!r} vs store {b.get(sub)!r}")
+        else:
+            diffs.append(f"{key}: checkpoint {a!r} vs store {b!r}")
+    return diffs
+
+
+@dataclass
+class InferenceBundle:
+    """Everything ``predict`` needs, from one checkpoint."""
+
+    model: torch.nn.Module  # DiffSTModel with EMA weights, eval mode, on the requested device
+    schedule: Any  # diffst.diffusion.NoiseSchedule
+    config: Any  # diffst.train.config.RunConfig
+    store_meta: dict[str, Any]  # genes, geometry, views, normalisation, adjacency, sizes, sha256
+    step: int  # optimiser steps the weights were trained for
+    path: Path  # checkpoint file read
+
+
+def load_for_inference(
+    path: str | os.PathLike[str], device: str | torch.device = "cpu"
+) -> InferenceBundle:
+    """Rebuild the model with EMA weights in eval mode, and the noise schedule, from a checkpoint.
+
+    Parameters
+    ----------
+    path
+        ``.pt`` file or a run/checkpoints folder (its ``last.pt`` is used).
+    device
+        Torch device for the model.
+    """
+    from diffst.diffusion import NoiseSchedule
+    from diffst.train.config import run_config_from_dict
+    from diffst.train.loop import build_model
+
+    state = load_checkpoint(path)
+    config = run_config_from_dict(state["config"])
+    meta = state["store_meta"]
+    model = build_model(config, meta)
+    model.load_state_dict(state["ema"]["weights"])
+    model.to(device).eval()
+    schedule = NoiseSchedule.from_config(config.diffusion)
+    return InferenceBundle(
+        model=model,
+        schedule=schedule,
+        config=config,
+        store_meta=meta,
+        step=int(state["step"]),
+        path=Path(state["path"]),
+    )

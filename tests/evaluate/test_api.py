@@ -44,9 +44,9 @@ def _write_store(root: Path, hr_grid: np.ndarray) -> None:
     (root / "manifest.json").write_text(json.dumps({"genes": list(GENES), "geometry": GEOMETRY}))
 
 
-def _prediction(hr_grid: np.ndarray, genes=GENES, geometry=GEOMETRY) -> ad.AnnData:
+def _prediction(hr_grid: np.ndarray, genes=GENES, geometry=GEOMETRY, noise=0.5) -> ad.AnnData:
     rng = np.random.default_rng(1)
-    mean = hr_grid + rng.normal(0, 0.5, hr_grid.shape)
+    mean = hr_grid + rng.normal(0, noise, hr_grid.shape)
     rows, cols = np.nonzero(np.ones(hr_grid.shape[1:], dtype=bool))
     x = mean[:, rows, cols].T.astype(np.float32)
     adata = ad.AnnData(
@@ -119,3 +119,19 @@ def test_uncovered_truth_is_an_error(store: Path) -> None:
     pred = pred[~((pred.obs.bin_row < 4) & (pred.obs.bin_col > 10))].copy()
     with pytest.raises(GeometryError, match=r"does not cover.*\[1\]"):
         evaluate(pred, store, out_dir=None)
+
+
+def test_grids_offset_by_whole_bins_are_aligned(store: Path) -> None:
+    grid = _truth_grid() + np.random.default_rng(3).normal(0, 0.5, (3, 16, 24))
+    shifted = np.pad(grid, ((0, 0), (0, 0), (2, 0)))  # two more bin columns on the left
+    geo = dict(GEOMETRY, origin_um=[0.0, 20.0], shape_hr=[16, 26])
+    base = evaluate(_prediction(grid, noise=0), store, out_dir=None).scores["diffst"].genes
+    moved = evaluate(_prediction(shifted, geometry=geo, noise=0), store, out_dir=None)
+    assert (moved.truth.origin_bins[:, 1] == np.array([2, 10, 18])).all()
+    pd.testing.assert_frame_equal(moved.scores["diffst"].genes, base)
+
+
+def test_fractional_grid_offset_is_an_error(store: Path) -> None:
+    geo = dict(GEOMETRY, origin_um=[12.5, 20.0])
+    with pytest.raises(GeometryError, match="fraction of a bin"):
+        evaluate(_prediction(_truth_grid(), geometry=geo), store, out_dir=None)

@@ -9,6 +9,7 @@ the same LR input, every method is scored by :func:`diffst.evaluate.scoring.scor
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -119,8 +120,14 @@ def _dense(x: Any) -> np.ndarray:
 
 def _compare_geometry(
     pred: PredictionGrid, genes: tuple[str, ...], geo: dict[str, Any], truth_name: str
-) -> None:
-    """Raise a :class:`GeometryError` listing every difference between prediction and truth."""
+) -> np.ndarray:
+    """Check prediction vs truth grids; return the truth grid's offset in prediction bins.
+
+    The two grids may be anchored differently (e.g. image vs transcript extent) as long as
+    they share the bin side and LR factor and their origins differ by a whole number of bins;
+    the offset ``[row, col]`` (bins) maps truth-grid indices to prediction-grid indices.
+    Otherwise a :class:`GeometryError` lists every difference.
+    """
     problems = []
     if tuple(genes) != pred.genes:
         missing = [g for g in genes if g not in pred.genes]
@@ -130,19 +137,24 @@ def _compare_geometry(
             detail = "same genes in a different order"
         problems.append(f"genes differ ({len(pred.genes)} vs {len(genes)}): {detail}")
     pg = pred.geometry
-    if not np.isclose(pg["hr_um"], geo["hr_um"]):
-        problems.append(f"HR bin side {pg['hr_um']} µm vs {geo['hr_um']} µm")
+    hr_um = float(geo["hr_um"])
+    if not np.isclose(pg["hr_um"], hr_um):
+        problems.append(f"HR bin side {pg['hr_um']} µm vs {hr_um} µm")
     if int(pg["factor"]) != int(geo["factor"]):
         problems.append(f"LR factor {pg['factor']} vs {geo['factor']}")
-    if not np.allclose(pg["origin_um"], geo["origin_um"], atol=1e-3 * geo["hr_um"]):
-        problems.append(f"grid origin {pg['origin_um']} µm vs {geo['origin_um']} µm")
-    if tuple(pg["shape_hr"]) != tuple(geo["shape_hr"]):
-        problems.append(f"grid shape {tuple(pg['shape_hr'])} vs {tuple(geo['shape_hr'])} bins")
+    shift = (np.asarray(geo["origin_um"], float) - np.asarray(pg["origin_um"], float)) / hr_um
+    offset = np.rint(shift[::-1]).astype(np.int64)  # (x, y) → (row, col)
+    if not np.allclose(shift[::-1], offset, atol=1e-3):
+        problems.append(
+            f"grid origins {tuple(pg['origin_um'])} µm vs {tuple(geo['origin_um'])} µm differ by "
+            "a fraction of a bin"
+        )
     if problems:
         raise GeometryError(
             f"prediction ({pred.source}) and truth ({truth_name}) do not match: "
             + "; ".join(problems)
         )
+    return offset
 
 
 def load_store_split(store: str | os.PathLike[str], split: str = "test") -> tuple[PatchSet, dict]:
@@ -231,21 +243,26 @@ def prediction_patches(
 ) -> MethodPrediction:
     """Cut the prediction's layers at the truth patches' origins → :class:`MethodPrediction`."""
     p = truth.hr.shape[-1]
-    out: dict[str, np.ndarray] = {}
-    for key, grid in pred.layers.items():
-        padded = np.pad(grid, ((0, 0), (0, p), (0, p)))
-        out[key] = np.stack([padded[:, r : r + p, c : c + p] for r, c in truth.origin_bins])
     tissue = np.pad(pred.tissue, ((0, p), (0, p)))
+    h, w = pred.tissue.shape
     uncovered = [
         i
         for i, (r, c) in enumerate(truth.origin_bins)
-        if (truth.mask[i] & ~tissue[r : r + p, c : c + p]).any()
+        if r < 0
+        or c < 0
+        or r >= h
+        or c >= w
+        or (truth.mask[i] & ~tissue[r : r + p, c : c + p]).any()
     ]
     if uncovered:
         raise GeometryError(
             f"prediction ({pred.source}) does not cover the in-tissue bins of truth patches "
             f"{uncovered[:10]} (of {len(truth.origin_bins)})"
         )
+    out: dict[str, np.ndarray] = {}
+    for key, grid in pred.layers.items():
+        padded = np.pad(grid, ((0, 0), (0, p), (0, p)))
+        out[key] = np.stack([padded[:, r : r + p, c : c + p] for r, c in truth.origin_bins])
     return MethodPrediction(
         name, out["mean"], out.get("std"), out.get("q05"), out.get("q95"), description=description
     )
@@ -298,8 +315,8 @@ def load_truth(
 
         return load_truth(read_sample(path), pred, cfg, split)
     patches, geo = load_store_split(store, name)
-    _compare_geometry(pred, patches.genes, geo, f"{store} split {name}")
-    return patches
+    offset = _compare_geometry(pred, patches.genes, geo, f"{store} split {name}")
+    return dataclasses.replace(patches, origin_bins=patches.origin_bins + offset[None])
 
 
 def evaluate(

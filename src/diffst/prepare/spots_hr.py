@@ -46,6 +46,12 @@ DEFAULT_PITCH_UM: dict[str, float] = {"square": 200.0, "hex": 100.0}
 
 #: ``SpatialSample.metadata`` key a reader sets to False when the files give no pixel size.
 UM_PER_PX_STATED = "um_per_px_stated"
+#: ``SpatialSample.metadata`` key: how the reader got µm per pixel; ``"pitch …"`` means it was
+#: derived from an assumed spot pitch (legacy ST), so the µm scale follows the pitch.
+UM_PER_PX_SOURCE = "um_per_px_source"
+#: Optional ``SpatialSample.metadata`` key: bool ``[n_spots]``, spot under tissue (legacy ST
+#: ``selected``, Visium ``in_tissue``); False spots are masked.
+SPOT_IN_TISSUE = "spot_in_tissue"
 
 
 @dataclass(frozen=True)
@@ -59,7 +65,7 @@ class SpotHRConfig:
     pitch_tolerance: float = 0.10  # allowed relative pitch disagreement with the coordinates
     min_spot_counts: int = 1  # spots with fewer total counts (all genes) are masked
     min_measured_fraction: float = 0.5  # patches with a smaller share of measured spots skipped
-    split_block: int = 8  # side of the spatial split blocks, in spots
+    split_block: int = 16  # side of the spatial split blocks, in spots (2 patches)
 
     def __post_init__(self) -> None:
         if self.factor < 1:
@@ -238,6 +244,13 @@ def _rescale_um(
     return image, mask
 
 
+def _um_scale_stated(sample: SpatialSample) -> bool:
+    """False when the µm frame of the sample rests on an assumed pitch, not on the files."""
+    if sample.metadata.get(UM_PER_PX_STATED, True) is False:
+        return False
+    return not str(sample.metadata.get(UM_PER_PX_SOURCE, "")).startswith("pitch")
+
+
 def _calibrate(
     sample: SpatialSample, table: SpotTable, ideal: np.ndarray, cfg: SpotHRConfig, lattice: str
 ) -> tuple[np.ndarray, float, SpatialImage | None, TissueMask | None]:
@@ -245,7 +258,7 @@ def _calibrate(
     affine, measured = fit_lattice_to_um(ideal, table.centers_um)
     pitch, source = _expected_pitch(table, lattice, cfg)
     where = table.path or sample.source_files.get("spots") or sample.name
-    if sample.metadata.get(UM_PER_PX_STATED, True) is False:
+    if not _um_scale_stated(sample):
         scale = pitch / measured
         image, mask = _rescale_um(sample, scale)
         um_px = image.um_per_px if image is not None else float("nan")
@@ -277,15 +290,25 @@ def _gene_columns(table: SpotTable, genes: Sequence[str]) -> np.ndarray:
     return np.array([index[g] for g in genes], dtype=np.int64)
 
 
-def _in_tissue(mask: TissueMask | None, centres_um: np.ndarray) -> np.ndarray:
+def _in_tissue(
+    sample: SpatialSample, mask: TissueMask | None, centres_um: np.ndarray
+) -> np.ndarray:
+    flags = sample.metadata.get(SPOT_IN_TISSUE)
+    n = centres_um.shape[0]
+    selected = np.ones(n, dtype=bool) if flags is None else np.asarray(flags, dtype=bool)
+    if selected.shape != (n,):
+        raise InputError(
+            f"sample {sample.name!r}: metadata {SPOT_IN_TISSUE} has shape {selected.shape}, "
+            f"expected ({n},)"
+        )
     if mask is None:
-        return np.ones(centres_um.shape[0], dtype=bool)
+        return selected
     col_row = np.floor(mask.um_to_px.apply(centres_um)).astype(np.int64)
     h, w = mask.mask.shape
     inside = (col_row[:, 0] >= 0) & (col_row[:, 0] < w) & (col_row[:, 1] >= 0) & (col_row[:, 1] < h)
-    out = np.zeros(centres_um.shape[0], dtype=bool)
+    out = np.zeros(n, dtype=bool)
     out[inside] = mask.mask[col_row[inside, 1], col_row[inside, 0]]
-    return out
+    return out & selected
 
 
 def spot_grid(sample: SpatialSample, genes: Sequence[str], cfg: SpotHRConfig) -> SpotGrid:
@@ -325,7 +348,7 @@ def spot_grid(sample: SpatialSample, genes: Sequence[str], cfg: SpotHRConfig) ->
     )
     centres_um = grid_centres(grid_rc, frame) @ affine[:, :2].T + affine[:, 2]
     totals = np.asarray(table.counts.sum(axis=1)).ravel()
-    in_tissue = _in_tissue(mask, centres_um)
+    in_tissue = _in_tissue(sample, mask, centres_um)
     enough = totals >= cfg.min_spot_counts
     keep = in_tissue & enough
     counts = table.counts[:, _gene_columns(table, genes)].toarray()

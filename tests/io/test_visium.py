@@ -20,7 +20,7 @@ def test_visium_outs_numbers() -> None:
     assert sp is not None and sp.counts.shape == (100, 100)
     assert sp.counts.nnz == 656 and sp.is_raw_counts
     assert sp.genes[0] == "ENSG00000243485" and sp.gene_ids == sp.genes
-    assert sp.lattice == "hex" and sp.shape == "circle" and sp.diameter_um == 65.0
+    assert sp.lattice == "hex" and sp.shape == "circle" and sp.diameter_um == 55.0
     assert sp.pitch_um == pytest.approx(100.0, abs=0.5)
     assert sp.array_coords is not None and sp.array_coords[:, 0].min() == 3
     um_per_px = 65.0 / 89.42751063343188

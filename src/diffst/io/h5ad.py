@@ -13,7 +13,7 @@ from diffst.io._constants import AnnDataKey, Platform, ScaleFactor, is_control
 from diffst.io.checks import Extent, check_axes, check_counts, check_pixel_size, require_file
 from diffst.io.images import read_image
 from diffst.io.sample import InputError, SpatialImage, SpatialSample, SpotTable
-from diffst.io.visium import VISIUM_SPOT_UM
+from diffst.io.visium import VISIUM_CAPTURE_UM, VISIUM_SPOT_UM
 
 __all__ = ["read_h5ad"]
 
@@ -147,7 +147,8 @@ def read_h5ad(
       ``images``);
     * optionally a full-resolution image file (``image`` = path).
 
-    µm per full-res pixel is 65 / ``spot_diameter_fullres`` when scale factors exist, else
+    µm per full-res pixel is 65 / ``spot_diameter_fullres`` when scale factors exist (Visium;
+    spots are then 55 µm capture circles unless ``spot_diameter_um`` says otherwise), else
     ``um_per_px`` must be given (both given: they must agree within 5%). Non-integer values
     mark the matrix as not raw counts (``SpotTable.is_raw_counts = False``). Coordinates
     that fit the image only with x and y exchanged raise an error suggesting ``swap_xy=True``.
@@ -171,7 +172,7 @@ def read_h5ad(
             raise InputError(
                 f"{path}: no spot diameter in the scale factors; pass spot_diameter_um"
             )
-        spot_diameter_um = float(sf[ScaleFactor.SPOT_DIAMETER]) * scale
+        spot_diameter_um = VISIUM_CAPTURE_UM
     genes = tuple(str(g) for g in adata.var_names)
     ids = adata.var[AnnDataKey.GENE_IDS] if AnnDataKey.GENE_IDS in adata.var else None
     centers = xy_px * scale

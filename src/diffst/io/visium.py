@@ -20,11 +20,13 @@ from diffst.io._tenx import (
 from diffst.io.checks import Extent, check_inside_image, check_pixel_size, fit_lattice_pitch
 from diffst.io.sample import SpatialImage, SpatialSample, SpotTable
 
-__all__ = ["VISIUM_PITCH_UM", "VISIUM_SPOT_UM", "read_visium"]
+__all__ = ["VISIUM_CAPTURE_UM", "VISIUM_PITCH_UM", "VISIUM_SPOT_UM", "read_visium"]
 
 VISIUM_SPOT_UM = 65.0
 """Theoretical Visium spot diameter (µm). Space Ranger sizes ``spot_diameter_fullres`` for it,
 so µm per full-resolution pixel = 65 / spot_diameter_fullres."""
+VISIUM_CAPTURE_UM = 55.0
+"""Diameter of the physical Visium capture spot (µm), the area whose transcripts a spot counts."""
 VISIUM_PITCH_UM = 100.0
 """Visium centre-to-centre spot distance (µm)."""
 PITCH_TOLERANCE = 0.10
@@ -85,8 +87,9 @@ def read_visium(
       Ranger sizes the spot diameter for a 65 µm spot), ``tissue_{hires,lowres}_scalef``;
     * ``spatial/tissue_{hires,lowres}_image.png`` or a full-resolution image file.
 
-    The sample frame is µm = full-resolution pixel × µm/px (origin at pixel (0, 0)'s corner).
-    The image transform composes that with the image's scale factor. The hex lattice
+    Spots are 55 µm capture circles. The sample frame is µm = full-resolution pixel × µm/px
+    (origin at pixel (0, 0)'s corner). The image transform composes that with the image's
+    scale factor. The hex lattice
     (doubled columns) is fitted and its pitch must be within 10% of 100 µm.
 
     Parameters
@@ -118,7 +121,7 @@ def read_visium(
         counts=mat.counts[np.flatnonzero(keep)],
         genes=mat.genes,
         centers_um=pixel_xy * um_per_px,
-        diameter_um=VISIUM_SPOT_UM,
+        diameter_um=VISIUM_CAPTURE_UM,
         shape="circle",
         ids=tuple(pos.index),
         array_coords=array_rc,

@@ -1,0 +1,147 @@
+"""``diffst prepare``: options → :class:`PrepareConfig` → :func:`diffst.prepare.api.prepare`."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from typing import Any
+
+__all__ = ["add_arguments", "build_config", "run"]
+
+#: bundled datasets accepted by ``--input`` (name → loader in :mod:`diffst.datasets`)
+BUNDLED = {
+    "merfish_mini": "merfish_mini",
+    "cosmx_mini": "cosmx_mini",
+    "visium_mini": "visium_mini",
+    "visium_h5ad_mini": "visium_h5ad_mini",
+}
+
+#: command-line flag → PrepareConfig field (flags override --config and --set)
+_FLAGS = {
+    "genes": "genes",
+    "gene_list": "gene_list",
+    "hr_um": "hr_um",
+    "factor": "factor",
+    "lr": "lr",
+    "patch": "patch",
+    "stride": "stride",
+    "seed": "seed",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the options of ``diffst prepare``."""
+    parser.add_argument(
+        "--input", required=True, help=f"sample folder/file or one of {list(BUNDLED)}"
+    )
+    parser.add_argument("--platform", default="auto", help="reader to use (default: detect)")
+    parser.add_argument("--out", required=True, help="store folder to write")
+    genes = parser.add_mutually_exclusive_group()
+    genes.add_argument("--genes", type=int, help="top-K genes by total count (default 25)")
+    genes.add_argument("--gene-list", help="text file with one gene per line")
+    parser.add_argument("--hr-um", type=float, help="HR bin side in µm (default 4.25)")
+    parser.add_argument("--factor", type=int, help="HR bins per LR cell side (default 10)")
+    parser.add_argument("--lr", choices=["grid", "visium"], help="LR layer (default grid)")
+    parser.add_argument("--patch", type=int, help="patch side in HR bins (default 256)")
+    parser.add_argument("--stride", type=int, help="step between patches in HR bins")
+    parser.add_argument("--seed", type=int, help="seed (also the split seed unless set)")
+    parser.add_argument("--config", help="YAML file with PrepareConfig fields")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field, e.g. split.block_um=136 or views.tile_px=16 (repeatable)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the resolved config and the patch plan only"
+    )
+
+
+def build_config(args: argparse.Namespace) -> Any:
+    """Resolve ``--config``, ``--set`` and the flags into a :class:`PrepareConfig`."""
+    from diffst.config import apply_overrides, from_dict, load_yaml
+    from diffst.prepare.config import PrepareConfig
+
+    data: dict[str, Any] = load_yaml(args.config) if args.config else {}
+    data = apply_overrides(data, list(args.set))
+    for flag, key in _FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            data[key] = value
+    if args.seed is not None and "seed" not in data.get("split", {}):
+        data.setdefault("split", {})["seed"] = args.seed
+    if args.stride is None and args.patch is not None and "stride" not in data:
+        data["stride"] = args.patch
+    return from_dict(PrepareConfig, data)
+
+
+def _load_sample(args: argparse.Namespace) -> Any:
+    if args.input in BUNDLED:
+        import diffst.datasets
+
+        return getattr(diffst.datasets, BUNDLED[args.input])()
+    from diffst.io import read_sample
+
+    return read_sample(args.input, platform=args.platform)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``diffst prepare``; returns the exit status."""
+    import yaml
+
+    from diffst.config import to_dict
+
+    cfg = build_config(args)
+    if args.dry_run:
+        print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+    sample = _load_sample(args)
+    if args.dry_run:
+        return _print_plan(sample, cfg)
+    from diffst.prepare.api import prepare
+
+    command = (
+        shlex.join(["diffst", "prepare", *sys.argv[2:]]) if sys.argv[1:2] == ["prepare"] else None
+    )
+    store = prepare(
+        sample, args.out, cfg, command=command or _reconstruct(args), overwrite=args.overwrite
+    )
+    counts = ", ".join(f"{s} {store.n_patches(s)}" for s in ("train", "val", "test"))
+    print(f"wrote {store.path} ({len(store.manifest['genes'])} genes; patches: {counts})")
+    return 0
+
+
+def _reconstruct(args: argparse.Namespace) -> str:
+    parts = ["diffst", "prepare", "--input", args.input, "--out", args.out]
+    for flag in (*_FLAGS, "platform", "config"):
+        value = getattr(args, flag, None)
+        if value is not None:
+            parts += [f"--{flag.replace('_', '-')}", str(value)]
+    for item in args.set:
+        parts += ["--set", item]
+    return shlex.join(parts)
+
+
+def _print_plan(sample: Any, cfg: Any) -> int:
+    from diffst.prepare.api import (
+        build_section_inputs,
+        plan_patches,
+        section_geometry,
+        select_genes,
+    )
+    from diffst.prepare.binning import scan_transcripts
+
+    if sample.transcripts is None:
+        from diffst.io.sample import InputError
+
+        raise InputError(f"sample {sample.name!r}: no transcripts were read")
+    scan = scan_transcripts(sample.transcripts)
+    genes = select_genes(sample, cfg, scan)
+    section = build_section_inputs(sample, genes, section_geometry(sample, cfg, scan), cfg)
+    plan = plan_patches(section, cfg)
+    print(f"# genes: {', '.join(genes)}")
+    print(f"# grid: {section.geometry.shape_hr} HR bins; tissue {section.tissue.mean():.1%}")
+    print("# patches: " + ", ".join(f"{s} {plan.count(s)}" for s in ("train", "val", "test")))
+    return 0

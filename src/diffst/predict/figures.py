@@ -98,7 +98,7 @@ def gene_figure(
     axes = fig.subplots(1, 4)
     panels = [("image", image_rgb), ("measured LR", lr), ("predicted mean", mean), ("std", std)]
     for ax, (title, data) in zip(axes, panels, strict=True):
-        ax.set_title(f"{gene}: {title}" if title != "image" else "image")
+        ax.set_title(title)
         ax.set_xlabel("x (µm)")
         if data is None:
             ax.text(0.5, 0.5, "not available", ha="center", va="center", transform=ax.transAxes)
@@ -118,7 +118,8 @@ def gene_figure(
                 im, ax=ax, fraction=0.046, label="counts / cell" if lr is data else "counts / bin"
             )
     axes[0].set_ylabel("y (µm)")
-    fig.tight_layout()
+    fig.suptitle(gene)
+    fig.subplots_adjust(left=0.05, right=0.97, bottom=0.12, top=0.9, wspace=0.35)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
     try:
         fig.savefig(tmp, format="png")

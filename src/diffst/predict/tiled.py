@@ -14,16 +14,30 @@ number of tiles, and tiles can be produced lazily batch by batch.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from diffst.geometry import GeometryError
 
+if TYPE_CHECKING:
+    import torch
+
+    from diffst.predict.api import SectionInputs
+    from diffst.predict.config import PredictConfig
+
+_log = logging.getLogger("diffst.predict")
+
 __all__ = [
     "TileAccumulator",
+    "TileContext",
     "blend_window",
     "iter_batches",
+    "run_tiles",
+    "sample_tiles",
     "tile_origins",
     "tile_seeds",
     "tile_stride",
@@ -190,3 +204,132 @@ class TileAccumulator:
             out = self.values / self.weights.astype(self.values.dtype)
         out[..., ~self.covered()] = np.nan
         return out
+
+
+@dataclass
+class TileContext:
+    """Per-section constants shared by all tiles."""
+
+    inputs: SectionInputs
+    lr_norm: np.ndarray  # [G, h, w] float32 normalised LR map
+    image: Any  # SpatialImage | None (None when the model has no histology branch)
+    views: Any  # diffst.prepare.config.ViewConfig
+    ranges: np.ndarray | None  # [C, 2] image intensity range mapped to 0..255
+    patch: int  # P, HR bins per tile side
+    lr_size: int  # p, LR cells per tile side
+    lr_fill: np.ndarray  # [G] normalised value of 0 counts (LR cells beyond the section grid)
+
+
+def tile_batch(ctx: TileContext, origins: np.ndarray, device: torch.device) -> dict[str, Any]:
+    """Conditioning tensors of the tiles at ``origins [b, 2]`` (row, col)."""
+    import torch
+
+    from diffst.prepare.views import image_views
+
+    f, p, patch = ctx.inputs.geometry.factor, ctx.lr_size, ctx.patch
+    g = ctx.lr_norm.shape[0]
+    lr = np.empty((len(origins), g, p, p), dtype=np.float32)
+    lr[:] = ctx.lr_fill[None, :, None, None]
+    tissue, cells, score = [], [], []
+    x0, y0 = ctx.inputs.geometry.origin_um
+    hr_um = ctx.inputs.geometry.hr_um
+    for k, (r, c) in enumerate(origins):
+        a, b = int(r) // f, int(c) // f
+        block = ctx.lr_norm[:, a : a + p, b : b + p]
+        lr[k, :, : block.shape[1], : block.shape[2]] = block
+        if ctx.image is not None:
+            origin_um = (x0 + int(c) * hr_um, y0 + int(r) * hr_um)
+            t, cl, sc = image_views(
+                ctx.image, origin_um, patch, ctx.inputs.geometry, ctx.views, ranges=ctx.ranges
+            )
+            tissue.append(t)
+            cells.append(cl)
+            score.append(sc)
+    batch: dict[str, Any] = {"lr": torch.from_numpy(lr).to(device)}
+    if ctx.image is not None:
+        batch["tissue"] = torch.from_numpy(np.stack(tissue)).to(device).float() / 255.0
+        batch["cells"] = torch.from_numpy(np.stack(cells)).to(device).float() / 255.0
+        batch["cell_score"] = torch.from_numpy(np.stack(score)).to(device).float()
+    return batch
+
+
+def sample_tiles(
+    bundle: Any,
+    ctx: TileContext,
+    origins: np.ndarray,
+    tile_index: np.ndarray,
+    cfg: PredictConfig,
+    norm: Any,
+    device: torch.device,
+) -> np.ndarray:
+    """``[b, 4, G, P, P]`` count-scale statistics of K samples for each tile of a batch."""
+    import torch
+
+    from diffst.data.transforms import inverse_normalise
+    from diffst.diffusion import sample
+    from diffst.predict.uncertainty import sample_statistics
+
+    k, patch = cfg.n_samples, ctx.patch
+    n_genes = ctx.lr_norm.shape[0]
+    seeds = [s for t in tile_index for s in tile_seeds(cfg.seed, int(t), k)]
+    with torch.inference_mode():
+        cond = bundle.model.encode_condition(**tile_batch(ctx, origins, device)).repeat(k)
+        x0 = sample(
+            bundle.model,
+            bundle.schedule,
+            cond,
+            (len(origins) * k, n_genes, patch, patch),
+            sampler=cfg.sampler,
+            steps=cfg.steps,
+            eta=cfg.eta,
+            seeds=seeds,
+            device=device,
+        )
+        counts = inverse_normalise(x0.float(), norm)
+        stats = sample_statistics(counts.reshape(len(origins), k, n_genes, patch, patch))
+    return stats.cpu().numpy()
+
+
+def reduce_to_rank0(acc: Any, env: Any) -> None:
+    """Sum every rank's accumulator into rank 0's (in chunks, on the rank's device)."""
+    import torch
+    import torch.distributed as dist
+
+    for arr in (acc.values, acc.weights):
+        flat = arr.reshape(-1)
+        step = 1 << 24
+        for start in range(0, flat.size, step):
+            part = torch.from_numpy(np.ascontiguousarray(flat[start : start + step])).to(env.device)
+            dist.reduce(part, dst=0, op=dist.ReduceOp.SUM)
+            if env.is_main:
+                flat[start : start + step] = part.cpu().numpy()
+
+
+def run_tiles(
+    bundle: Any, ctx: TileContext, cfg: PredictConfig, norm: Any, env: Any
+) -> tuple[Any, int, int]:
+    """Sample this rank's tiles and blend them.
+
+    Returns the accumulator (gathered on rank 0), the number of tiles and the stride (bins).
+    """
+    geometry = ctx.inputs.geometry
+    stride = tile_stride(ctx.patch, cfg.overlap_bins, geometry.factor)
+    origins = tile_origins(ctx.inputs.tissue, ctx.patch, stride)
+    mine = np.arange(env.rank, len(origins), env.world_size)
+    n_genes = ctx.lr_norm.shape[0]
+    acc = TileAccumulator((4, n_genes), geometry.shape_hr, blend_window(ctx.patch, cfg.blend))
+    _log.info(
+        "%d tiles of %d bins (stride %d), %d on this rank",
+        len(origins),
+        ctx.patch,
+        stride,
+        len(mine),
+    )
+    for batch in iter_batches(len(mine), cfg.batch_size):
+        index = mine[batch]
+        stats = sample_tiles(bundle, ctx, origins[index], index, cfg, norm, env.device)
+        for origin, tile in zip(origins[index], stats, strict=True):
+            acc.add(origin, tile)
+    if env.distributed:
+        reduce_to_rank0(acc, env)
+    return acc, len(origins), stride

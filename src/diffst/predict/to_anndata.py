@@ -31,7 +31,14 @@ if TYPE_CHECKING:
 
     from diffst.io.sample import SpatialImage
 
-__all__ = ["GridLike", "bin_centres_um", "build_anndata", "hires_image", "write_h5ad_atomic"]
+__all__ = [
+    "GridLike",
+    "bin_centres_um",
+    "build_anndata",
+    "hires_image",
+    "write_h5ad_atomic",
+    "write_spatialdata_atomic",
+]
 
 
 class GridLike(Protocol):
@@ -204,3 +211,23 @@ def write_h5ad_atomic(adata: anndata.AnnData, path: str | os.PathLike[str]) -> P
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def write_spatialdata_atomic(adata: anndata.AnnData, path: Path) -> Path:
+    """``<out>.zarr`` SpatialData holding the table (only called when spatialdata exists)."""
+    import shutil
+
+    import spatialdata
+
+    target = path.with_suffix(".zarr")
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        sdata = spatialdata.SpatialData(tables={"table": adata})
+        sdata.write(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target

@@ -8,6 +8,7 @@ the user's local weights file; a TorchScript backbone is loaded with :func:`torc
 from __future__ import annotations
 
 import importlib
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,8 @@ def _load_torchscript(path_str: str) -> nn.Module:
     if not path.is_file():
         raise ConfigError(f"{path}: model.backbone TorchScript file not found")
     try:
-        return torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.jit.load(str(path), map_location="cpu")
     except RuntimeError as err:
         raise ConfigError(f"{path}: model.backbone is not a TorchScript file: {err}") from None

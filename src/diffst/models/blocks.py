@@ -64,8 +64,9 @@ class TimestepEmbedding(nn.Module):
         )
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        emb = timestep_embedding(t, self.freq_dim).to(self.mlp[0].weight.dtype)
-        return self.mlp(emb)
+        first = self.mlp[0]
+        assert isinstance(first, nn.Linear)
+        return self.mlp(timestep_embedding(t, self.freq_dim).to(first.weight.dtype))
 
 
 class ResBlock(nn.Module):
@@ -194,8 +195,8 @@ class CrossAttention(nn.Module):
         q = self.to_q(qn if query_pos is None else qn + query_pos)
         k = self.to_k(kn if context_pos is None else kn + context_pos)
         v = self.to_v(kn)
-        heads = (_heads(z, self.n_heads) for z in (q, k, v))
-        return self.proj(_merge(F.scaled_dot_product_attention(*heads)))
+        q, k, v = (_heads(z, self.n_heads) for z in (q, k, v))
+        return self.proj(_merge(F.scaled_dot_product_attention(q, k, v)))
 
 
 def _valid_heads(channels: int, n_heads: int) -> int:
@@ -217,7 +218,8 @@ def grid_position_encoding(
         ``[rows·cols, dim]`` float32, row-major.
     """
     n_freq = max(dim // 4, 1)
-    freqs = math.pi * 2.0 ** torch.linspace(0.0, 5.0, n_freq, device=device)
+    # Frequencies π/2 … 8π (periods 4 … 1/4 of the patch): no aliasing between grid cells.
+    freqs = math.pi * 2.0 ** torch.linspace(-1.0, 3.0, n_freq, device=device)
     ys = (torch.arange(rows, device=device, dtype=torch.float32) + 0.5) / rows
     xs = (torch.arange(cols, device=device, dtype=torch.float32) + 0.5) / cols
     yy, xx = torch.meshgrid(ys, xs, indexing="ij")

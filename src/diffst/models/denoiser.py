@@ -38,6 +38,9 @@ class DenoiserOutput:
 class _Level(nn.Module):
     """Residual blocks (+ optional self-attention) of one UNet level and direction."""
 
+    blocks: nn.ModuleList
+    attn: nn.ModuleList
+
     def __init__(self, channels_in: list[int], out_ch: int, emb: int, cfg: ModelConfig, attn: bool):
         super().__init__()
         self.blocks = nn.ModuleList(
@@ -127,6 +130,7 @@ class ConditionalUNet(nn.Module):
         h = self.input_conv(x)
         hs = [h]
         for level, stage in enumerate(self.down):
+            assert isinstance(stage, _Level)
             h = h + resize_to(self.cond_proj[level](cond_features), tuple(h.shape[-2:]))
             for block, attn in zip(stage.blocks, stage.attn, strict=True):
                 h = attn(block(h, emb))
@@ -136,6 +140,7 @@ class ConditionalUNet(nn.Module):
                 hs.append(h)
         h = self._middle(h, emb, cond_tokens)
         for i, stage in enumerate(self.up):
+            assert isinstance(stage, _Level)
             for block, attn in zip(stage.blocks, stage.attn, strict=True):
                 h = attn(block(torch.cat([h, hs.pop()], dim=1), emb))
             if i < len(self.upsample):

@@ -106,14 +106,28 @@ class HistologyEncoder(nn.Module):
             probe_size=cfg.cell_tile_size,
             trainable=cfg.backbone_trainable,
         )
-        common = {"width": cfg.histology_channels, "groups": cfg.norm_groups, "backbone": backbone}
+        width, groups = cfg.histology_channels, cfg.norm_groups
         n_down = max(0, round(math.log2(max(cfg.tissue_size / grid, 1.0))))
-        self.tissue = TissueEncoder(image_channels, out_channels, n_down=n_down, **common)
+        self.tissue = TissueEncoder(
+            image_channels,
+            out_channels,
+            width=width,
+            n_down=n_down,
+            groups=groups,
+            backbone=backbone,
+        )
         self.cells: CellEncoder | None = None
         self.attention: CrossAttention | None = None
         if cfg.use_cross_attention:
             tile_down = min(2, int(math.log2(cfg.cell_tile_size)))
-            self.cells = CellEncoder(image_channels, out_channels, n_down=tile_down, **common)
+            self.cells = CellEncoder(
+                image_channels,
+                out_channels,
+                width=width,
+                n_down=tile_down,
+                groups=groups,
+                backbone=backbone,
+            )
             self.attention = CrossAttention(out_channels, out_channels, cfg.num_heads)
 
     def set_training_progress(self, frac: float) -> None:

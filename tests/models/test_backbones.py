@@ -1,0 +1,85 @@
+"""External histology backbones: TorchScript files and timm (optional, local weights only)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from diffst.config import ConfigError
+from diffst.models.backbones import build_backbone
+from tests.models.conftest import IMAGE_CHANNELS, tiny_config, tiny_inputs, tiny_model
+
+
+class _TinyCNN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(IMAGE_CHANNELS, 5, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv(x))
+
+
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+
+
+@pytest.fixture
+def scripted(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny_cnn.pt"
+    torch.jit.script(_TinyCNN()).save(str(path))
+    return path
+
+
+def test_torchscript_backbone_loads_and_is_frozen(scripted: Path) -> None:
+    backbone = build_backbone(
+        f"torchscript:{scripted}", weights=None, in_channels=3, probe_size=8, trainable=False
+    )
+    assert backbone is not None and backbone.out_channels == 5
+    assert backbone(torch.rand(2, 3, 8, 8)).shape == (2, 5, 4, 4)
+    assert not any(p.requires_grad for p in backbone.parameters())
+    backbone.train()
+    assert not backbone.module.training
+
+
+def test_model_with_torchscript_backbone(scripted: Path) -> None:
+    cfg = tiny_config(backbone=f"torchscript:{scripted}", backbone_trainable=True)
+    model = tiny_model(cfg)
+    assert model.histology is not None
+    assert model.histology.tissue.features is model.histology.cells.features  # shared backbone
+    cond = model.encode_condition(**tiny_inputs(2))
+    cond.features.square().mean().backward()
+    grad = model.histology.tissue.features.module.conv.weight.grad
+    assert grad is not None and grad.abs().sum() > 0
+
+
+def test_torchscript_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        build_backbone(
+            f"torchscript:{tmp_path / 'missing.pt'}",
+            weights=None,
+            in_channels=3,
+            probe_size=8,
+            trainable=False,
+        )
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(ConfigError, match=r"bad\.pt"):
+        build_backbone(
+            f"torchscript:{bad}", weights=None, in_channels=3, probe_size=8, trainable=False
+        )
+
+
+def test_timm_absent_gives_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "timm", None)  # import timm → ImportError
+    with pytest.raises(ConfigError, match="needs the optional package timm"):
+        tiny_model(tiny_config(backbone="timm:resnet18", backbone_weights="w.pth"))
+
+
+def test_builtin_backbone_is_none() -> None:
+    assert (
+        build_backbone("builtin", weights=None, in_channels=3, probe_size=8, trainable=False)
+        is None
+    )

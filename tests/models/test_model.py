@@ -1,0 +1,198 @@
+"""DiffSTModel: shapes and gradients under every ablation, overfitting, sizes, errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from diffst.config import ConfigError
+from diffst.models import Condition, DiffSTModel, count_parameters
+from tests.models.conftest import (
+    ABLATIONS,
+    HR,
+    IMAGE_CHANNELS,
+    LR,
+    N_GENES,
+    tiny_config,
+    tiny_inputs,
+    tiny_model,
+)
+
+
+def _run(model: DiffSTModel, batch: int = 2, hr: int = HR, lr: int = LR):
+    cond = model.encode_condition(**tiny_inputs(batch, lr=lr, cfg=model.cfg))
+    x_t = torch.randn(batch, N_GENES, hr, hr)
+    return cond, model(x_t, torch.randint(0, 1000, (batch,)), cond)
+
+
+@pytest.mark.parametrize("name", list(ABLATIONS))
+def test_shapes_under_every_ablation(name: str) -> None:
+    model = tiny_model(tiny_config(**ABLATIONS[name]))
+    cond, out = _run(model)
+    assert cond.features.shape[:1] == (2,) and cond.features.shape[-2:] == (4, 4)
+    assert cond.tokens.shape[:2] == (2, 4) and cond.tokens.shape[2] == cond.features.shape[1]
+    assert out.prediction.shape == (2, N_GENES, HR, HR)
+    assert out.variance is not None and out.variance.shape == (2, N_GENES, HR, HR)
+    assert cond.disentangle_loss.shape == ()
+    both = model.cfg.use_lr and model.cfg.use_histology
+    if both and model.cfg.use_disentangle:
+        assert cond.disentangle_loss.item() > 0
+    else:
+        assert cond.disentangle_loss.item() == 0.0
+
+
+EXPECTED_PARTS: dict[str, dict[str, Any]] = {
+    "no_graph": {"lr_encoder.graph": None},
+    "no_cross_attention": {"histology.cells": None, "histology.attention": None},
+    "no_disentangle": {"fusion.common": None, "fusion.distinct": None},
+    "no_modulation": {"fusion.modulate_img": None, "fusion.modulate_expr": None},
+    "no_histology": {"histology": None, "fusion": None},
+    "no_lr": {"lr_encoder": None, "fusion": None},
+}
+
+
+@pytest.mark.parametrize("name", list(EXPECTED_PARTS))
+def test_ablation_removes_component(name: str) -> None:
+    model = tiny_model(tiny_config(**ABLATIONS[name]))
+    full = tiny_model()
+    for path, value in EXPECTED_PARTS[name].items():
+        obj: Any = model
+        for part in path.split("."):
+            obj = getattr(obj, part)
+        assert obj is value, path
+    assert count_parameters(model) < count_parameters(full)
+
+
+@pytest.mark.parametrize("name", list(ABLATIONS))
+def test_every_parameter_gets_a_gradient(name: str) -> None:
+    model = tiny_model(tiny_config(**ABLATIONS[name])).train()
+    cond, out = _run(model)
+    assert out.variance is not None
+    loss = out.prediction.square().mean() + out.variance.square().mean() + cond.disentangle_loss
+    loss.backward()
+    missing = [
+        n
+        for n, p in model.named_parameters()
+        if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)
+    ]
+    assert missing == []
+
+
+def test_tiny_model_overfits_one_batch() -> None:
+    model = tiny_model(tiny_config(learn_sigma=False)).train()
+    model.set_training_progress(1.0)
+    inputs = tiny_inputs(2)
+    x_t = torch.randn(2, N_GENES, HR, HR)
+    t = torch.tensor([10, 700])
+    target = torch.randn(2, N_GENES, HR, HR)
+    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
+    losses = []
+    for _ in range(40):
+        cond = model.encode_condition(**inputs)
+        loss = F.mse_loss(model(x_t, t, cond).prediction, target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] / 10
+
+
+@pytest.mark.parametrize(
+    ("hr", "lr", "mult"), [(8, 2, (1, 2)), (16, 5, (1, 2)), (24, 7, (1, 1, 2))]
+)
+def test_other_hr_and_lr_sizes(hr: int, lr: int, mult: tuple[int, ...]) -> None:
+    model = tiny_model(tiny_config(channel_mult=mult), hr=hr, lr=lr)
+    cond, out = _run(model, hr=hr, lr=lr)
+    assert cond.features.shape[-1] == hr // 2 ** (len(mult) - 1)
+    assert out.prediction.shape == (2, N_GENES, hr, hr)
+    # The LR size is not wired into any layer: another LR grid works with the same weights.
+    cond2 = model.encode_condition(**tiny_inputs(2, lr=lr + 3))
+    assert cond2.features.shape == cond.features.shape
+
+
+def test_size_and_input_errors() -> None:
+    with pytest.raises(ConfigError, match="hr_size 9"):
+        tiny_model(hr=9)
+    with pytest.raises(ConfigError, match="adjacency"):
+        DiffSTModel(tiny_config(), N_GENES, IMAGE_CHANNELS, LR, HR, None)
+    model = tiny_model()
+    inputs = tiny_inputs(2)
+    with pytest.raises(ValueError, match="lr"):
+        model.encode_condition(None, inputs["tissue"], inputs["cells"], inputs["cell_score"])
+    with pytest.raises(ValueError, match="tissue"):
+        model.encode_condition(inputs["lr"], inputs["tissue"][:, :2])
+    cond = model.encode_condition(**inputs)
+    with pytest.raises(ValueError, match="batch"):
+        model(torch.randn(3, N_GENES, HR, HR), torch.zeros(3, dtype=torch.long), cond)
+    with pytest.raises(ValueError, match="divisible"):
+        model(torch.randn(2, N_GENES, 7, 7), torch.zeros(2, dtype=torch.long), cond)
+
+
+def test_branch_inputs_may_be_absent_when_branch_is_off() -> None:
+    inputs = tiny_inputs(2)
+    model = tiny_model(tiny_config(use_histology=False))
+    assert model.encode_condition(inputs["lr"]).features.shape[0] == 2
+    model = DiffSTModel(tiny_config(use_lr=False), N_GENES, IMAGE_CHANNELS, LR, HR, None)
+    cond = model.encode_condition(None, inputs["tissue"], inputs["cells"], inputs["cell_score"])
+    assert cond.features.shape[0] == 2
+
+
+def test_condition_repeat_and_select_reuse() -> None:
+    model = tiny_model().eval()
+    with torch.no_grad():
+        cond = model.encode_condition(**tiny_inputs(2))
+        rep = cond.repeat(3)
+        assert isinstance(rep, Condition) and rep.batch_size == 6
+        torch.testing.assert_close(rep.features[3], cond.features[1])
+        torch.testing.assert_close(
+            rep.select(slice(3, 6)).tokens, cond.tokens[1:2].expand(3, -1, -1)
+        )
+        x_t = torch.randn(2, N_GENES, HR, HR)
+        t = torch.tensor([5, 5])
+        once = model(x_t, t, cond).prediction
+        again = model(x_t.repeat_interleave(3, 0), t.repeat_interleave(3), rep).prediction
+        torch.testing.assert_close(again[::3], once, atol=1e-5, rtol=1e-4)
+    assert not cond.detach().features.requires_grad
+
+
+def test_learn_sigma_off_gives_no_variance() -> None:
+    _, out = _run(tiny_model(tiny_config(learn_sigma=False)))
+    assert out.variance is None and out.prediction.shape == (2, N_GENES, HR, HR)
+
+
+def test_channels_last_and_bfloat16_autocast() -> None:
+    model = tiny_model().eval()
+    inputs = tiny_inputs(2)
+    x_t = torch.randn(2, N_GENES, HR, HR)
+    t = torch.tensor([1, 999])
+    with torch.no_grad():
+        ref = model(x_t, t, model.encode_condition(**inputs)).prediction
+        model = model.to(memory_format=torch.channels_last)
+        cl_inputs = {
+            k: v.contiguous(memory_format=torch.channels_last) if v.ndim == 4 else v
+            for k, v in inputs.items()
+        }
+        cl = model(
+            x_t.contiguous(memory_format=torch.channels_last),
+            t,
+            model.encode_condition(**cl_inputs),
+        ).prediction
+        torch.testing.assert_close(cl, ref, atol=1e-4, rtol=1e-4)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(x_t, t, model.encode_condition(**inputs)).prediction
+    assert torch.isfinite(low).all()
+    assert (low.float() - ref).abs().mean() < 0.1 * ref.abs().mean() + 0.05
+
+
+def test_adjacency_is_saved_with_the_weights() -> None:
+    model = tiny_model()
+    state = model.state_dict()
+    assert state["lr_encoder.graph.adjacency"].shape == (N_GENES, N_GENES)
+    other = DiffSTModel(tiny_config(), N_GENES, IMAGE_CHANNELS, LR, HR, torch.eye(N_GENES))
+    other.load_state_dict(state)
+    torch.testing.assert_close(
+        other.lr_encoder.graph.adjacency, state["lr_encoder.graph.adjacency"]
+    )

@@ -153,6 +153,8 @@ def test_logsnr_grid_is_uniform_in_lambda_and_strictly_decreasing(schedule: Nois
     assert steps.min() > 0 and steps.max() / steps.min() < 1.2
     dense = logsnr_timesteps(schedule, 400)
     assert len(dense) == 400 and (np.diff(dense) < 0).all() and dense[0] == 999
+    np.testing.assert_array_equal(logsnr_timesteps(schedule, 1000), np.arange(999, -1, -1))
+    np.testing.assert_array_equal(logsnr_timesteps(schedule, 1), [999])
 
 
 def test_clipping_keeps_samples_in_range(schedule: NoiseSchedule) -> None:

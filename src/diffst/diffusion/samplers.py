@@ -168,9 +168,9 @@ def logsnr_timesteps(schedule: NoiseSchedule, steps: int) -> np.ndarray:
     """``steps`` decreasing integer timesteps from T−1 to 0, uniform in logSNR λ = log(α/σ).
 
     λ_t = ½·log(ᾱ_t/(1−ᾱ_t)) is spaced uniformly between λ_{T−1} and λ_0 (Lu et al. 2022a,
-    §3.3), each point is rounded to the nearest integer timestep, and ties (many steps near
-    t = 0) are resolved by moving earlier points up by one step, keeping the grid strictly
-    decreasing.
+    §3.3) and each point is rounded to the nearest integer timestep. Ties (many steps near
+    t = 0) are resolved by moving earlier points up, keeping the grid strictly decreasing;
+    ``steps = T`` gives every timestep.
     """
     total = schedule.num_steps
     if not 1 <= steps <= total:
@@ -182,12 +182,12 @@ def logsnr_timesteps(schedule: NoiseSchedule, steps: int) -> np.ndarray:
     rev = lam[::-1]
     pos = np.clip(np.searchsorted(rev, targets), 1, total - 1)
     nearest = np.where(targets - rev[pos - 1] < rev[pos] - targets, pos - 1, pos)
-    grid = (total - 1 - nearest).astype(np.int64)
+    # Step k must leave room for the k steps above it and the steps − 1 − k below it.
+    k = np.arange(steps)
+    grid = np.clip(total - 1 - nearest, steps - 1 - k, total - 1 - k).astype(np.int64)
     grid[-1] = 0 if steps > 1 else total - 1
-    for k in range(steps - 2, -1, -1):
-        grid[k] = max(grid[k], grid[k + 1] + 1)
-    if grid[0] > total - 1:
-        raise ValueError(f"{steps} steps do not fit a strictly decreasing grid of {total} steps")
+    for i in range(steps - 2, -1, -1):
+        grid[i] = max(grid[i], grid[i + 1] + 1)
     return grid
 
 

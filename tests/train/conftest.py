@@ -59,7 +59,9 @@ def write_synthetic_store(
         for fname, arr in files.items():
             np.save(root / name / fname, arr)
     train_hr = arrays["train"]["hr.npy"].transpose(1, 0, 2, 3).reshape(len(GENES), -1)
-    scale = np.maximum(np.percentile(np.log1p(train_hr), 99.9, axis=1), np.log1p(1.0))
+    scale = np.full(len(GENES), np.log1p(1.0))
+    if n_train:
+        scale = np.maximum(np.percentile(np.log1p(train_hr), 99.9, axis=1), scale)
     manifest = {
         "synthetic": True,
         "genes": GENES,
@@ -68,8 +70,13 @@ def write_synthetic_store(
             "hr_um": 5.0,
             "factor": FACTOR,
             "shape_hr": [PATCH, PATCH * 12],
+            "patch": PATCH,
+            "stride": PATCH,
+            "lr_size": PATCH // FACTOR,
+            "lr_mode": "grid",
+            "lr_bins": float(FACTOR**2),
         },
-        "patch": PATCH,
+        "image": {"channels": ["DAPI", "PolyT"]},
         "views": {"tissue_px": TISSUE_PX, "cell_grid": CELL_GRID, "tile_px": TILE_PX},
         "splits": {name: {"n_patches": n} for name, n in splits.items()},
         "normalisation": {
@@ -79,7 +86,7 @@ def write_synthetic_store(
         },
         "coexpr": {
             "s": train_hr.sum(1).astype(float).tolist(),
-            "pearson": np.corrcoef(train_hr).tolist(),
+            "pearson": np.corrcoef(train_hr).tolist() if n_train else np.eye(len(GENES)).tolist(),
         },
     }
     (root / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")

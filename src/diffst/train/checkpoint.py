@@ -48,7 +48,11 @@ CHECKPOINT_FORMAT = "diffst-checkpoint"
 CHECKPOINT_VERSION = 1
 LAST = "last.pt"
 #: store-metadata fields that must agree between a checkpoint and the store it resumes on
-COMPARED_META = ("genes", "geometry", "views", "image_channels", "hr_size", "lr_size")
+COMPARED_META = (
+    "genes", "geometry", "views", "channels", "image_channels", "hr_size", "lr_size"
+)  # fmt: skip
+#: geometry fields that describe one section rather than the patch layout (not compared)
+_SECTION_GEOMETRY = ("origin_um", "shape_hr", "shape_lr", "stride")
 _REQUIRED = ("model", "ema", "step", "config", "store_meta")
 
 
@@ -202,8 +206,9 @@ def read_store_meta(store_dir: str | os.PathLike[str], adjacency_kind: str, spli
     Returns
     -------
     dict
-        ``genes``, ``geometry``, ``views``, ``normalisation``, ``adjacency`` (tensor ``[G, G]``),
-        ``image_channels`` (C), ``hr_size`` (P, HR bins), ``lr_size`` (p, LR cells),
+        ``genes``, ``geometry``, ``views``, ``channels`` (image channel names),
+        ``normalisation``, ``adjacency`` (tensor ``[G, G]``), ``image_channels`` (C),
+        ``hr_size`` (P, HR bins), ``lr_size`` (p, LR cells),
         ``tissue_size`` (S, px), ``cell_grid`` (n), ``cell_tile_size`` (t, px),
         ``manifest_sha256``.
     """
@@ -234,6 +239,7 @@ def read_store_meta(store_dir: str | os.PathLike[str], adjacency_kind: str, spli
         "genes": [str(g) for g in manifest["genes"]],
         "geometry": manifest["geometry"],
         "views": manifest.get("views", {}),
+        "channels": list(manifest.get("image", {}).get("channels", [])),
         "normalisation": manifest["normalisation"],
         "adjacency": adjacency,
         "adjacency_kind": adjacency_kind,
@@ -272,6 +278,8 @@ def store_differences(expected: dict[str, Any], actual: dict[str, Any]) -> list[
                 diffs.append("genes: same genes in a different order")
         elif isinstance(a, dict) and isinstance(b, dict):
             for sub in sorted(set(a) | set(b)):
+                if key == "geometry" and sub in _SECTION_GEOMETRY:
+                    continue
                 if a.get(sub) != b.get(sub):
                     diffs.append(f"{key}.{sub}: checkpoint {a.get(sub)!r} vs store {b.get(sub)!r}")
         else:

@@ -1,0 +1,526 @@
+"""The training loop: ``train(store, out_dir, config) -> TrainResult``.
+
+One optimiser step = ``grad_accum`` micro-batches per process (DDP averages over processes):
+condition encoding, hybrid diffusion loss (+ disentangling), backward, gradient clipping,
+AdamW, EMA update. bf16 autocast and channels_last are used on CUDA only. Curriculum progress
+``step / max_steps`` is fed to the model before every step. Rank 0 alone logs, validates and
+writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from diffst.config import ConfigError, save_yaml, to_dict
+from diffst.diffusion import LossTerms, NoiseSchedule, training_losses
+from diffst.io.sample import InputError
+from diffst.keys import BatchKey
+from diffst.models import DiffSTModel
+from diffst.train.checkpoint import (
+    LAST,
+    capture_rng_state,
+    load_checkpoint,
+    read_store_meta,
+    restore_rng_state,
+    store_differences,
+    write_run_checkpoint,
+)
+from diffst.train.config import RunConfig, run_config_from_dict
+from diffst.train.distributed import (
+    DistEnv,
+    ShardedBatchSampler,
+    all_reduce_mean,
+    barrier,
+    init_distributed,
+    micro_batch_seed,
+    seed_everything,
+    shutdown_distributed,
+)
+from diffst.train.ema import EMA
+from diffst.train.logging import RunLogger
+
+__all__ = ["TrainResult", "TrainingDivergedError", "build_model", "train"]
+
+_TERMS = ("total", "simple", "vb", "disentangle")
+
+
+class TrainingDivergedError(RuntimeError):
+    """A loss term or the gradient norm became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Outcome of :func:`train`."""
+
+    out_dir: Path  # run folder
+    checkpoint: Path  # out_dir/checkpoints/last.pt
+    step: int  # optimiser steps done
+    loss: float  # total loss of the last step (mean over processes)
+    patches_per_s: float  # training throughput over the whole run (all processes)
+    val_pcc: float | None  # last validation PCC of the model (count scale, in-mask bins)
+    val_pcc_bicubic: float | None  # same PCC for bicubic upsampling of the LR map
+
+
+def build_model(config: RunConfig, store_meta: dict[str, Any]) -> DiffSTModel:
+    """Instantiate :class:`DiffSTModel` with sizes and adjacency from the store metadata."""
+    adjacency = store_meta.get("adjacency")
+    return DiffSTModel(
+        config.model,
+        n_genes=len(store_meta["genes"]),
+        image_channels=int(store_meta["image_channels"]),
+        lr_size=int(store_meta["lr_size"]),
+        hr_size=int(store_meta["hr_size"]),
+        adjacency=None if adjacency is None else torch.as_tensor(adjacency, dtype=torch.float32),
+    )
+
+
+class _LossModule(nn.Module):
+    """Wraps the model so that DDP sees one forward: condition encoding + diffusion loss."""
+
+    def __init__(self, model: DiffSTModel, schedule: NoiseSchedule, config: RunConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.schedule = schedule
+        self.diffusion = config.diffusion
+
+    def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+        cond = self.model.encode_condition(
+            batch[BatchKey.LR], batch[BatchKey.TISSUE], batch[BatchKey.CELLS],
+            batch[BatchKey.CELL_SCORE],
+        )  # fmt: skip
+        terms: LossTerms = training_losses(
+            self.model, self.schedule, batch[BatchKey.HR], cond, batch[BatchKey.MASK],
+            self.diffusion, generator,
+        )  # fmt: skip
+        return torch.stack([terms.total, terms.simple, terms.vb, terms.disentangle])
+
+
+@dataclass
+class _State:
+    """Mutable training state shared by the helpers below."""
+
+    env: DistEnv
+    config: RunConfig
+    model: DiffSTModel
+    ema: EMA
+    optimizer: torch.optim.Optimizer
+    loss_module: nn.Module
+    schedule: NoiseSchedule
+    store_meta: dict[str, Any]
+    ckpt_dir: Path
+    step: int = 0
+    epoch: int = 0
+    epoch_step: int = 0
+
+
+def _prepare_config(config: RunConfig, meta: dict[str, Any]) -> RunConfig:
+    """Take the image view sizes from the store; check that variance settings agree."""
+    if config.model.learn_sigma != config.diffusion.learn_sigma:
+        raise ConfigError(
+            "model.learn_sigma and diffusion.learn_sigma must agree, got "
+            f"{config.model.learn_sigma} and {config.diffusion.learn_sigma}"
+        )
+    model = dataclasses.replace(
+        config.model,
+        tissue_size=int(meta["tissue_size"]),
+        cell_grid=int(meta["cell_grid"]),
+        cell_tile_size=int(meta["cell_tile_size"]),
+    )
+    return dataclasses.replace(config, model=model)
+
+
+def _resolve_resume(resume: bool | str | os.PathLike[str], ckpt_dir: Path) -> Path | None:
+    if resume is False or resume is None:
+        return None
+    path = ckpt_dir / LAST if resume is True else Path(resume)
+    if resume is True and not path.is_file():
+        raise InputError(f"{path}: --resume given but the run folder has no checkpoint")
+    return path
+
+
+def _check_resume(state: dict[str, Any], config: RunConfig, meta: dict[str, Any]) -> None:
+    diffs = store_differences(state["store_meta"], meta)
+    if diffs:
+        raise InputError(
+            f"{state['path']}: checkpoint was trained on a different store:\n  "
+            + "\n  ".join(diffs)
+        )
+    saved = run_config_from_dict(state["config"])
+    for section in ("model", "diffusion"):
+        old, new = to_dict(getattr(saved, section)), to_dict(getattr(config, section))
+        changed = sorted(k for k in old if old[k] != new.get(k))
+        if changed:
+            pairs = ", ".join(f"{k}: {old[k]!r} → {new[k]!r}" for k in changed)
+            raise ConfigError(f"{state['path']}: cannot resume with a changed {section}: {pairs}")
+
+
+def _build_state(env: DistEnv, config: RunConfig, meta: dict[str, Any], out_dir: Path) -> _State:
+    tc = config.train
+    seed_everything(tc.seed)  # identical initial weights on every rank
+    model = build_model(config, meta).to(env.device)
+    use_cuda_amp = env.device.type == "cuda" and tc.amp == "bf16"
+    if use_cuda_amp:
+        model = model.to(memory_format=torch.channels_last)
+    ema = EMA(model, decay=tc.ema_decay, warmup=tc.ema_warmup)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay
+    )
+    schedule = NoiseSchedule.from_config(config.diffusion)
+    loss_module: nn.Module = _LossModule(model, schedule, config)
+    if env.distributed:
+        ids = [env.local_rank] if env.device.type == "cuda" else None
+        loss_module = nn.parallel.DistributedDataParallel(loss_module, device_ids=ids)
+    if tc.compile:
+        loss_module = torch.compile(loss_module)  # type: ignore[assignment]
+    return _State(
+        env, config, model, ema, optimizer, loss_module, schedule, meta, out_dir / "checkpoints"
+    )
+
+
+def _checkpoint_state(st: _State) -> dict[str, Any]:
+    from diffst import __version__
+    from diffst.train.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
+
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "diffst_version": __version__,
+        "model": st.model.state_dict(),
+        "ema": st.ema.state_dict(),
+        "optimizer": st.optimizer.state_dict(),
+        "step": st.step,
+        "epoch": st.epoch,
+        "epoch_step": st.epoch_step,
+        "rng": capture_rng_state(),
+        "config": to_dict(st.config),
+        "store_meta": st.store_meta,
+    }
+
+
+def _restore(st: _State, state: dict[str, Any]) -> None:
+    st.model.load_state_dict(state["model"])
+    st.ema.load_state_dict(state["ema"])
+    st.optimizer.load_state_dict(state["optimizer"])
+    st.step, st.epoch, st.epoch_step = (int(state[k]) for k in ("step", "epoch", "epoch_step"))
+    restore_rng_state(state["rng"])
+
+
+def _lr_at(step: int, tc: Any) -> float:
+    if tc.warmup_steps <= 0:
+        return float(tc.lr)
+    return float(tc.lr) * min(1.0, (step + 1) / tc.warmup_steps)
+
+
+def _to_device(batch: dict[str, torch.Tensor], st: _State) -> dict[str, torch.Tensor]:
+    cuda = st.env.device.type == "cuda"
+    out = {k: v.to(st.env.device, non_blocking=cuda) for k, v in batch.items()}
+    if cuda and st.config.train.amp == "bf16":
+        for key in (BatchKey.HR, BatchKey.TISSUE):
+            out[key] = out[key].contiguous(memory_format=torch.channels_last)
+    return out
+
+
+def _optimiser_step(st: _State, micro_batches: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+    """One optimiser step over this rank's micro-batches; returns ``[5]`` terms + grad norm."""
+    tc = st.config.train
+    for group in st.optimizer.param_groups:
+        group["lr"] = _lr_at(st.step, tc)
+    st.model.set_training_progress(st.step / tc.max_steps if tc.curriculum else 1.0)
+    st.optimizer.zero_grad(set_to_none=True)
+    cuda_amp = st.env.device.type == "cuda" and tc.amp == "bf16"
+    terms = torch.zeros(len(_TERMS), device=st.env.device)
+    for a, batch in enumerate(micro_batches):
+        micro = st.env.rank * tc.grad_accum + a
+        gen = torch.Generator(st.env.device).manual_seed(micro_batch_seed(tc.seed, st.step, micro))
+        last = a == len(micro_batches) - 1
+        sync = nullcontext() if last or not st.env.distributed else st.loss_module.no_sync()
+        amp = torch.autocast("cuda", dtype=torch.bfloat16) if cuda_amp else nullcontext()
+        with sync, amp:
+            out = st.loss_module(_to_device(batch, st), gen).float()
+            (out[0] / tc.grad_accum).backward()
+        terms += out.detach() / tc.grad_accum
+    terms = all_reduce_mean(terms)
+    _check_finite(st, terms, "loss term", _TERMS)
+    max_norm = tc.grad_clip if tc.grad_clip > 0 else float("inf")
+    grad_norm = torch.nn.utils.clip_grad_norm_(st.model.parameters(), max_norm)
+    _check_finite(st, grad_norm.reshape(1).float(), "gradient norm", ("grad_norm",))
+    st.optimizer.step()
+    st.ema.update(st.model)
+    return torch.cat([terms, grad_norm.reshape(1).float()])
+
+
+def _check_finite(st: _State, values: torch.Tensor, what: str, names: tuple[str, ...]) -> None:
+    bad = [n for n, v in zip(names, values.tolist(), strict=True) if not math.isfinite(v)]
+    if bad:
+        last = st.ckpt_dir / LAST
+        kept = f"last good checkpoint: {last}" if last.is_file() else "no checkpoint was written"
+        raise TrainingDivergedError(
+            f"training diverged at step {st.step + 1}: non-finite {what} {bad} "
+            f"(values {values.tolist()}); stopped without saving; {kept}"
+        )
+
+
+def _save(st: _State) -> Path | None:
+    path = None
+    if st.env.is_main:
+        st.ema.module.set_training_progress(min(1.0, st.step / st.config.train.max_steps))
+        path = write_run_checkpoint(_checkpoint_state(st), st.ckpt_dir, st.config.train.keep_last)
+    barrier()
+    return path
+
+
+def _open_dataset(store: Path, split: str, config: RunConfig, augment: bool) -> Any:
+    from diffst.data import PatchDataset
+
+    return PatchDataset(store, split, augment=augment, seed=config.train.seed)
+
+
+def _check_split_size(n_items: int, store: Path, config: RunConfig, world_size: int) -> None:
+    tc = config.train
+    split_dir = store / config.data.train_split
+    if n_items == 0:
+        raise InputError(f"{split_dir}: split '{config.data.train_split}' holds no patches")
+    global_batch = tc.batch_size * tc.grad_accum * world_size
+    if n_items < global_batch:
+        raise InputError(
+            f"{split_dir}: {n_items} patches are too few for one global batch of {global_batch} "
+            f"(train.batch_size={tc.batch_size} × train.grad_accum={tc.grad_accum} × "
+            f"{world_size} process(es)); lower train.batch_size or prepare more patches"
+        )
+
+
+@torch.no_grad()
+def validate(
+    model: DiffSTModel, schedule: NoiseSchedule, dataset: Any, config: RunConfig,
+    store_meta: dict[str, Any], device: torch.device,
+) -> dict[str, float]:  # fmt: skip
+    """PCC of few-step samples and of bicubic LR upsampling against the truth, count scale.
+
+    Uses the first ``train.val_max_patches`` patches, sampler ``train.val_sampler`` with
+    ``train.val_steps`` steps and per-patch seeds ``val_seed + index``; predictions are mapped
+    back to counts with the store's normalisation. Per gene, the PCC is taken over the in-mask
+    HR bins of all patches pooled; the mean over genes is reported.
+    """
+    from diffst.data.transforms import NormStats, inverse_normalise
+    from diffst.diffusion import sample
+    from diffst.evaluate.baselines import bicubic_upsample
+    from diffst.evaluate.metrics import pearson_per_gene
+
+    tc = config.train
+    n = min(len(dataset), tc.val_max_patches)
+    factor = int(store_meta["geometry"]["factor"])
+    stats = NormStats.from_dict(store_meta["normalisation"])
+    preds, bicubics, truths, masks = [], [], [], []
+    for start in range(0, n, tc.batch_size):
+        idx = list(range(start, min(n, start + tc.batch_size)))
+        items = [dataset[i] for i in idx]
+        batch = {k: torch.stack([it[k] for it in items]).to(device) for k in items[0]}
+        cond = model.encode_condition(
+            batch[BatchKey.LR], batch[BatchKey.TISSUE], batch[BatchKey.CELLS],
+            batch[BatchKey.CELL_SCORE],
+        )  # fmt: skip
+        x0 = sample(
+            model, schedule, cond, tuple(batch[BatchKey.HR].shape), sampler=tc.val_sampler,
+            steps=tc.val_steps, seeds=[tc.val_seed + i for i in idx], device=device,
+            clip_denoised=config.diffusion.clip_denoised,
+        )  # fmt: skip
+        pred = inverse_normalise(x0, stats, batch.get(BatchKey.NORM_SCALE))
+        truth = batch[BatchKey.HR_COUNTS].cpu().numpy()
+        preds += list(pred.float().cpu().numpy())
+        truths += list(truth)
+        masks += list(batch[BatchKey.MASK][:, 0].cpu().numpy() > 0)
+        lr = batch[BatchKey.LR_COUNTS].cpu().numpy()
+        bicubics += [bicubic_upsample(x, factor, truth.shape[-2:]) for x in lr]
+    truth_all, mask_all = np.concatenate(truths, -1), np.concatenate(masks, -1)
+    pcc = pearson_per_gene(np.concatenate(preds, -1), truth_all, mask_all)
+    pcc_bicubic = pearson_per_gene(np.concatenate(bicubics, -1), truth_all, mask_all)
+    return {
+        "val_pcc": float(np.nanmean(pcc)) if np.isfinite(pcc).any() else float("nan"),
+        "val_pcc_bicubic": float(np.nanmean(pcc_bicubic))
+        if np.isfinite(pcc_bicubic).any()
+        else float("nan"),
+        "val_patches": float(n),
+    }
+
+
+def train(
+    store_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    config: RunConfig,
+    *,
+    resume: bool | str | os.PathLike[str] = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train the Diff-ST model on a prepared patch store.
+
+    Parameters
+    ----------
+    store_dir
+        Store written by ``diffst prepare`` (``manifest.json``, ``train/``, ``val/``).
+    out_dir
+        Run folder: ``config.yaml``, ``log.csv``, ``tensorboard/``, ``checkpoints/``.
+    config
+        Resolved run configuration; image view sizes are taken from the store.
+    resume
+        ``True`` continues from ``out_dir/checkpoints/last.pt``; a path continues from that
+        checkpoint. Model, optimiser, EMA, step, RNG states and data order are restored.
+    progress
+        Show a progress bar (rank 0).
+
+    Returns
+    -------
+    TrainResult
+        Final step, loss, throughput (patches/s) and validation PCCs.
+
+    Raises
+    ------
+    InputError
+        Missing/corrupted store or checkpoint, empty split, too few patches, a checkpoint
+        trained on other genes or geometry.
+    TrainingDivergedError
+        A loss term or the gradient norm became NaN/Inf (the last good checkpoint is kept).
+    """
+    env = init_distributed(config.train.device)
+    try:
+        return _run(env, Path(store_dir), Path(out_dir), config, resume, progress)
+    finally:
+        if env.distributed:
+            shutdown_distributed()
+
+
+def _run(
+    env: DistEnv, store: Path, out_dir: Path, config: RunConfig,
+    resume: bool | str | os.PathLike[str], progress: bool,
+) -> TrainResult:  # fmt: skip
+    meta = read_store_meta(store, config.model.adjacency_kind, config.data.train_split)
+    config = _prepare_config(config, meta)
+    tc = config.train
+    train_ds = _open_dataset(store, config.data.train_split, config, augment=config.data.augment)
+    _check_split_size(len(train_ds), store, config, env.world_size)
+    val_ds = None
+    if tc.val_every > 0 and (store / config.data.val_split).is_dir():
+        val_ds = _open_dataset(store, config.data.val_split, config, augment=False)
+    resume_path = _resolve_resume(resume, out_dir / "checkpoints")
+    saved = load_checkpoint(resume_path) if resume_path is not None else None
+    if saved is not None:
+        _check_resume(saved, config, meta)
+    if env.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_yaml(config, out_dir / "config.yaml")
+    st = _build_state(env, config, meta, out_dir)
+    if saved is not None:
+        _restore(st, saved)
+    else:
+        seed_everything(tc.seed, env.rank)
+    logger = RunLogger(
+        out_dir, enabled=env.is_main, progress=progress, total_steps=tc.max_steps,
+        start_step=st.step,
+    )  # fmt: skip
+    with logger:
+        return _loop(st, train_ds, val_ds, logger, out_dir)
+
+
+def _loop(st: _State, train_ds: Any, val_ds: Any, logger: RunLogger, out_dir: Path) -> TrainResult:
+    tc, env = st.config.train, st.env
+    start_step, start_time = st.step, time.perf_counter()
+    window = _Window(time.perf_counter(), st.step)
+    values: dict[str, float] = {}
+    last_val: dict[str, float] = {}
+    while st.step < tc.max_steps:
+        sampler = ShardedBatchSampler(
+            len(train_ds), tc.batch_size, env.world_size, env.rank, tc.grad_accum, tc.seed,
+            st.epoch, st.epoch_step,
+        )  # fmt: skip
+        if hasattr(train_ds, "set_epoch"):
+            train_ds.set_epoch(st.epoch)
+        loader = DataLoader(
+            train_ds, batch_sampler=sampler, num_workers=tc.num_workers,
+            pin_memory=env.device.type == "cuda",
+        )  # fmt: skip
+        batches = iter(loader)
+        while st.epoch_step < sampler.steps_per_epoch and st.step < tc.max_steps:
+            micro = [next(batches) for _ in range(tc.grad_accum)]
+            out = _optimiser_step(st, micro).tolist()
+            st.step += 1
+            st.epoch_step += 1
+            values = dict(zip(_LOG_TERMS, out, strict=True))
+            last_val = _after_step(st, values, val_ds, logger, window) or last_val
+        if st.epoch_step >= sampler.steps_per_epoch:
+            st.epoch, st.epoch_step = st.epoch + 1, 0
+    if st.step == start_step:
+        _save(st)
+    elapsed = max(time.perf_counter() - start_time, 1e-9)
+    patches = (st.step - start_step) * tc.batch_size * tc.grad_accum * env.world_size
+    return TrainResult(
+        out_dir=out_dir,
+        checkpoint=st.ckpt_dir / LAST,
+        step=st.step,
+        loss=values.get("loss", float("nan")),
+        patches_per_s=patches / elapsed,
+        val_pcc=last_val.get("val_pcc"),
+        val_pcc_bicubic=last_val.get("val_pcc_bicubic"),
+    )
+
+
+_LOG_TERMS = ("loss", "loss_simple", "loss_vb", "loss_disentangle", "grad_norm")
+
+
+@dataclass
+class _Window:
+    """Start of the current throughput window."""
+
+    time: float
+    step: int
+
+
+def _after_step(
+    st: _State, values: dict[str, float], val_ds: Any, logger: RunLogger, window: _Window
+) -> dict[str, float] | None:
+    """Logging, validation and checkpointing after optimiser step ``st.step``.
+
+    Throughput counts training time only: the window restarts after validation and saving.
+    """
+    tc = st.config.train
+    final = st.step == tc.max_steps
+    global_batch = tc.batch_size * tc.grad_accum * st.env.world_size
+    rate = (st.step - window.step) * global_batch / max(time.perf_counter() - window.time, 1e-9)
+    val: dict[str, float] | None = None
+    if val_ds is not None and len(val_ds) > 0 and (final or st.step % tc.val_every == 0):
+        val = _validate_rank0(st, val_ds, logger)
+    if final or st.step % tc.log_every == 0 or val is not None:
+        row = {**values, "epoch": st.epoch, "lr": _lr_at(st.step - 1, tc), "patches_per_s": rate,
+               "ema_decay": st.ema.current_decay(), **(val or {})}  # fmt: skip
+        logger.log(st.step, row)
+        window.step, window.time = st.step, time.perf_counter()
+    logger.advance(st.step, f"loss {values['loss']:.4f}")
+    if final or (tc.ckpt_every > 0 and st.step % tc.ckpt_every == 0):
+        _save(st)
+        window.step, window.time = st.step, time.perf_counter()
+    return val
+
+
+def _validate_rank0(st: _State, val_ds: Any, logger: RunLogger) -> dict[str, float]:
+    """Validation on rank 0 with the EMA weights; the other ranks wait."""
+    tc = st.config.train
+    val: dict[str, float] = {}
+    if st.env.is_main:
+        st.ema.module.set_training_progress(st.step / tc.max_steps if tc.curriculum else 1.0)
+        val = validate(st.ema.module, st.schedule, val_ds, st.config, st.store_meta, st.env.device)
+        logger.message(
+            f"step {st.step}: val PCC {val['val_pcc']:.4f} "
+            f"(bicubic LR {val['val_pcc_bicubic']:.4f}, {int(val['val_patches'])} patches)"
+        )
+    barrier()
+    return val

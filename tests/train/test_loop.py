@@ -1,0 +1,150 @@
+"""Training loop on the synthetic store: outputs, exact resume, NaN stop, bad stores."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from diffst.config import ConfigError, load_yaml
+from diffst.io.sample import InputError
+from diffst.train import loop
+from diffst.train.checkpoint import LAST, load_checkpoint, load_for_inference
+from diffst.train.config import run_config_from_dict
+from diffst.train.loop import TrainingDivergedError, train
+
+from .conftest import GENES, tiny_config, write_synthetic_store
+
+
+@pytest.fixture(scope="module")
+def run_a(store: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, loop.TrainResult]:
+    """5 steps over an epoch boundary (8 patches, batch 2), checkpoints at 3 and 5."""
+    out = tmp_path_factory.mktemp("run") / "a"
+    cfg = tiny_config("train.max_steps=5", "train.ckpt_every=3", "train.val_every=5")
+    return out, train(store, out, cfg, progress=False)
+
+
+def test_outputs_of_a_run(run_a: tuple[Path, loop.TrainResult]) -> None:
+    out, result = run_a
+    assert result.step == 5 and np.isfinite(result.loss)
+    assert result.val_pcc is not None and -1 <= result.val_pcc <= 1
+    assert result.val_pcc_bicubic is not None and 0 < result.val_pcc_bicubic <= 1
+    cfg = run_config_from_dict(load_yaml(out / "config.yaml"))
+    assert cfg.train.max_steps == 5
+    assert (cfg.model.tissue_size, cfg.model.cell_grid, cfg.model.cell_tile_size) == (16, 4, 4)
+    names = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert names == [LAST, "step_0000003.pt", "step_0000005.pt"]
+    with open(out / "log.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5]
+    assert [int(r["epoch"]) for r in rows] == [0, 0, 0, 0, 1]  # 4 steps per epoch
+    assert rows[-1]["val_pcc"] != "" and rows[0]["val_pcc"] == ""
+    assert all(float(r["patches_per_s"]) > 0 for r in rows)
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    state = load_checkpoint(out / "checkpoints" / LAST)
+    assert (state["step"], state["epoch"], state["epoch_step"]) == (5, 1, 1)
+    assert state["store_meta"]["genes"] == GENES
+    assert state["store_meta"]["adjacency"].shape == (4, 4)
+
+
+def test_resume_gives_identical_next_steps(
+    run_a: tuple[Path, loop.TrainResult], store: Path, tmp_path: Path
+) -> None:
+    out_a, result_a = run_a
+    out_b = tmp_path / "b"
+    shutil.copytree(out_a, out_b)
+    cfg = tiny_config("train.max_steps=5", "train.ckpt_every=3", "train.val_every=5")
+    ckpt3 = out_b / "checkpoints" / "step_0000003.pt"
+    result_b = train(store, out_b, cfg, resume=ckpt3, progress=False)
+    assert result_b.loss == result_a.loss  # bit-identical losses of steps 4 and 5
+    a = load_checkpoint(out_a / "checkpoints" / LAST)
+    b = load_checkpoint(out_b / "checkpoints" / LAST)
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for key in a["ema"]["weights"]:
+        assert torch.equal(a["ema"]["weights"][key], b["ema"]["weights"][key]), key
+    assert result_b.val_pcc == result_a.val_pcc
+    with open(out_b / "log.csv", newline="") as fh:
+        assert [int(r["step"]) for r in csv.DictReader(fh)] == [1, 2, 3, 4, 5]
+
+
+def test_inference_bundle(run_a: tuple[Path, loop.TrainResult]) -> None:
+    out, _ = run_a
+    bundle = load_for_inference(out, "cpu")
+    state = load_checkpoint(out / "checkpoints" / LAST)
+    assert not bundle.model.training and bundle.step == 5
+    for key, value in bundle.model.state_dict().items():
+        assert torch.equal(value, state["ema"]["weights"][key]), key
+    assert bundle.store_meta["genes"] == GENES
+    assert bundle.schedule.num_steps == bundle.config.diffusion.num_steps
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = loop.training_losses
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        terms = real(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 3:  # the third optimiser step
+            vb = terms.vb * float("nan")
+            terms = dataclasses.replace(terms, vb=vb, total=terms.simple + vb)
+        return terms
+
+    monkeypatch.setattr(loop, "training_losses", poisoned)
+    cfg = tiny_config("train.max_steps=4", "train.ckpt_every=2", "train.val_every=0")
+    with pytest.raises(
+        TrainingDivergedError, match=r"at step 3: non-finite loss term \['total', 'vb'\]"
+    ) as err:
+        train(store, tmp_path, cfg, progress=False)
+    assert "last good checkpoint" in str(err.value)
+    assert load_checkpoint(tmp_path / "checkpoints" / LAST)["step"] == 2
+    assert not (tmp_path / "checkpoints" / "step_0000003.pt").exists()
+
+
+def test_resume_on_other_store_lists_differences(
+    run_a: tuple[Path, loop.TrainResult], tmp_path: Path
+) -> None:
+    out_a, _ = run_a
+    other = write_synthetic_store(tmp_path / "other")
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["genes"] = [*GENES[:3], "synthE"]
+    manifest["geometry"]["hr_um"] = 8.0
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    cfg = tiny_config("train.max_steps=6")
+    with pytest.raises(InputError, match="trained on a different store") as err:
+        train(other, tmp_path / "run", cfg, resume=out_a / "checkpoints" / LAST, progress=False)
+    msg = str(err.value)
+    assert "genes: only in checkpoint ['synthD']; only in store ['synthE']" in msg
+    assert "geometry.hr_um: checkpoint 5.0 vs store 8.0" in msg
+
+
+def test_resume_with_changed_model_is_refused(
+    run_a: tuple[Path, loop.TrainResult], store: Path, tmp_path: Path
+) -> None:
+    out_a, _ = run_a
+    cfg = tiny_config("train.max_steps=6", "model.base_channels=16")
+    with pytest.raises(ConfigError, match=r"changed model: base_channels: 8 → 16"):
+        train(store, tmp_path, cfg, resume=out_a / "checkpoints" / LAST, progress=False)
+
+
+def test_resume_without_checkpoint(store: Path, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="the run folder has no checkpoint"):
+        train(store, tmp_path, tiny_config(), resume=True, progress=False)
+
+
+def test_empty_split_and_too_few_patches(tmp_path: Path) -> None:
+    empty = write_synthetic_store(tmp_path / "empty", n_train=0)
+    with pytest.raises(InputError, match=r"train: split 'train' holds no patches"):
+        train(empty, tmp_path / "r1", tiny_config(), progress=False)
+    few = write_synthetic_store(tmp_path / "few", n_train=3)
+    with pytest.raises(InputError, match=r"3 patches are too few for one global batch of 4"):
+        train(few, tmp_path / "r2", tiny_config("train.batch_size=4"), progress=False)

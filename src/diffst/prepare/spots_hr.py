@@ -261,15 +261,16 @@ def _calibrate(
     if not _um_scale_stated(sample):
         scale = pitch / measured
         image, mask = _rescale_um(sample, scale)
-        um_px = image.um_per_px if image is not None else float("nan")
-        log.warning(
-            "%s: the files do not state µm per pixel; assumed a spot pitch of %g µm (%s), "
-            "giving %.4g µm/px — set spots.pitch_um if this is wrong",
-            where,
-            pitch,
-            source,
-            um_px,
-        )
+        if abs(scale - 1.0) > 1e-3:
+            um_px = image.um_per_px if image is not None else float("nan")
+            log.warning(
+                "%s: the files do not state µm per pixel; assumed a spot pitch of %g µm (%s), "
+                "giving %.4g µm/px — set spots.pitch_um if this is wrong",
+                where,
+                pitch,
+                source,
+                um_px,
+            )
         return affine * scale, pitch, image, mask
     if abs(measured / pitch - 1.0) > cfg.pitch_tolerance:
         raise GeometryError(

@@ -24,6 +24,7 @@ _FLAGS = {
     "hr_um": "hr_um",
     "factor": "factor",
     "lr": "lr",
+    "hr": "hr",
     "patch": "patch",
     "stride": "stride",
     "seed": "seed",
@@ -43,6 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hr-um", type=float, help="HR bin side in µm (default 4.25)")
     parser.add_argument("--factor", type=int, help="HR bins per LR cell side (default 10)")
     parser.add_argument("--lr", choices=["grid", "visium"], help="LR layer (default grid)")
+    parser.add_argument(
+        "--hr", choices=["transcripts", "spots"],
+        help="HR map: binned transcripts (default) or the measured spot array (spots.* options)",
+    )
     parser.add_argument("--patch", type=int, help="patch side in HR bins (default 256)")
     parser.add_argument("--stride", type=int, help="step between patches in HR bins")
     parser.add_argument("--seed", type=int, help="seed (also the split seed unless set)")

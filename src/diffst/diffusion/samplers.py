@@ -114,17 +114,15 @@ def ddpm_sample(
     spaced = schedule.respace(steps)
     # 1. x_T ~ N(0, I).
     x = seeded_normal(generators, shape, device=device, dtype=dtype)
-    for i in _steps(range(spaced.num_steps - 1, -1, -1), progress, "ddpm"):
+    for i in _steps(range(spaced.num_steps - 1, 0, -1), progress, "ddpm"):
         # 2. μ_θ(x_t, t) from ε̂ (DDPM eq. 11 via x̂0 and eq. 7) and
         #    Σ_θ = exp(v·log β_t + (1 − v)·log β̃_t) (improved DDPM eq. 15), on the respaced β.
         p = _denoise(model, spaced, x, i, cond, clip_denoised)
-        if i == 0:
-            # 3. The last step returns the mean without noise (Algorithm 2, z = 0 at t = 1).
-            return p.mean
-        # 4. x_{t−1} = μ_θ + σ_t·z, z ~ N(0, I) (Algorithm 2, line 4).
+        # 3. x_{t−1} = μ_θ + σ_t·z, z ~ N(0, I) (Algorithm 2, line 4).
         z = seeded_normal(generators, shape, device=device, dtype=dtype)
         x = p.mean + torch.exp(0.5 * p.log_variance) * z
-    raise AssertionError("unreachable: the loop returns at index 0")
+    # 4. The last step (t = 1, index 0) returns the mean without noise (z = 0); it equals x̂0.
+    return _denoise(model, spaced, x, 0, cond, clip_denoised).mean
 
 
 @torch.no_grad()
@@ -220,24 +218,22 @@ def dpm_solver_pp_sample(
     # 1. x̃_{t_0} = x_T ~ N(0, I).
     x = seeded_normal(generators, shape, device=device, dtype=dtype)
     previous: Tensor | None = None
-    for k in _steps(range(steps), progress, "dpm-solver++"):
+    for k in _steps(range(steps - 1), progress, "dpm-solver++"):
         # 2. Data prediction x_θ(x̃_{t_k}, t_k) (the denoiser's x̂0, clipped when requested).
         data = _denoise(model, schedule, x, int(grid[k]), cond, clip_denoised).pred_x0
-        if k == steps - 1:
-            # 5. Final first-order step to σ = 0: x̃ = x_θ (the h → ∞ limit of step 3).
-            return data
         h = lam[k + 1] - lam[k]
+        # 3. D = x_θ(t_0) on the first step (first order, = DDIM); afterwards the multistep
+        #    D = (1 + 1/(2r))·x_θ(t_k) − 1/(2r)·x_θ(t_{k−1}) with r = h_{k−1}/h_k.
         if previous is None:
-            # 3. First step, first order (DPM-Solver++(1) = DDIM):
-            #    x̃_{t_1} = (σ_{t_1}/σ_{t_0})·x̃_{t_0} − α_{t_1}·(e^{−h} − 1)·D_0.
             d = data
         else:
-            # 4. Multistep: r = h_{k−1}/h_k, D = (1 + 1/(2r))·x_θ(t_k) − 1/(2r)·x_θ(t_{k−1}).
             r = (lam[k] - lam[k - 1]) / h
             d = (1 + 1 / (2 * r)) * data - 1 / (2 * r) * previous
+        # 4. x̃_{t_{k+1}} = (σ_{t_{k+1}}/σ_{t_k})·x̃_{t_k} − α_{t_{k+1}}·(e^{−h} − 1)·D.
         x = (sigma[k + 1] / sigma[k]) * x - alpha[k + 1] * np.expm1(-h) * d
         previous = data
-    raise AssertionError("unreachable: the loop returns at the last grid time")
+    # 5. Final first-order step from t = 0 to σ = 0: x̃ = x_θ (the h → ∞ limit of step 4).
+    return _denoise(model, schedule, x, int(grid[-1]), cond, clip_denoised).pred_x0
 
 
 _SAMPLERS: dict[str, Callable[..., Tensor]] = {

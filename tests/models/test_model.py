@@ -196,3 +196,15 @@ def test_adjacency_is_saved_with_the_weights() -> None:
     torch.testing.assert_close(
         other.lr_encoder.graph.adjacency, state["lr_encoder.graph.adjacency"]
     )
+
+
+def test_gradient_checkpointing_gives_the_same_gradients() -> None:
+    grads = []
+    for flag in (False, True):
+        torch.manual_seed(0)
+        model = tiny_model(tiny_config(gradient_checkpointing=flag, dropout=0.0)).train()
+        model.set_training_progress(1.0)
+        _, out = _run(model)
+        out.prediction.square().mean().backward()
+        grads.append(model.denoiser.input_conv.weight.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1])

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from diffst.models.blocks import (
     CrossAttention,
@@ -133,7 +134,7 @@ class ConditionalUNet(nn.Module):
             assert isinstance(stage, _Level)
             h = h + resize_to(self.cond_proj[level](cond_features), tuple(h.shape[-2:]))
             for block, attn in zip(stage.blocks, stage.attn, strict=True):
-                h = attn(block(h, emb))
+                h = attn(self._block(block, h, emb))
                 hs.append(h)
             if level < len(self.downsample):
                 h = self.downsample[level](h)
@@ -142,7 +143,7 @@ class ConditionalUNet(nn.Module):
         for i, stage in enumerate(self.up):
             assert isinstance(stage, _Level)
             for block, attn in zip(stage.blocks, stage.attn, strict=True):
-                h = attn(block(torch.cat([h, hs.pop()], dim=1), emb))
+                h = attn(self._block(block, torch.cat([h, hs.pop()], dim=1), emb))
             if i < len(self.upsample):
                 h = self.upsample[i](h, size=(hs[-1].shape[-2], hs[-1].shape[-1]))
         out = self.out_conv(F.silu(self.out_norm(h)))
@@ -150,6 +151,14 @@ class ConditionalUNet(nn.Module):
             pred, var = out.chunk(2, dim=1)
             return DenoiserOutput(pred, var)
         return DenoiserOutput(out, None)
+
+    def _block(self, block: nn.Module, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """Run a residual block, recomputed in backward with gradient checkpointing."""
+        if self.cfg.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            out = checkpoint(block, h, emb, use_reentrant=False)
+            assert isinstance(out, torch.Tensor)
+            return out
+        return block(h, emb)
 
     def _middle(self, h: torch.Tensor, emb: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         h = self.mid1(h, emb)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,13 @@ def test_torchscript_errors(tmp_path: Path) -> None:
         )
 
 
+def test_torchscript_backbone_with_wrong_channels(scripted: Path) -> None:
+    with pytest.raises(ConfigError, match="image_channels"):
+        build_backbone(
+            f"torchscript:{scripted}", weights=None, in_channels=2, probe_size=8, trainable=False
+        )
+
+
 def test_timm_absent_gives_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "timm", None)  # import timm → ImportError
     with pytest.raises(ConfigError, match="needs the optional package timm"):
@@ -83,3 +91,55 @@ def test_builtin_backbone_is_none() -> None:
         build_backbone("builtin", weights=None, in_channels=3, probe_size=8, trainable=False)
         is None
     )
+
+
+class _FakeFeatureNet(nn.Module):
+    """Stands in for a timm ``features_only`` model: returns a list of feature maps."""
+
+    def __init__(self, in_chans: int) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(in_chans, 4, 3, padding=1)
+        self.stage = nn.Conv2d(4, 6, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        first = self.stem(x)
+        return [first, self.stage(first)]
+
+
+def test_timm_path_builds_without_download_and_loads_local_weights(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    calls: list[dict] = []
+
+    def create_model(name: str, **kwargs: object) -> nn.Module:
+        calls.append({"name": name, **kwargs})
+        return _FakeFeatureNet(int(kwargs["in_chans"]))  # type: ignore[call-overload]
+
+    monkeypatch.setitem(sys.modules, "timm", types.SimpleNamespace(create_model=create_model))
+    source = _FakeFeatureNet(2)
+    weights = tmp_path / "w.pth"
+    torch.save({"state_dict": source.state_dict()}, weights)
+    backbone = build_backbone(
+        "timm:fake_net", weights=str(weights), in_channels=2, probe_size=8, trainable=False
+    )
+    assert calls == [
+        {"name": "fake_net", "pretrained": False, "features_only": True, "in_chans": 2}
+    ]
+    assert backbone is not None and backbone.out_channels == 6
+    torch.testing.assert_close(backbone.module.stage.weight, source.stage.weight)
+    with pytest.raises(ConfigError, match="needs a local weights file"):
+        build_backbone("timm:fake_net", weights=None, in_channels=2, probe_size=8, trainable=False)
+    with pytest.raises(ConfigError, match="not found"):
+        build_backbone(
+            "timm:fake_net",
+            weights=str(tmp_path / "x.pth"),
+            in_channels=2,
+            probe_size=8,
+            trainable=False,
+        )
+    partial = tmp_path / "partial.pth"
+    torch.save({"stem.weight": source.stem.weight}, partial)
+    with pytest.raises(ConfigError, match="lacks 3 tensors"):
+        build_backbone(
+            "timm:fake_net", weights=str(partial), in_channels=2, probe_size=8, trainable=False
+        )

@@ -36,8 +36,14 @@ class ExternalBackbone(nn.Module):
             for p in self.module.parameters():
                 p.requires_grad_(False)
             self.module.eval()
-        with torch.no_grad():
-            self.out_channels = int(self._features(probe).shape[1])
+        try:
+            with torch.no_grad():
+                self.out_channels = int(self._features(probe).shape[1])
+        except RuntimeError as err:
+            raise ConfigError(
+                f"model.backbone: fails on an image of shape {tuple(probe.shape)} "
+                f"([1, image_channels, cell_tile_size, cell_tile_size]): {err}"
+            ) from None
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         out: Any = self.module(x)
@@ -106,7 +112,12 @@ def _load_timm(name: str, weights: str | None, in_channels: int) -> nn.Module:
     path = Path(weights)
     if not path.is_file():
         raise ConfigError(f"{path}: model.backbone_weights file not found")
-    module = timm.create_model(name, pretrained=False, features_only=True, in_chans=in_channels)
+    try:
+        module = timm.create_model(name, pretrained=False, features_only=True, in_chans=in_channels)
+    except (RuntimeError, ValueError) as err:
+        raise ConfigError(
+            f"model.backbone: timm cannot build {name!r} as a feature extractor: {err}"
+        ) from None
     state = torch.load(path, map_location="cpu", weights_only=True)
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):

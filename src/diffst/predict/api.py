@@ -338,6 +338,12 @@ def _write_figures(
     return [str(p) for p in paths]
 
 
+def _fullres_um_per_px(sample: SpatialSample) -> float | None:
+    """µm per full-resolution pixel recorded by the reader (Visium), else ``None``."""
+    value = sample.metadata.get("um_per_px_fullres")
+    return float(value) if isinstance(value, int | float) else None
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -510,6 +516,7 @@ def predict(
         library_id=library_id or sample.name,
         metadata=metadata,
         hires_max_px=cfg.hires_max_px,
+        fullres_um_per_px=_fullres_um_per_px(sample),
     )
     write_h5ad_atomic(adata, out)
     if cfg.write_spatialdata:

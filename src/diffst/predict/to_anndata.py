@@ -29,6 +29,7 @@ from diffst.predict.uncertainty import Stat
 if TYPE_CHECKING:
     import anndata
 
+    from diffst.geometry import AffineTransform
     from diffst.io.sample import SpatialImage
 
 __all__ = [
@@ -101,6 +102,20 @@ def hires_image(image: SpatialImage, max_px: int) -> tuple[np.ndarray, float]:
     return np.ascontiguousarray(rgb, dtype=np.float32), 1.0 / step
 
 
+def _fullres_frame(
+    image: SpatialImage, fullres_um_per_px: float | None
+) -> tuple[AffineTransform, float]:
+    """Full-resolution pixel frame and image px per full-res px (image frame when unknown)."""
+    from diffst.geometry import AffineTransform
+
+    if fullres_um_per_px:
+        fullres = AffineTransform.from_pixel_size(float(fullres_um_per_px))
+        ratio = image.um_to_px.matrix[0, 0] / fullres.matrix[0, 0]
+        if np.allclose(image.um_to_px.matrix, fullres.scaled(ratio).matrix, rtol=1e-6, atol=1e-6):
+            return fullres, float(ratio)
+    return image.um_to_px, 1.0
+
+
 def _h5ad_safe(value: Any) -> Any:
     """Make nested metadata writable to h5ad: drop ``None``, tuples → lists, paths → str."""
     if isinstance(value, dict):
@@ -127,6 +142,7 @@ def build_anndata(
     library_id: str,
     metadata: dict[str, Any],
     hires_max_px: int = 2000,
+    fullres_um_per_px: float | None = None,
 ) -> anndata.AnnData:
     """Assemble the output AnnData (layout in the module docstring).
 
@@ -149,6 +165,11 @@ def build_anndata(
         Stored (made h5ad-safe) as ``uns['diffst']``.
     hires_max_px
         Longest side of the stored image, px.
+    fullres_um_per_px
+        Pixel size of the platform's full-resolution frame when ``image`` is a downsampled copy
+        of it (Space Ranger hires/lowres images); ``obsm['spatial']`` then uses that frame and the
+        scale factors map it to the stored image. Ignored unless the image's transform is an
+        axis-aligned scaling of that frame.
     """
     import anndata
     import pandas as pd
@@ -177,9 +198,11 @@ def build_anndata(
     )
     library: dict[str, Any] = {"metadata": {"source": "diffst predict"}}
     if image is not None:
-        adata.obsm[AnnDataKey.SPATIAL.value] = image.um_to_px.apply(centres)
-        rgb, scalef = hires_image(image, hires_max_px)
-        bin_px = geometry.hr_um / image.um_per_px
+        frame, image_per_frame_px = _fullres_frame(image, fullres_um_per_px)
+        adata.obsm[AnnDataKey.SPATIAL.value] = frame.apply(centres)
+        rgb, step_scale = hires_image(image, hires_max_px)
+        scalef = step_scale * image_per_frame_px
+        bin_px = geometry.hr_um / float(np.mean(frame.um_per_px()))
         library["images"] = {"hires": rgb}
     else:
         adata.obsm[AnnDataKey.SPATIAL.value] = centres

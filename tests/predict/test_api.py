@@ -1,0 +1,220 @@
+"""predict() end to end with a tiny checkpoint on the bundled Visium fixture, and its checks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import anndata
+import numpy as np
+import pytest
+
+from diffst.cli import main
+from diffst.config import ConfigError
+from diffst.datasets import visium_mini
+from diffst.io.sample import InputError, SpatialSample, SpotTable
+from diffst.predict.api import predict
+from diffst.predict.config import PredictConfig
+from diffst.predict.spots import aggregate_to_spots, assign_bins_to_spots, spot_membership
+
+FAST = PredictConfig(steps=1, n_samples=2, batch_size=8, device="cpu", n_figure_genes=0)
+
+
+@pytest.fixture(scope="module")
+def visium() -> SpatialSample:
+    return visium_mini()
+
+
+@pytest.fixture(scope="module")
+def small_visium(visium: SpatialSample) -> SpatialSample:
+    """The 25 spots of the fixture nearest to its first spot (few tiles, fast)."""
+    t = visium.spots
+    assert t is not None
+    d = np.hypot(*(t.centers_um - t.centers_um[0]).T)
+    keep = np.sort(np.argsort(d)[:25])
+    spots = SpotTable(
+        counts=t.counts[keep],
+        genes=t.genes,
+        centers_um=t.centers_um[keep],
+        diameter_um=t.diameter_um,
+        shape=t.shape,
+        ids=tuple(t.ids[k] for k in keep),
+        array_coords=t.array_coords[keep],
+        lattice=t.lattice,
+        pitch_um=t.pitch_um,
+        gene_ids=t.gene_ids,
+        control=t.control,
+        path=t.path,
+    )
+    return SpatialSample(
+        "small",
+        visium.platform,
+        image=visium.image,
+        spots=spots,
+        source_files=visium.source_files,
+        metadata=visium.metadata,
+    )
+
+
+@pytest.fixture(scope="module")
+def ckpt(make_checkpoint: Callable[..., Path], visium: SpatialSample) -> Path:
+    assert visium.spots is not None
+    return make_checkpoint(list(visium.spots.gene_ids))
+
+
+def test_predict_writes_documented_h5ad(
+    ckpt: Path, small_visium: SpatialSample, tmp_path: Path
+) -> None:
+    out = tmp_path / "pred.h5ad"
+    adata = predict(ckpt, small_visium, out, FAST, library_id="lib")
+    assert adata is not None
+    back = anndata.read_h5ad(out)
+    np.testing.assert_array_equal(back.X, adata.X)
+    assert back.n_vars == 100 and back.var_names[0].startswith("ENSG")
+    assert set(back.layers) == {"std", "q05", "q95"}
+    assert np.isfinite(back.X).all() and (back.X >= 0).all()
+    # K = 2: q05 ≤ mean ≤ q95 per tile, and blending keeps the order
+    assert (back.layers["q05"] <= back.X + 1e-5).all() and (
+        back.X <= back.layers["q95"] + 1e-5
+    ).all()
+    meta = back.uns["diffst"]
+    assert meta["sampler"] == "ddpm" and meta["steps"] == 1 and meta["n_samples"] == 2
+    assert len(meta["checkpoint_sha256"]) == 64 and meta["lr_layout"] == "spots"
+    report = meta["spot_consistency"]
+    assert report["n_spots"] == 25 and report["n_spots_empty"] == 0
+    assert "lib" in back.uns["spatial"] and "hires" in back.uns["spatial"]["lib"]["images"]
+    # obsm['spatial'] is full-res px: µm / (µm per full-res px) for Space Ranger's frame
+    um_per_px = small_visium.metadata["um_per_px_fullres"]
+    np.testing.assert_allclose(
+        back.obsm["spatial"], back.obs[["x_um", "y_um"]] / um_per_px, rtol=1e-6
+    )
+
+
+def test_results_do_not_depend_on_batching(
+    ckpt: Path, small_visium: SpatialSample, tmp_path: Path
+) -> None:
+    a = predict(ckpt, small_visium, tmp_path / "a.h5ad", FAST)
+    b = predict(ckpt, small_visium, tmp_path / "b.h5ad", replace(FAST, batch_size=3))
+    c = predict(ckpt, small_visium, tmp_path / "c.h5ad", replace(FAST, seed=1))
+    assert a is not None and b is not None and c is not None
+    # same seeds per tile; only float32 reduction order differs between batch sizes
+    np.testing.assert_allclose(a.X, b.X, rtol=5e-3, atol=1e-3)
+    assert np.abs(a.X - c.X).mean() > 100 * np.abs(a.X - b.X).mean()
+
+
+def test_projection_matches_measured_spot_totals(
+    ckpt: Path, small_visium: SpatialSample, tmp_path: Path
+) -> None:
+    adata = predict(ckpt, small_visium, tmp_path / "p.h5ad", replace(FAST, project_to_spots=True))
+    assert adata is not None
+    geo = adata.uns["diffst"]["geometry"]
+    h, w = (int(v) for v in geo["shape_hr"])
+    mean = np.zeros((adata.n_vars, h, w))
+    rows, cols = adata.obs["bin_row"].to_numpy(), adata.obs["bin_col"].to_numpy()
+    mean[:, rows, cols] = adata.X.T
+    tissue = np.zeros((h, w), dtype=bool)
+    tissue[rows, cols] = True
+    t = small_visium.spots
+    assert t is not None
+    spot_of_bin = assign_bins_to_spots(
+        t.centers_um, t.diameter_um, "circle", tuple(geo["origin_um"]), geo["hr_um"], (h, w), tissue
+    )
+    sums = aggregate_to_spots(mean, spot_membership(spot_of_bin, t.n_spots))
+    np.testing.assert_allclose(sums, t.counts.toarray(), rtol=1e-4, atol=1e-3)
+    assert adata.uns["diffst"]["spot_consistency"]["projected"]
+
+
+def test_missing_genes_are_listed_before_compute(
+    make_checkpoint: Callable[..., Path], small_visium: SpatialSample, tmp_path: Path
+) -> None:
+    assert small_visium.spots is not None
+    genes = [*small_visium.spots.gene_ids[:6], "GeneX", "GeneY"]
+    ckpt = make_checkpoint(genes)
+    with pytest.raises(InputError, match=r"lacks 2 of the checkpoint's 8 genes: GeneX, GeneY"):
+        predict(ckpt, small_visium, tmp_path / "x.h5ad", FAST)
+    with pytest.raises(InputError, match="fixed panel of 8 genes"):
+        predict(ckpt, small_visium, tmp_path / "x.h5ad", replace(FAST, allow_gene_subset=True))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_outputs_and_options_fail_before_compute(
+    ckpt: Path, small_visium: SpatialSample, tmp_path: Path
+) -> None:
+    with pytest.raises(InputError, match="output path is a folder"):
+        predict(ckpt, small_visium, tmp_path, FAST)
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(InputError, match="is not writable"):
+        predict(ckpt, small_visium, tmp_path / "a_file" / "p.h5ad", FAST)
+    with pytest.raises(ConfigError, match="spatialdata"):
+        predict(ckpt, small_visium, tmp_path / "s.h5ad", replace(FAST, write_spatialdata=True))
+    with pytest.raises(ConfigError, match="figure_genes"):
+        predict(ckpt, small_visium, tmp_path / "f.h5ad", replace(FAST, figure_genes=("Nope",)))
+    no_image = replace(small_visium, image=None)
+    t = small_visium.spots
+    assert t is not None
+    spots_none = replace(
+        small_visium,
+        spots=replace(
+            t,
+            counts=t.counts[:0],
+            centers_um=t.centers_um[:0],
+            ids=(),
+            array_coords=t.array_coords[:0],
+        ),
+    )
+    with pytest.raises(InputError, match="field image is missing"):
+        predict(ckpt, no_image, tmp_path / "i.h5ad", FAST)
+    assert spots_none.spots is not None
+    with pytest.raises(InputError, match="field spots is empty"):
+        predict(ckpt, spots_none, tmp_path / "e.h5ad", FAST)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+def test_cli_predicts_the_bundled_visium_fixture(
+    ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "v.h5ad"
+    rc = main(
+        [
+            "predict",
+            "--checkpoint",
+            str(ckpt),
+            "--input",
+            "visium_mini",
+            "--out",
+            str(out),
+            "--sampler",
+            "ddim",
+            "--steps",
+            "1",
+            "--samples",
+            "1",
+            "--batch-size",
+            "32",
+            "--device",
+            "cpu",
+            "--figures",
+            str(tmp_path / "fig"),
+            "--figure-genes",
+            "ENSG00000188290",
+        ]
+    )
+    assert rc == 0
+    assert "spot consistency" in capsys.readouterr().out
+    adata = anndata.read_h5ad(out)
+    assert adata.uns["diffst"]["spot_consistency"]["n_spots"] == 100
+    assert (tmp_path / "fig" / "ENSG00000188290.png").is_file()
+    rc = main(
+        [
+            "predict",
+            "--checkpoint",
+            str(tmp_path / "none.pt"),
+            "--input",
+            "visium_mini",
+            "--out",
+            str(tmp_path / "w.h5ad"),
+        ]
+    )
+    assert rc == 2
+    assert "checkpoint file not found" in capsys.readouterr().err

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +14,17 @@ import scipy.sparse as sp
 from diffst.config import ConfigError
 from diffst.geometry import AffineTransform, GeometryError
 from diffst.io.sample import InputError, SpatialImage, SpatialSample, SpotTable, TissueMask
-from diffst.prepare.spots_hr import SpotHRConfig, fit_lattice_to_um, pool_spots, spot_grid
+from diffst.prepare.config import PrepareConfig, ViewConfig
+from diffst.prepare.spots_api import LR_SPOTS_FILE, SECTION_FILE, prepare_multi
+from diffst.prepare.spots_hr import (
+    SPOT_IN_TISSUE,
+    SpotHRConfig,
+    fit_lattice_to_um,
+    pool_spots,
+    spot_grid,
+)
+from diffst.prepare.spots_patches import spot_patches
+from tests.prepare.spot_sections import write_sections
 
 POISON = 1_000_000
 
@@ -193,3 +206,192 @@ def test_config_validation() -> None:
         SpotHRConfig(factor=3, patch=8)
     with pytest.raises(ConfigError, match="pitch_um"):
         SpotHRConfig(pitch_um=-1.0)
+
+
+# --------------------------------------------------------------------------- stores via the reader
+def _read(files: dict) -> SpatialSample:
+    from diffst.io.legacy_st import read_legacy_st
+
+    return read_legacy_st(files["counts"], files["spots"], files["image"])
+
+
+def _prepare_cfg(**spots: object) -> PrepareConfig:
+    views = ViewConfig(tissue_px=16, cell_grid=2, tile_px=8)
+    return PrepareConfig(
+        genes=4, hr="spots", views=views, spots=SpotHRConfig(split_block=8, **spots)
+    )
+
+
+@pytest.fixture(scope="module")
+def sections(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    return write_sections(tmp_path_factory.mktemp("legacy_st"), n=3)
+
+
+@pytest.fixture(scope="module")
+def poisoned(sections: list[dict]) -> tuple[list[SpatialSample], tuple[int, int]]:
+    """Sections with one in-tissue spot of the held-out section poisoned and flagged off-tissue."""
+    samples = [_read(f) for f in sections]
+    held = samples[2].spots
+    assert held is not None
+    k = held.n_spots // 2
+    counts = held.counts.tolil()
+    counts[k, :] = POISON
+    held.counts = counts.tocsr()
+    flags = np.ones(held.n_spots, dtype=bool)
+    flags[k] = False
+    samples[2].metadata[SPOT_IN_TISSUE] = flags
+    assert held.array_coords is not None
+    return samples, (int(held.array_coords[k, 0]), int(held.array_coords[k, 1]))
+
+
+@pytest.fixture(scope="module")
+def multi_store(
+    poisoned: tuple[list[SpatialSample], tuple[int, int]], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    samples, _ = poisoned
+    out = tmp_path_factory.mktemp("stores") / "multi"
+    prepare_multi(samples[:2], samples[2], out, _prepare_cfg())
+    return out
+
+
+def test_multi_store_layout_panel_and_train_only_statistics(
+    multi_store: Path, poisoned: tuple[list[SpatialSample], tuple[int, int]]
+) -> None:
+    samples, _ = poisoned
+    m = json.loads((multi_store / "manifest.json").read_text())
+    sections = m["spots"]["sections"]
+    assert [s["role"] for s in sections] == ["train", "train", "heldout"]
+    # panel: top-4 by counts summed over the two training sections only (poison ignored)
+    totals = sum(np.asarray(s.spots.counts.sum(axis=0)).ravel() for s in samples[:2])
+    expected = [samples[0].genes[i] for i in np.argsort(-totals, kind="stable")[:4]]
+    assert m["genes"] == expected
+    sec = {split: np.load(multi_store / split / SECTION_FILE) for split in ("train", "val", "test")}
+    assert set(sec["test"]) == {2} and set(sec["train"]) <= {0, 1} and set(sec["val"]) <= {0, 1}
+    # normalisation: 99.9th percentile of log1p counts over measured spots of train patches
+    hr = np.load(multi_store / "train" / "hr.npy")
+    mask = np.load(multi_store / "train" / "mask.npy").astype(bool)
+    assert hr.max() < POISON and m["normalisation"]["kind"] == "log1p_gene"
+    assert max(m["normalisation"]["gene_scale"]) < np.log1p(POISON) / 2
+    assert m["geometry"]["factor"] == 2 and m["geometry"]["lr_mode"] == "spots"
+    assert mask.any() and m["counts"]["section2_counts"]["spots_outside_tissue"] == 1
+    for split in ("train", "val", "test"):
+        assert m["splits"][split]["n_patches"] == len(sec[split]) > 0
+
+
+def test_store_lr_equals_sums_of_measured_spots(multi_store: Path) -> None:
+    for split in ("train", "test"):
+        hr = np.load(multi_store / split / "hr.npy").astype(np.int64)
+        mask = np.load(multi_store / split / "mask.npy").astype(bool)
+        lr = np.load(multi_store / split / "lr.npy")
+        n = np.load(multi_store / split / LR_SPOTS_FILE)
+        n_, g, p, _ = hr.shape
+        blocks = (hr * mask[:, None]).reshape(n_, g, p // 2, 2, p // 2, 2).sum(axis=(3, 5))
+        np.testing.assert_array_equal(lr, blocks)
+        np.testing.assert_array_equal(n, mask.reshape(n_, p // 2, 2, p // 2, 2).sum(axis=(2, 4)))
+        np.testing.assert_array_equal(np.load(multi_store / split / "lr_mask.npy"), n > 0)
+        assert (hr[:, :, ~mask.any(0)] == 0).all()
+
+
+def test_poisoned_spot_never_enters_lr_loss_or_metrics(
+    multi_store: Path, poisoned: tuple[list[SpatialSample], tuple[int, int]]
+) -> None:
+    import torch
+
+    from diffst.data.dataset import PatchDataset
+    from diffst.diffusion.losses import masked_mean
+    from diffst.evaluate.api import load_store_split
+    from diffst.evaluate.metrics import pearson_per_gene, rmse_per_gene
+
+    _, (row, col) = poisoned
+    m = json.loads((multi_store / "manifest.json").read_text())
+    r0, c0 = m["spots"]["sections"][2]["origin_rc"]
+    truth, _ = load_store_split(multi_store, "test")
+    hits = 0
+    for i, (pr, pc) in enumerate(truth.origin_bins):
+        r, c = row - r0 - pr, col - c0 - pc
+        if not (0 <= r < truth.hr.shape[-1] and 0 <= c < truth.hr.shape[-1]):
+            continue
+        hits += 1
+        assert not truth.mask[i, r, c]  # metrics mask
+        assert truth.lr[i].max() < POISON  # LR sums
+        item = PatchDataset(multi_store, "test")[i]
+        assert item["mask"][0, r, c] == 0  # loss mask
+        # the loss and the metrics are blind to whatever sits under the mask
+        values = torch.rand(1, *item["hr"].shape)
+        poisoned_values = values.clone()
+        poisoned_values[0, :, r, c] = POISON
+        mask = item["mask"][None]
+        assert torch.equal(masked_mean(values, mask), masked_mean(poisoned_values, mask))
+        pred = np.random.default_rng(i).random(truth.hr[i].shape)
+        bad = truth.hr[i].copy()
+        bad[:, r, c] = POISON
+        for metric in (pearson_per_gene, rmse_per_gene):
+            np.testing.assert_array_equal(
+                metric(pred, bad, truth.mask[i]), metric(pred, truth.hr[i], truth.mask[i])
+            )
+    assert hits > 0
+
+
+def test_views_show_the_image_under_the_patch() -> None:
+    sample = _square_sample(shape=(12, 13))
+    table = sample.spots
+    assert table is not None and sample.image is not None
+    pixels = np.zeros((64, 64, 3), np.uint8)
+    # a bright square over grid cell (4, 4): lattice (6, 9), spot centre (1830, 1250) µm
+    col, row = sample.image.um_to_px.apply(np.array([[9 * 200 + 30.0, 6 * 200 + 50.0]]))[0]
+    pixels[int(row - 2) : int(row + 3), int(col - 2) : int(col + 3)] = 255
+    sample.image = SpatialImage(pixels, ("R", "G", "B"), sample.image.um_to_px)
+    grid = spot_grid(sample, ("A",), SpotHRConfig())
+    views = ViewConfig(tissue_px=32, cell_grid=4, tile_px=8, intensity_percentiles=(0.0, 100.0))
+    patches = spot_patches(grid, SpotHRConfig(min_measured_fraction=0.0), views, 0)
+    first = int(np.flatnonzero((patches.grid_rc == [0, 0]).all(axis=1))[0])
+    tissue = patches.tissue[first, 0].astype(float)
+    # 8 cells over 32 px: cell (4, 4) is view pixels [16, 20) × [16, 20)
+    assert (
+        tissue[16:20, 16:20].mean() > 200 and tissue[:12].max() < 30 and tissue[:, :12].max() < 30
+    )
+    np.testing.assert_allclose(patches.origin_um[first], [0.0, 0.0])
+
+
+def test_reader_rejects_bad_legacy_files(sections: list[dict], tmp_path: Path) -> None:
+    from diffst.io.legacy_st import read_legacy_st
+
+    src = sections[0]
+    lines = gzip.open(src["counts"], "rt").read().splitlines()
+    for name, body, error, match in [
+        ("dup", [*lines, lines[1]], InputError, "more than once"),
+        ("absent", [*lines, "99x99\t" + "\t".join(["1"] * 6)], InputError, "no row in"),
+        (
+            "float",
+            [lines[0], lines[1].rsplit("\t", 1)[0] + "\t0.693", *lines[2:]],
+            InputError,
+            "integer",
+        ),
+    ]:
+        path = tmp_path / f"{name}.tsv.gz"
+        with gzip.open(path, "wt") as fh:
+            fh.write("\n".join(body) + "\n")
+        with pytest.raises(error, match=match):
+            read_legacy_st(path, src["spots"], src["image"])
+    with pytest.raises(GeometryError, match="disagrees"):
+        read_legacy_st(src["counts"], src["spots"], src["image"], um_per_px=30.0)
+
+
+def test_prepare_cli_hr_spots(sections: list[dict], tmp_path: Path) -> None:
+    from diffst.cli import main
+
+    folder = tmp_path / "one"
+    folder.mkdir()
+    for path in sections[0].values():
+        (folder / Path(path).name).write_bytes(Path(path).read_bytes())
+    out = tmp_path / "store"
+    args = ["prepare", "--input", str(folder), "--platform", "legacy_st", "--out", str(out)]
+    sets = ["spots.split_block=8", "views.tissue_px=16", "views.cell_grid=2", "views.tile_px=8"]
+    status = main(
+        [*args, "--hr", "spots", "--genes", "3", *(a for s in sets for a in ("--set", s))]
+    )
+    assert status == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["geometry"]["lr_mode"] == "spots" and len(m["genes"]) == 3
+    assert (out / "alignment.png").is_file() and "low count" in (out / "summary.md").read_text()
+    assert main([*args, "--hr", "spots", "--set", "spots.pitch_um=-3"]) == 2

@@ -132,13 +132,15 @@ def _manifest(
     samples: list[SpatialSample],
     grids: list[SpotGrid],
     roles: list[str],
+    patches: list[SpotPatches],
     counts: dict[str, int],
     cfg: PrepareConfig,
 ) -> dict[str, Any]:
     sc = cfg.spots
     first = grids[0]
     assert first.image is not None
-    geometry, _ = grid_frame(first, sc.factor, first.measured.shape)
+    shape = tuple(int(max(g.measured.shape[i] for g in grids)) for i in range(2))
+    geometry, _ = grid_frame(first, sc.factor, shape)  # type: ignore[arg-type]
     geo = geometry.to_dict()
     geo.update(
         patch=sc.patch,
@@ -166,6 +168,7 @@ def _manifest(
             "shape_hw": list(first.image.shape_hw),
             "kind": first.image.kind,
             "channels": list(cfg.views.channels or first.image.channels),
+            "intensity_range": patches[0].intensity_range.tolist(),
         },
         "views": {
             "tissue_px": cfg.views.tissue_px,
@@ -178,6 +181,7 @@ def _manifest(
             "fractions": list(cfg.split.fractions),
             "seed": cfg.split.seed,
         },
+        "patches": {k: sum(p.tally[k] for p in patches) for k in patches[0].tally},
         "tissue_fraction": float(np.mean([g.measured.mean() for g in grids])),
         "counts": {s.name: g.counts_summary for s, g in zip(samples, grids, strict=True)},
         "sources": sources,
@@ -279,7 +283,7 @@ def _prepare_sections(
                     f"split {name!r} is empty; lower spots.patch or spots.split_block, "
                     "or set its fraction to 0"
                 )
-        manifest = _manifest(samples, grids, roles, counts, cfg)
+        manifest = _manifest(samples, grids, roles, patches, counts, cfg)
         manifest.update(
             normalisation=norm.to_dict(),
             coexpr=coexpression(stats_counts),

@@ -43,11 +43,16 @@ class SpotPatches:
     tissue, cells, cell_score
         Views as in ``docs/architecture.md`` §3.
     origin_um
-        ``[N, 2]`` float64 top-left corner of each patch in the sample frame, µm.
+        ``[N, 2]`` float64 top-left corner of each patch in the section's grid frame
+        (:func:`grid_frame`: ``(c·pitch, r·pitch)``), µm; its matrix maps it to the sample frame.
     grid_rc
         ``[N, 2]`` int64 top-left grid cell ``(r, c)`` of each patch.
     split
         ``[N]`` int64: 0 train, 1 val, 2 test.
+    intensity_range
+        ``[C, 2]`` image intensities mapped to 0..255 in the views.
+    tally
+        Candidate windows, dropped for too few measured spots, dropped for straddling splits.
     """
 
     hr: np.ndarray
@@ -61,6 +66,8 @@ class SpotPatches:
     origin_um: np.ndarray
     grid_rc: np.ndarray
     split: np.ndarray
+    intensity_range: np.ndarray
+    tally: dict[str, int]
 
 
 def grid_frame(
@@ -79,18 +86,19 @@ def grid_frame(
 
     Returns
     -------
-    ``GridGeometry`` (``hr_um`` = pitch, cells ``pitch × pitch``) and the homogeneous matrix taking
-    grid-frame ``[x_g, y_g, 1]`` to sample-frame ``[x_um, y_um, 1]``.
+    ``GridGeometry`` anchored at ``(0, 0)`` (``hr_um`` = pitch: grid cell ``(r, c)`` covers
+    ``[c·pitch, (c+1)·pitch) × [r·pitch, (r+1)·pitch)``) and the homogeneous ``[3, 3]`` matrix
+    taking grid-frame ``[x_g, y_g, 1]`` to sample-frame ``[x_um, y_um, 1]``.
     """
     frame = grid.frame
     pitch = grid.pitch_um
     rs = ROW_SPACING[frame.lattice]
     row0, col0 = frame.origin_rc
     x_first = col0 / 2.0 + 0.25 if frame.lattice == "hex" else float(col0)
-    origin = (pitch * (x_first - 0.5), pitch * (row0 - 0.5))
+    corner = np.array([[1.0, 0.0, x_first - 0.5], [0.0, 1.0, (row0 - 0.5) * rs], [0, 0, 1.0]])
     to_lattice = np.diag([1.0 / pitch, rs / pitch, 1.0])
     affine = np.vstack([grid.lattice_to_um, [0.0, 0.0, 1.0]])
-    return GridGeometry(origin, pitch, factor, shape), affine @ to_lattice
+    return GridGeometry((0.0, 0.0), pitch, factor, shape), affine @ corner @ to_lattice
 
 
 def patch_starts(n: int, patch: int, stride: int) -> np.ndarray:
@@ -150,9 +158,14 @@ def spot_patches(
     if grid.image is None:
         raise InputError("--hr spots needs the histology image of every section")
     hr, measured, cands = _padded(grid, cfg)
-    keep = (cands.tissue_fraction >= cfg.min_measured_fraction) & (cands.tissue_fraction > 0)
+    enough = (cands.tissue_fraction >= cfg.min_measured_fraction) & (cands.tissue_fraction > 0)
     labels = _splits(cands, measured.shape, cfg, split)
-    keep &= labels >= 0
+    keep = enough & (labels >= 0)
+    tally = {
+        "candidates": len(cands.rows),
+        "low_tissue": int((~enough).sum()),
+        "straddling": int((enough & (labels < 0)).sum()),
+    }
     if not keep.any():
         raise ConfigError(
             f"no patch of {cfg.patch}×{cfg.patch} spots has ≥ {cfg.min_measured_fraction:.0%} "
@@ -171,7 +184,8 @@ def spot_patches(
     ranges = intensity_range(image, idx, views.intensity_percentiles)
     rows, cols = cands.rows[keep], cands.cols[keep]
     p, k = cfg.patch, cfg.factor
-    out: dict[str, list[np.ndarray]] = {n: [] for n in SpotPatches.__dataclass_fields__}
+    names = ("hr", "lr", "mask", "lr_mask", "lr_spots", "tissue", "cells", "cell_score")
+    out: dict[str, list[np.ndarray]] = {n: [] for n in (*names, "origin_um")}
     for r, c in zip(rows, cols, strict=True):
         sub_hr, sub_m = hr[:, r : r + p, c : c + p], measured[r : r + p, c : c + p]
         pooled = pool_spots(sub_hr, sub_m, k)
@@ -185,10 +199,11 @@ def spot_patches(
         out["tissue"].append(tissue)
         out["cells"].append(cells)
         out["cell_score"].append(score)
-        out["origin_um"].append((to_um @ [origin[0], origin[1], 1.0])[:2])
-    out["grid_rc"] = [np.stack([rows, cols], axis=1)]
-    out["split"] = [labels[keep]]
-    stacked = {
-        n: np.concatenate(v) if n in ("grid_rc", "split") else np.stack(v) for n, v in out.items()
-    }
-    return SpotPatches(**stacked)
+        out["origin_um"].append(np.asarray(origin, dtype=np.float64))
+    return SpotPatches(
+        **{n: np.stack(v) for n, v in out.items()},
+        grid_rc=np.stack([rows, cols], axis=1),
+        split=labels[keep],
+        intensity_range=ranges,
+        tally=tally,
+    )

@@ -143,7 +143,7 @@ class PatchDataset(torch.utils.data.Dataset):
 
     def raw(self, index: int) -> dict[str, np.ndarray]:
         """Un-normalised, un-augmented arrays of patch ``index``."""
-        return {k: np.asarray(a[index]) for k, a in self._arrays.items()}
+        return {k: np.array(a[index]) for k, a in self._arrays.items()}
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         arrays = self.raw(index)

@@ -41,6 +41,7 @@ __all__ = [
     "PreparedStore",
     "SectionInputs",
     "build_section_inputs",
+    "check_outside",
     "plan_patches",
     "prepare",
     "section_geometry",
@@ -139,11 +140,17 @@ def section_geometry(sample: SpatialSample, cfg: PrepareConfig, scan: SourceScan
 
 
 def build_section_inputs(
-    sample: SpatialSample, genes: tuple[str, ...], geometry: GridGeometry, cfg: PrepareConfig
+    sample: SpatialSample,
+    genes: tuple[str, ...],
+    geometry: GridGeometry,
+    cfg: PrepareConfig,
+    scan: SourceScan | None = None,
 ) -> SectionInputs:
     """HR counts, tissue mask and the LR layer of a whole section at ``geometry``.
 
-    Raises :class:`InputError` when the sample has no transcripts or no tissue.
+    Raises :class:`InputError` when the sample has no transcripts or no tissue and
+    :class:`GeometryError` when more than ``cfg.max_outside_fraction`` of the panel's molecules
+    fall outside the image (``scan``, when given, adds the transcripts' extent to the message).
     """
     if sample.transcripts is None:
         raise InputError(
@@ -151,6 +158,7 @@ def build_section_inputs(
             "alone cannot be binned)"
         )
     hr, stats = bin_transcripts_with_stats(sample.transcripts, genes, geometry)
+    check_outside(sample, stats, cfg, scan)
     tissue = tissue_mask_bins(sample, geometry, cfg.tissue, density=hr.sum(axis=0))
     section = SectionInputs(genes, geometry, hr, tissue, cfg.lr, stats)
     if cfg.lr == "visium":
@@ -167,17 +175,16 @@ def build_section_inputs(
 
 
 def check_outside(
-    sample: SpatialSample, section: SectionInputs, cfg: PrepareConfig, scan: SourceScan
+    sample: SpatialSample, st: BinningStats, cfg: PrepareConfig, scan: SourceScan | None
 ) -> None:
     """Raise :class:`GeometryError` when too many panel molecules fall outside the image."""
-    st = section.stats
     panel = st.kept + st.outside_grid
     if panel == 0:
         raise InputError(f"sample {sample.name!r}: no molecule of the gene panel was read")
     if st.outside_grid / panel <= cfg.max_outside_fraction or sample.image is None:
         return
     ix0, iy0, ix1, iy1 = sample.image.extent_um()
-    tx0, ty0, tx1, ty1 = scan.extent_um
+    tx0, ty0, tx1, ty1 = scan.extent_um if scan is not None else (np.nan,) * 4
     hint = ""
     if ty0 >= ix0 and ty1 <= ix1 and tx0 >= iy0 and tx1 <= iy1:
         hint = "; with x and y swapped they would fit: are the columns swapped?"
@@ -314,8 +321,7 @@ def prepare(
         raise InputError(f"sample {sample.name!r}: no transcripts were read")
     scan = scan_transcripts(sample.transcripts)
     genes = select_genes(sample, cfg, scan)
-    section = build_section_inputs(sample, genes, section_geometry(sample, cfg, scan), cfg)
-    check_outside(sample, section, cfg, scan)
+    section = build_section_inputs(sample, genes, section_geometry(sample, cfg, scan), cfg, scan)
     plan = plan_patches(section, cfg)
     norm, coexpr = train_statistics(section, plan, cfg)
     with StoreWriter(out_dir, overwrite=overwrite) as writer:

@@ -45,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--factor", type=int, help="HR bins per LR cell side (default 10)")
     parser.add_argument("--lr", choices=["grid", "visium"], help="LR layer (default grid)")
     parser.add_argument(
-        "--hr", choices=["transcripts", "spots"],
+        "--hr",
+        choices=["transcripts", "spots"],
         help="HR map: binned transcripts (default) or the measured spot array (spots.* options)",
     )
     parser.add_argument("--patch", type=int, help="patch side in HR bins (default 256)")
@@ -144,7 +145,7 @@ def _print_plan(sample: Any, cfg: Any) -> int:
         raise InputError(f"sample {sample.name!r}: no transcripts were read")
     scan = scan_transcripts(sample.transcripts)
     genes = select_genes(sample, cfg, scan)
-    section = build_section_inputs(sample, genes, section_geometry(sample, cfg, scan), cfg)
+    section = build_section_inputs(sample, genes, section_geometry(sample, cfg, scan), cfg, scan)
     plan = plan_patches(section, cfg)
     print(f"# genes: {', '.join(genes)}")
     print(f"# grid: {section.geometry.shape_hr} HR bins; tissue {section.tissue.mean():.1%}")

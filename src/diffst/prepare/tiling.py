@@ -124,12 +124,28 @@ def mask_from_image(sample: SpatialSample, geometry: GridGeometry, cfg: TissueCo
     x0, y0, x1, y1 = geometry.extent_um()
     idx = np.arange(len(sample.image.channels))
     grey = sample_image(sample.image, idx, (x0, y0, x1 - x0, y1 - y0), geometry.shape_hr).mean(0)
-    grey = ndimage.gaussian_filter(grey, cfg.smooth_bins)
-    if float(grey.max()) == float(grey.min()):
+    inside = _inside_image(sample, geometry)
+    if not inside.any():
         return np.zeros(grey.shape, dtype=bool)
-    thr = threshold_otsu(grey)
-    fg = grey < thr if sample.image.kind == "he" else grey > thr
+    grey[~inside] = grey[inside].mean()  # off-image bins must not look like tissue
+    grey = ndimage.gaussian_filter(grey, cfg.smooth_bins)
+    values = grey[inside]
+    if float(values.max()) - float(values.min()) <= 1e-6 * max(1.0, abs(float(values.max()))):
+        return np.zeros(grey.shape, dtype=bool)
+    thr = threshold_otsu(values)
+    fg = (grey < thr if sample.image.kind == "he" else grey > thr) & inside
     return ndimage.binary_fill_holes(fg)
+
+
+def _inside_image(sample: SpatialSample, geometry: GridGeometry) -> np.ndarray:
+    """``[H, W]`` bool: HR bin centres that fall on the image."""
+    assert sample.image is not None
+    xs, ys = geometry.bin_centres_um()
+    gx, gy = np.meshgrid(xs, ys)
+    colrow = sample.image.um_to_px.apply(np.column_stack([gx.ravel(), gy.ravel()]))
+    h, w = sample.image.shape_hw
+    ok = (colrow[:, 0] >= 0) & (colrow[:, 0] < w) & (colrow[:, 1] >= 0) & (colrow[:, 1] < h)
+    return ok.reshape(geometry.shape_hr)
 
 
 @dataclass(frozen=True)

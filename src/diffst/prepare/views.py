@@ -100,12 +100,13 @@ def sample_image(
         return out
     crop = np.asarray(image.pixels[r0:r1:step, c0:c1:step, :])[..., channel_idx]
     coords = np.stack([(row - r0) / step, (col - c0) / step])
+    on_image = (row >= -0.5) & (row < h - 0.5) & (col >= -0.5) & (col < w - 0.5)
     for k in range(crop.shape[-1]):
         plane = crop[..., k].astype(np.float32)
         if sigma > 0:
             plane = ndimage.gaussian_filter(plane, sigma)
-        values = ndimage.map_coordinates(plane, coords, order=1, mode="constant", cval=0.0)
-        out[k] = values.reshape(oh, ow)
+        values = ndimage.map_coordinates(plane, coords, order=1, mode="nearest")
+        out[k] = np.where(on_image, values, 0.0).reshape(oh, ow)
     return out
 
 

@@ -77,11 +77,17 @@ def parquet_columns(path: Path, what: str) -> list[str]:
         raise InputError(f"{path}: the {what} is not a readable parquet file: {err}") from err
 
 
-def iter_parquet(path: Path, columns: Sequence[str], *, what: str) -> Iterator[pd.DataFrame]:
-    """Yield one frame per parquet row group (never the whole file) holding ``columns``."""
+def iter_parquet(
+    path: Path, columns: Sequence[str], *, what: str, categorical: Sequence[str] = ()
+) -> Iterator[pd.DataFrame]:
+    """Yield one frame per parquet row group (never the whole file) holding ``columns``.
+
+    String columns named in ``categorical`` arrive as pandas categoricals (dictionary
+    decoding: one string per distinct value, not per row).
+    """
     require_columns(parquet_columns(path, what), columns, path)
     try:
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(path, read_dictionary=list(categorical) or None)
         if pf.metadata.num_rows == 0:
             raise InputError(f"{path}: the {what} holds no rows")
         for i in range(pf.num_row_groups):

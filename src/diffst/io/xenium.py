@@ -40,27 +40,37 @@ def _transcript_file(root: Path) -> Path:
 
 
 def _frames(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
-    """Parquet row groups or CSV chunks of the four used columns, gene names decoded."""
+    """Parquet row groups or CSV chunks of the four used columns; gene names categorical."""
     if path.suffix == ".parquet":
-        frames = iter_parquet(path, _COLUMNS, what="transcript table")
+        frames = iter_parquet(
+            path, _COLUMNS, what="transcript table", categorical=[XeniumColumn.GENE]
+        )
     else:
         frames = iter_csv(path, _COLUMNS, chunk_rows=chunk_rows, what="transcript table")
     for frame in frames:
-        names = frame[XeniumColumn.GENE]
-        if len(names) and isinstance(names.iloc[0], bytes):
-            frame[XeniumColumn.GENE] = names.str.decode("utf-8")
+        names = frame[XeniumColumn.GENE].astype("category")
+        cats = names.cat.categories
+        if len(cats) and isinstance(cats[0], bytes):
+            names = names.cat.rename_categories([c.decode("utf-8") for c in cats])
+        frame[XeniumColumn.GENE] = names
         yield frame
 
 
 def _filter(frame: pd.DataFrame, min_qv: float, keep_controls: bool) -> pd.DataFrame:
+    """Rows with ``qv ≥ min_qv`` and (unless ``keep_controls``) not a control codeword."""
     keep = frame[XeniumColumn.QV].to_numpy(np.float64) >= min_qv
     if not keep_controls:
-        names = frame[XeniumColumn.GENE].astype(str)
-        uniq = pd.unique(names)
-        ctrl = {g for g in uniq if is_control(g)}
-        if ctrl:
-            keep &= ~names.isin(ctrl).to_numpy()
+        names = frame[XeniumColumn.GENE]
+        ctrl = np.array([is_control(str(c)) for c in names.cat.categories], dtype=bool)
+        codes = names.cat.codes.to_numpy()
+        keep &= (codes >= 0) & ~ctrl[codes]
     return frame[keep]
+
+
+def _gene_codes(names: pd.Series, index: dict[str, int]) -> np.ndarray:
+    """Indices into the gene tuple, looked up once per category."""
+    lookup = np.array([index.get(str(c), -1) for c in names.cat.categories], dtype=np.int32)
+    return lookup[names.cat.codes.to_numpy()]
 
 
 @dataclass
@@ -89,7 +99,8 @@ def _scan(
         xy = kept[[XeniumColumn.X, XeniumColumn.Y]].to_numpy(np.float64)
         if not np.all(np.isfinite(xy)):
             raise InputError(f"{path}: fields {XeniumColumn.X}/{XeniumColumn.Y} contain NaN")
-        genes.update(kept[XeniumColumn.GENE].astype(str).unique())
+        present = kept[XeniumColumn.GENE].cat.remove_unused_categories().cat.categories
+        genes.update(str(c) for c in present)
         extent.update(xy)
         if transform is not None:
             extent_px.update(transform.apply(xy))
@@ -101,13 +112,16 @@ def _scan(
 def _chunks(
     path: Path, genes: tuple[str, ...], min_qv: float, keep_controls: bool, chunk_rows: int
 ) -> Iterator[TranscriptChunk]:
+    index = {g: i for i, g in enumerate(genes)}
     for frame in _frames(path, chunk_rows):
         kept = _filter(frame, min_qv, keep_controls)
-        codes = pd.Categorical(kept[XeniumColumn.GENE].astype(str), categories=genes).codes
+        codes = _gene_codes(kept[XeniumColumn.GENE], index)
+        if np.any(codes < 0):
+            raise InputError(f"{path}: field {XeniumColumn.GENE} changed since the file was opened")
         yield TranscriptChunk(
             kept[XeniumColumn.X].to_numpy(np.float64),
             kept[XeniumColumn.Y].to_numpy(np.float64),
-            codes.astype(np.int32),
+            codes,
         )
 
 

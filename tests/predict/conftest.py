@@ -28,21 +28,24 @@ VIEWS = {
 }
 
 
-def store_meta(genes: list[str], lr: str = "visium", channels: int = 3) -> dict:
+def store_meta(
+    genes: list[str], lr: str = "visium", channels: int = 3, hr_um: float = HR_UM
+) -> dict:
     """Store metadata in the layout :func:`diffst.train.checkpoint.read_store_meta` returns."""
     from diffst.models.adjacency import coexpression_adjacency
 
     g = len(genes)
     totals = np.linspace(10.0, 1000.0, g)
-    lr_bins = np.pi * 27.5**2 / HR_UM**2 if lr == "visium" else float(FACTOR**2)
+    lr_bins = np.pi * 27.5**2 / hr_um**2 if lr == "visium" else float(FACTOR**2)
     return {
         "genes": list(genes),
         "geometry": {
             "origin_um": [0.0, 0.0],
-            "hr_um": HR_UM,
+            "hr_um": hr_um,
             "factor": FACTOR,
             "shape_hr": [64, 64],
-            "lr": lr,
+            "lr_mode": lr,
+            "lr_bins": lr_bins,
             "spot_diameter_um": 55.0,
             "spot_pitch_um": 100.0,
         },
@@ -66,12 +69,20 @@ def store_meta(genes: list[str], lr: str = "visium", channels: int = 3) -> dict:
 
 @pytest.fixture(scope="session")
 def make_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
-    """``make_checkpoint(genes, lr="visium", channels=3) -> Path`` of a saved tiny checkpoint."""
+    """``make_checkpoint(genes, lr="visium", channels=3, hr_um=25) -> Path`` (tiny, saved)."""
 
-    def make(genes: list[str], lr: str = "visium", channels: int = 3) -> Path:
+    def make(
+        genes: list[str],
+        lr: str = "visium",
+        channels: int = 3,
+        hr_um: float = HR_UM,
+        image: dict | None = None,
+    ) -> Path:
         torch.manual_seed(0)
         config = resolve_run_config("tiny")
-        meta = store_meta(genes, lr, channels)
+        meta = store_meta(genes, lr, channels, hr_um)
+        if image is not None:  # the manifest's "image" entry (channels, µm/px of training)
+            meta["image"] = image
         model = build_model(config, meta)
         state = {
             "format": CHECKPOINT_FORMAT,

@@ -42,22 +42,62 @@ __all__ = ["SectionInputs", "build_section_inputs", "check_output_path", "predic
 
 log = logging.getLogger("diffst.predict")
 
-_VISIUM_PITCH_UM = 100.0  # Visium centre-to-centre distance when the checkpoint records none
-
 
 @dataclass
 class SectionInputs:
-    """Everything about the section the tiles are cut from (CPU arrays)."""
+    """The section the tiles are cut from: grid, tissue, measured (pseudo-)spots, LR source."""
 
     geometry: GridGeometry  # section HR grid (hr_um and factor of the checkpoint)
     tissue: np.ndarray  # [H, W] bool, bins predicted and written
-    lr: np.ndarray  # [G, h, w] float32 raw LR counts per cell (conditioning)
-    lr_mask: np.ndarray  # [h, w] bool, measured LR cells
-    spot_centres_um: np.ndarray  # [n, 2] measured (or pseudo-) spots, µm
-    spot_diameter_um: float  # spot diameter / side, µm
+    lr_layout: str  # "grid" (pooled HR), "visium" (pseudo-spots) or "spots" (measured spots)
+    spot_centres_um: np.ndarray  # [n, 2] spots (LR cells for "grid"), µm
+    spot_counts: np.ndarray  # [n, G] their counts
+    spot_diameter_um: float  # spot diameter, or LR cell side for "grid", µm
     spot_shape: str  # "circle" | "square"
-    spot_counts: np.ndarray  # [n, G] measured spot counts
-    lr_layout: str  # "grid" | "visium" (how the LR map was made)
+    spot_pitch_um: float  # lattice pitch, µm (LR rasterisation reach)
+    hr: np.ndarray | None = None  # [G, H, W] HR counts ("grid" only: the LR is pooled from it)
+
+    def lr_window(self, row: int, col: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Raw LR counts ``[G, p, p]`` float32 and mask ``[p, p]`` of the HR window at
+        ``(row, col)`` with side ``size`` bins, made as in training (``p = ceil(size/factor)``):
+        grid pooling of the window, or the spots rasterised onto the window's LR cells."""
+        from diffst.prepare.binning import pool_grid, rasterise_spots
+
+        f = self.geometry.factor
+        if self.lr_layout != "grid":
+            sub = self.geometry.sub_grid(row, col, size)
+            return rasterise_spots(
+                self.spot_counts,
+                self.spot_centres_um,
+                self.spot_diameter_um,
+                sub,
+                self.spot_pitch_um,
+            )
+        assert self.hr is not None
+        p = -(-size // f)
+        lr = np.zeros((self.hr.shape[0], p, p), dtype=np.float32)
+        mask = np.zeros((p, p), dtype=bool)
+        pooled = pool_grid(self.hr[:, row : row + size, col : col + size], f)
+        pooled_mask = pool_grid(self.tissue[row : row + size, col : col + size], f) > 0
+        lr[:, : pooled.shape[1], : pooled.shape[2]] = pooled
+        mask[: pooled.shape[1], : pooled.shape[2]] = pooled_mask
+        return lr, mask
+
+    def lr_section(self) -> tuple[np.ndarray, np.ndarray]:
+        """Whole-section LR raster ``[G, h, w]`` and mask ``[h, w]`` (for figures)."""
+        from diffst.prepare.binning import pool_grid, rasterise_spots
+
+        if self.lr_layout == "grid":
+            assert self.hr is not None
+            f = self.geometry.factor
+            return pool_grid(self.hr, f).astype(np.float32), pool_grid(self.tissue, f) > 0
+        return rasterise_spots(
+            self.spot_counts,
+            self.spot_centres_um,
+            self.spot_diameter_um,
+            self.geometry,
+            self.spot_pitch_um,
+        )
 
 
 def check_output_path(out_path: str | os.PathLike[str]) -> Path:
@@ -115,17 +155,12 @@ def resolve_genes(
 
 
 def _lr_layout(meta: dict[str, Any]) -> tuple[str, float, float]:
-    """``(layout, spot diameter µm, pitch µm)`` of the checkpoint's LR map."""
+    """``(lr_mode, spot diameter µm, spot pitch µm)`` recorded in the store manifest's geometry."""
     geo = meta["geometry"]
-    hr_um, factor = float(geo["hr_um"]), int(geo["factor"])
-    lr_info = {**geo, **meta.get("lr", {})} if isinstance(meta.get("lr"), dict) else geo
-    layout = lr_info.get("lr") or lr_info.get("lr_mode") or lr_info.get("mode")
-    lr_bins = float(meta["normalisation"]["lr_bins"])
-    if layout is None:
-        layout = "grid" if abs(lr_bins - factor**2) < 1e-6 else "visium"
-    diameter = float(lr_info.get("spot_diameter_um") or 2.0 * np.sqrt(lr_bins * hr_um**2 / np.pi))
-    pitch = float(lr_info.get("spot_pitch_um") or _VISIUM_PITCH_UM)
-    return str(layout), diameter, pitch
+    missing = [k for k in ("lr_mode", "spot_diameter_um", "spot_pitch_um") if k not in geo]
+    if missing:
+        raise InputError(f"checkpoint store_meta: field geometry lacks {missing}")
+    return str(geo["lr_mode"]), float(geo["spot_diameter_um"]), float(geo["spot_pitch_um"])
 
 
 def _spot_tissue(
@@ -144,8 +179,8 @@ def _spot_tissue(
 def _inputs_from_spots(
     sample: SpatialSample, genes: tuple[str, ...], hr_um: float, factor: int
 ) -> SectionInputs:
-    """Real spot data (e.g. Visium): measured spots rasterised to the checkpoint's LR grid."""
-    from diffst.prepare.binning import GridGeometry, rasterise_spots
+    """Real spot data (e.g. Visium): the measured spots give the LR map of every tile."""
+    from diffst.prepare.binning import GridGeometry
     from diffst.prepare.tiling import tissue_mask_bins
 
     table = sample.spots
@@ -160,74 +195,67 @@ def _inputs_from_spots(
     margin = max(pitch, table.diameter_um) / 2
     lo, hi = centres.min(axis=0) - margin, centres.max(axis=0) + margin
     geometry = GridGeometry.covering((lo[0], lo[1], hi[0], hi[1]), hr_um, factor)
-    lr, lr_mask = rasterise_spots(counts, centres, table.diameter_um, geometry, pitch)
     tissue = _spot_tissue(centres, pitch, table.lattice, geometry)
     if sample.tissue_mask is not None:
         tissue &= tissue_mask_bins(sample, geometry)
     return SectionInputs(
-        geometry,
-        tissue,
-        lr,
-        lr_mask,
-        centres,
-        float(table.diameter_um),
-        table.shape,
-        counts,
-        "spots",
+        geometry, tissue, "spots", centres, counts, float(table.diameter_um), table.shape, pitch
     )
 
 
 def _inputs_from_transcripts(
     sample: SpatialSample, genes: tuple[str, ...], meta: dict[str, Any]
 ) -> SectionInputs:
-    """HR platforms: pseudo-spots exactly as in training (grid pooling or Visium lattice)."""
-    from diffst.prepare.binning import (
-        GridGeometry,
-        bin_transcripts,
-        pool_grid,
-        rasterise_spots,
-        scan_transcripts,
-        spot_sums_from_transcripts,
-        visium_lattice,
-    )
-    from diffst.prepare.tiling import tissue_mask_bins
+    """HR platforms: the section rasters of ``diffst prepare`` (same grid, tissue, pseudo-spots)."""
+    from diffst.prepare import api as prep
+    from diffst.prepare.binning import pool_grid, scan_transcripts
+    from diffst.prepare.config import PrepareConfig
 
-    source = sample.transcripts
-    assert source is not None
+    assert sample.transcripts is not None
     geo = meta["geometry"]
-    hr_um, factor = float(geo["hr_um"]), int(geo["factor"])
-    x0, y0, x1, y1 = scan_transcripts(source).extent_um
-    eps = 1e-6 * hr_um
-    geometry = GridGeometry.covering((x0, y0, x1 + eps, y1 + eps), hr_um, factor)
-    hr = bin_transcripts(source, genes, geometry)
-    tissue = tissue_mask_bins(sample, geometry, density=hr.sum(axis=0))
     layout, diameter, pitch = _lr_layout(meta)
-    if layout == "grid":
-        lr = pool_grid(hr, factor).astype(np.float32)
-        lr_mask = pool_grid(tissue, factor) > 0
-        a, b = np.nonzero(lr_mask)
-        centres = np.column_stack(
-            [
-                geometry.origin_um[0] + (b + 0.5) * geometry.lr_um,
-                geometry.origin_um[1] + (a + 0.5) * geometry.lr_um,
-            ]
-        )
+    patch = int(meta["hr_size"])
+    pcfg = PrepareConfig(
+        hr_um=float(geo["hr_um"]),
+        factor=int(geo["factor"]),
+        lr=layout,  # type: ignore[arg-type]
+        spot_diameter_um=diameter,
+        spot_pitch_um=pitch,
+        patch=patch,
+        stride=patch,
+    )
+    scan = scan_transcripts(sample.transcripts)
+    geometry = prep.section_geometry(sample, pcfg, scan)
+    section = prep.build_section_inputs(sample, genes, geometry, pcfg, scan)
+    if layout == "visium":
+        assert section.spot_centres_um is not None and section.spot_counts is not None
         return SectionInputs(
             geometry,
-            tissue,
-            lr,
-            lr_mask,
-            centres,
-            geometry.lr_um,
-            "square",
-            lr[:, a, b].T.astype(np.float64),
-            "grid",
+            section.tissue,
+            "visium",
+            section.spot_centres_um,
+            section.spot_counts.astype(np.float64),
+            diameter,
+            "circle",
+            pitch,
+            section.hr,
         )
-    centres = visium_lattice(geometry, None, pitch_um=pitch, diameter_um=diameter)
-    counts = spot_sums_from_transcripts(source, genes, centres, diameter).astype(np.float64)
-    lr, lr_mask = rasterise_spots(counts, centres, diameter, geometry, pitch)
+    f = geometry.factor
+    lr_mask = pool_grid(section.tissue, f) > 0
+    a, b = np.nonzero(lr_mask)
+    x0, y0 = geometry.origin_um
+    centres = np.column_stack([x0 + (b + 0.5) * geometry.lr_um, y0 + (a + 0.5) * geometry.lr_um])
+    counts = pool_grid(section.hr, f)[:, a, b].T.astype(np.float64)
     return SectionInputs(
-        geometry, tissue, lr, lr_mask, centres, diameter, "circle", counts, "visium"
+        geometry,
+        section.tissue,
+        "grid",
+        centres,
+        counts,
+        geometry.lr_um,
+        "square",
+        geometry.lr_um,
+        section.hr,
     )
 
 
@@ -323,7 +351,8 @@ def _write_figures(
         return []
     shown = np.where(tissue, 1.0, np.nan)
     rgb = image_on_grid(ctx.image, ctx.inputs.geometry) if ctx.image is not None else None
-    lr = np.where(ctx.inputs.lr_mask, ctx.inputs.lr, np.nan)
+    lr_raw, lr_mask = ctx.inputs.lr_section()
+    lr = np.where(lr_mask, lr_raw, np.nan)
     paths = write_gene_figures(
         out_dir,
         genes,
@@ -352,34 +381,46 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _check_image(sample: SpatialSample, bundle: Any, views: Any) -> Any:
-    """The image the model needs (or ``None`` without a histology branch), checked up front."""
+def _check_image(sample: SpatialSample, bundle: Any, views: Any) -> tuple[Any, Any]:
+    """The image the model needs and the view config with its channels, checked up front.
+
+    Channels are picked by the training image's channel names when the checkpoint records them
+    and the section has them all, else all channels are used (their number must match).
+    Returns ``(None, views)`` for models without a histology branch.
+    """
+    from dataclasses import replace
+
     from diffst.prepare.views import channel_indices
 
     meta = bundle.store_meta
     if not bundle.config.model.use_histology:
-        return None
+        return None, views
     image = sample.image
     if image is None:
         raise InputError(
             f"sample {sample.name!r}: field image is missing, but the checkpoint's model "
             "conditions on histology"
         )
+    trained_image = meta.get("image", {})
+    names = tuple(trained_image.get("channels", ()))
+    if names and all(c in image.channels for c in names):
+        views = replace(views, channels=names)
     n_channels = len(channel_indices(image, tuple(views.channels)))
     if n_channels != int(meta["image_channels"]):
         raise InputError(
             f"{image.path or sample.name}: field channels: the image has {n_channels} channel(s) "
-            f"{list(image.channels)} but the model was trained on {meta['image_channels']}"
+            f"{list(image.channels)} but the model was trained on {meta['image_channels']} "
+            f"{list(names) if names else ''}".rstrip()
         )
-    trained = meta.get("image_um_per_px") or meta.get("views", {}).get("um_per_px")
+    trained = trained_image.get("um_per_px")
     if trained and abs(image.um_per_px / float(trained) - 1.0) > 0.01:
         log.warning(
-            "image pixel size %.4g µm/px differs from training (%.4g µm/px): image views are "
-            "resampled to the training µm extent and size",
+            "image pixel size %.4g µm/px differs from training (%.4g µm/px): the views are "
+            "resampled from the same µm extent to the training view size",
             image.um_per_px,
             float(trained),
         )
-    return image
+    return image, views
 
 
 def _check_options(cfg: PredictConfig, model_genes: list[str]) -> None:
@@ -461,7 +502,7 @@ def predict(
         The prediction (``None`` on ranks other than 0 under ``torchrun``).
         ``uns['diffst']['spot_consistency']`` holds the agreement with the measured spots.
     """
-    from diffst.data.transforms import NormStats, normalise
+    from diffst.data.transforms import NormStats
     from diffst.predict.tiled import TileContext, run_tiles
     from diffst.predict.to_anndata import (
         build_anndata,
@@ -486,18 +527,22 @@ def predict(
         )
     section_genes = resolve_genes(meta["genes"], sample, cfg.allow_gene_subset)
     views = _view_config(meta)
-    image = _check_image(sample, bundle, views)
+    image, views = _check_image(sample, bundle, views)
     inputs = build_section_inputs(sample, section_genes, meta)
     ranges = None
     if image is not None:
         ranges = intensity_range(
             image, channel_indices(image, tuple(views.channels)), views.intensity_percentiles
         )
-    g = len(section_genes)
-    lr_norm = normalise(np.zeros((g, 1, 1)), inputs.lr, norm)[1]
-    lr_fill = normalise(np.zeros((g, 1, 1)), np.zeros((g, 1, 1)), norm)[1][:, 0, 0]
     ctx = TileContext(
-        inputs, lr_norm, image, views, ranges, int(meta["hr_size"]), int(meta["lr_size"]), lr_fill
+        inputs,
+        norm,
+        len(section_genes),
+        image,
+        views,
+        ranges,
+        int(meta["hr_size"]),
+        int(meta["lr_size"]),
     )
     acc, n_tiles, stride = run_tiles(bundle, ctx, cfg, norm, env)
     if not env.is_main:

@@ -211,32 +211,30 @@ class TileContext:
     """Per-section constants shared by all tiles."""
 
     inputs: SectionInputs
-    lr_norm: np.ndarray  # [G, h, w] float32 normalised LR map
+    norm: Any  # diffst.data.transforms.NormStats of the checkpoint
+    n_genes: int  # G
     image: Any  # SpatialImage | None (None when the model has no histology branch)
     views: Any  # diffst.prepare.config.ViewConfig
     ranges: np.ndarray | None  # [C, 2] image intensity range mapped to 0..255
     patch: int  # P, HR bins per tile side
     lr_size: int  # p, LR cells per tile side
-    lr_fill: np.ndarray  # [G] normalised value of 0 counts (LR cells beyond the section grid)
 
 
 def tile_batch(ctx: TileContext, origins: np.ndarray, device: torch.device) -> dict[str, Any]:
     """Conditioning tensors of the tiles at ``origins [b, 2]`` (row, col)."""
     import torch
 
+    from diffst.data.transforms import normalise
     from diffst.prepare.views import image_views
 
-    f, p, patch = ctx.inputs.geometry.factor, ctx.lr_size, ctx.patch
-    g = ctx.lr_norm.shape[0]
-    lr = np.empty((len(origins), g, p, p), dtype=np.float32)
-    lr[:] = ctx.lr_fill[None, :, None, None]
+    p, patch = ctx.lr_size, ctx.patch
+    lr = np.empty((len(origins), ctx.n_genes, p, p), dtype=np.float32)
     tissue, cells, score = [], [], []
     x0, y0 = ctx.inputs.geometry.origin_um
     hr_um = ctx.inputs.geometry.hr_um
     for k, (r, c) in enumerate(origins):
-        a, b = int(r) // f, int(c) // f
-        block = ctx.lr_norm[:, a : a + p, b : b + p]
-        lr[k, :, : block.shape[1], : block.shape[2]] = block
+        raw, _ = ctx.inputs.lr_window(int(r), int(c), patch)
+        lr[k] = normalise(np.zeros((ctx.n_genes, 1, 1)), raw, ctx.norm)[1]
         if ctx.image is not None:
             origin_um = (x0 + int(c) * hr_um, y0 + int(r) * hr_um)
             t, cl, sc = image_views(
@@ -270,7 +268,7 @@ def sample_tiles(
     from diffst.predict.uncertainty import sample_statistics
 
     k, patch = cfg.n_samples, ctx.patch
-    n_genes = ctx.lr_norm.shape[0]
+    n_genes = ctx.n_genes
     seeds = [s for t in tile_index for s in tile_seeds(cfg.seed, int(t), k)]
     with torch.inference_mode():
         cond = bundle.model.encode_condition(**tile_batch(ctx, origins, device)).repeat(k)
@@ -316,7 +314,7 @@ def run_tiles(
     stride = tile_stride(ctx.patch, cfg.overlap_bins, geometry.factor)
     origins = tile_origins(ctx.inputs.tissue, ctx.patch, stride)
     mine = np.arange(env.rank, len(origins), env.world_size)
-    n_genes = ctx.lr_norm.shape[0]
+    n_genes = ctx.n_genes
     acc = TileAccumulator((4, n_genes), geometry.shape_hr, blend_window(ctx.patch, cfg.blend))
     _log.info(
         "%d tiles of %d bins (stride %d), %d on this rank",

@@ -1,0 +1,90 @@
+"""predict() on a transcript sample (synthetic): LR pseudo-spots exactly as ``diffst prepare``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from diffst.io.sample import SpatialSample
+from diffst.predict.api import build_section_inputs, predict
+from diffst.predict.config import PredictConfig
+from diffst.prepare import api as prep
+from diffst.prepare.binning import pool_grid, scan_transcripts
+from diffst.prepare.config import PrepareConfig
+from diffst.synthetic import simulate_tissue
+
+from .conftest import FACTOR, PATCH, store_meta
+
+HR = 10.0
+FAST = PredictConfig(steps=1, n_samples=2, batch_size=8, device="cpu", n_figure_genes=0)
+
+
+@pytest.fixture(scope="module")
+def section() -> SpatialSample:
+    return simulate_tissue(width_um=400.0, height_um=400.0, n_genes=6, um_per_px=2.0, seed=3)
+
+
+GENES = [f"Gene00{k}" for k in range(6)]
+
+
+@pytest.mark.parametrize("lr", ["grid", "visium"])
+def test_lr_windows_match_prepare(section: SpatialSample, lr: str) -> None:
+    meta = store_meta(GENES, lr, hr_um=HR)
+    inputs = build_section_inputs(section, tuple(GENES), meta)
+    pcfg = PrepareConfig(hr_um=HR, factor=FACTOR, lr=lr, patch=PATCH, stride=PATCH)  # type: ignore[arg-type]
+    scan = scan_transcripts(section.transcripts)  # type: ignore[arg-type]
+    geometry = prep.section_geometry(section, pcfg, scan)
+    ref = prep.build_section_inputs(section, tuple(GENES), geometry, pcfg, scan)
+    assert inputs.geometry == geometry
+    np.testing.assert_array_equal(inputs.tissue, ref.tissue)
+    for r, c in ((0, 0), (12, 24), (28, 28)):
+        lr_mine, mask_mine = inputs.lr_window(r, c, PATCH)
+        lr_ref, mask_ref = ref.lr_window(r, c, PATCH)
+        sl = (slice(None), slice(0, lr_ref.shape[1]), slice(0, lr_ref.shape[2]))
+        np.testing.assert_array_equal(lr_mine[sl], lr_ref)
+        np.testing.assert_array_equal(mask_mine[sl[1:]], mask_ref)
+
+
+def test_grid_projection_reproduces_lr_cell_totals(
+    make_checkpoint: Callable[..., Path], section: SpatialSample, tmp_path: Path
+) -> None:
+    ckpt = make_checkpoint(GENES, lr="grid", hr_um=HR)
+    cfg = replace(FAST, project_to_spots=True)
+    adata = predict(ckpt, section, tmp_path / "t.h5ad", cfg)
+    assert adata is not None
+    meta = adata.uns["diffst"]
+    assert meta["lr_layout"] == "grid" and adata.n_vars == 6
+    h, w = (int(v) for v in meta["geometry"]["shape_hr"])
+    mean = np.zeros((6, h, w))
+    mean[:, adata.obs["bin_row"], adata.obs["bin_col"]] = adata.X.T
+    inputs = build_section_inputs(section, tuple(GENES), store_meta(GENES, "grid", hr_um=HR))
+    measured = pool_grid(inputs.hr, FACTOR)
+    cells = pool_grid(inputs.tissue, FACTOR) > 0
+    np.testing.assert_allclose(pool_grid(mean, FACTOR)[:, cells], measured[:, cells], rtol=1e-4)
+    report = meta["spot_consistency"]
+    assert report["n_spots"] == int(cells.sum()) and report["projected"]
+
+
+def test_image_channels_and_pixel_size_are_checked(
+    make_checkpoint: Callable[..., Path],
+    section: SpatialSample,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from diffst.io.sample import InputError
+
+    ckpt = make_checkpoint(GENES, lr="grid", hr_um=HR, channels=2)
+    with pytest.raises(InputError, match=r"3 channel\(s\).*trained on 2"):
+        predict(ckpt, section, tmp_path / "c.h5ad", FAST)
+    assert list(tmp_path.iterdir()) == []
+    ckpt = make_checkpoint(
+        GENES, lr="grid", hr_um=HR, channels=1, image={"channels": ["G"], "um_per_px": 1.0}
+    )
+    with caplog.at_level("WARNING", logger="diffst.predict"):
+        adata = predict(ckpt, section, tmp_path / "g.h5ad", FAST)
+    assert adata is not None
+    assert "differs from training" in caplog.text and "2 µm/px" in caplog.text

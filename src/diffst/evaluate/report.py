@@ -86,7 +86,7 @@ def headline_markdown(scores: Sequence[MethodScores], summary: pd.DataFrame) -> 
     lines = [head, sep]
     for s in scores:
         if s.unavailable is not None:
-            lines.append(f"| {s.name} | unavailable: {s.unavailable} |" + " |" * (len(metrics) - 1))
+            lines.append(f"| {s.name} | unavailable (see below) |" + " |" * (len(metrics) - 1))
             continue
         lines.append(
             f"| {s.name} | " + " | ".join(_cell(summary, s.name, m) for m in metrics) + " |"
@@ -101,7 +101,7 @@ def comparison_lines(summary: pd.DataFrame, reference: str) -> list[str]:
     if ref.empty:
         return [f"The reference method `{reference}` was not scored."]
     for method in dict.fromkeys(summary.method):
-        if method == reference:
+        if method == reference or method.startswith(f"{reference}_"):
             continue
         other = summary[summary.method == method].set_index("metric")["mean"]
         wins, losses = [], []

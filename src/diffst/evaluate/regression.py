@@ -1,0 +1,218 @@
+"""The "no diffusion" baseline: Diff-ST's conditioning encoders and UNet as a direct regressor.
+
+The network is :class:`diffst.models.DiffSTModel` with the same configuration as the diffusion
+model (gene-graph LR encoder, histology encoders, fusion, conditional UNet); it is called with a
+zero input map at timestep 0 and its first ``G`` output channels are read as the normalised HR
+map. It is trained with the masked mean-squared error against the normalised HR patches — one
+deterministic answer per input, so the comparison shows what the generative objective adds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from diffst.config import ConfigError
+from diffst.keys import BatchKey
+
+__all__ = ["RegressionConfig", "RegressionNetwork", "predict_regression", "train_regression"]
+
+
+@dataclass(frozen=True)
+class RegressionConfig:
+    """Optimisation of the regression baseline (defaults match the ``small`` preset's)."""
+
+    steps: int = 400  # optimiser steps
+    batch_size: int = 8  # patches per step
+    lr: float = 1e-3  # AdamW learning rate
+    weight_decay: float = 1e-5  # AdamW weight decay
+    grad_clip: float = 1.0  # max global gradient L2 norm (0 = off)
+    augment: bool = True  # random 90° rotations and flips of training patches
+    seed: int = 0  # seed of weights and data order
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or not self.lr > 0:
+            raise ConfigError(
+                f"regression: steps, batch_size and lr must be positive, got {self.steps}, "
+                f"{self.batch_size}, {self.lr}"
+            )
+
+
+class RegressionNetwork(nn.Module):
+    """Direct predictor ``(LR, tissue, cells) → normalised HR [B, G, H, W]``.
+
+    Parameters
+    ----------
+    model
+        A :class:`~diffst.models.DiffSTModel` (its encoders and UNet are reused as they are).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Prediction ``[B, G, H, W]`` on the normalised scale (targets ≈ [-1, 1])."""
+        cond = self.model.encode_condition(
+            batch[BatchKey.LR], batch[BatchKey.TISSUE], batch[BatchKey.CELLS],
+            batch[BatchKey.CELL_SCORE],
+        )  # fmt: skip
+        hr = batch[BatchKey.HR]
+        zeros = torch.zeros_like(hr)
+        t = torch.zeros(hr.shape[0], dtype=torch.long, device=hr.device)
+        return self.model(zeros, t, cond).prediction[:, : hr.shape[1]]
+
+
+def _build(store: Path, run_config: Any) -> tuple[RegressionNetwork, dict[str, Any]]:
+    from diffst.train.checkpoint import read_store_meta
+    from diffst.train.loop import build_model
+
+    meta = read_store_meta(store, run_config.model.adjacency_kind, run_config.data.train_split)
+    model_cfg = dataclasses.replace(
+        run_config.model,
+        tissue_size=int(meta["tissue_size"]),
+        cell_grid=int(meta["cell_grid"]),
+        cell_tile_size=int(meta["cell_tile_size"]),
+    )
+    config = dataclasses.replace(run_config, model=model_cfg)
+    return RegressionNetwork(build_model(config, meta)), meta
+
+
+def _masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.expand_as(target)
+    return ((pred - target) ** 2 * m).sum() / m.sum().clamp_min(1.0)
+
+
+def _batches(n: int, cfg: RegressionConfig) -> Callable[[int], list[int]]:
+    rng = np.random.default_rng(cfg.seed)
+    order: list[int] = []
+
+    def next_batch(_: int) -> list[int]:
+        nonlocal order
+        if len(order) < cfg.batch_size:
+            order += rng.permutation(n).tolist()
+        out, order = order[: cfg.batch_size], order[cfg.batch_size :]
+        return out
+
+    return next_batch
+
+
+def train_regression(
+    store: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    run_config: Any,
+    cfg: RegressionConfig | None = None,
+    *,
+    on_step: Callable[[int, float], None] | None = None,
+) -> Path:
+    """Fit the regression baseline on the store's training split; save its weights.
+
+    Parameters
+    ----------
+    store
+        Prepared store.
+    out_path
+        ``.pt`` file written atomically: ``{"weights", "run_config", "regression", "store"}``.
+    run_config
+        :class:`diffst.train.config.RunConfig` whose ``model`` section defines the encoders.
+    cfg
+        Optimisation settings.
+    on_step
+        Called after every step with ``(step, loss)`` (progress bars).
+
+    Returns
+    -------
+    The checkpoint path.
+    """
+    from diffst.config import to_dict
+    from diffst.data import PatchDataset
+
+    cfg = cfg or RegressionConfig()
+    torch.manual_seed(cfg.seed)
+    store = Path(store)
+    net, _ = _build(store, run_config)
+    data = PatchDataset(store, run_config.data.train_split, augment=cfg.augment, seed=cfg.seed)
+    if len(data) == 0:
+        raise ConfigError(f"{store}: the training split holds no patches")
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    next_batch = _batches(len(data), cfg)
+    net.train()
+    for step in range(cfg.steps):
+        items = [data[i] for i in next_batch(step)]
+        batch = {k: torch.stack([it[k] for it in items]) for k in items[0]}
+        loss = _masked_mse(net(batch), batch[BatchKey.HR], batch[BatchKey.MASK])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+        opt.step()
+        if on_step is not None:
+            on_step(step + 1, float(loss.detach()))
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    state = {
+        "weights": net.state_dict(),
+        "run_config": to_dict(run_config),
+        "regression": to_dict(cfg),
+        "store": str(store),
+    }
+    torch.save(state, tmp)
+    os.replace(tmp, out)
+    return out
+
+
+@torch.no_grad()
+def predict_regression(
+    checkpoint: str | os.PathLike[str],
+    store: str | os.PathLike[str],
+    split: str = "test",
+    *,
+    train_store: str | os.PathLike[str] | None = None,
+    batch_size: int = 8,
+) -> np.ndarray:
+    """Regression predictions for every patch of ``split``, on the count scale.
+
+    Parameters
+    ----------
+    checkpoint
+        File written by :func:`train_regression`.
+    store, split
+        Patches to predict.
+    train_store
+        Store the network was trained on (its adjacency and normalisation are used); default
+        ``store``. Set it when predicting a held-out section prepared separately.
+
+    Returns
+    -------
+    ``[N, G, P, P]`` float32 counts per HR bin (inverse of the training normalisation).
+    """
+    from diffst.data import PatchDataset, inverse_normalise
+    from diffst.data.transforms import NormStats
+    from diffst.train.config import run_config_from_dict
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    run_config = run_config_from_dict(state["run_config"])
+    net, meta = _build(Path(train_store or store), run_config)
+    net.load_state_dict(state["weights"])
+    net.eval()
+    norm = meta["normalisation"]
+    stats = norm if isinstance(norm, NormStats) else NormStats.from_dict(norm)
+    data = PatchDataset(store, split, augment=False)
+    data.info = dataclasses.replace(data.info, normalisation=stats)
+    out = []
+    for start in range(0, len(data), batch_size):
+        items = [data[i] for i in range(start, min(len(data), start + batch_size))]
+        batch = {k: torch.stack([it[k] for it in items]) for k in items[0]}
+        x = net(batch).clamp(-1.0, 1.0)  # the range the diffusion sampler clips to
+        counts = inverse_normalise(x, stats, batch.get(BatchKey.NORM_SCALE))
+        out.append(counts.float().numpy())
+    return np.concatenate(out).astype(np.float32)

@@ -1,0 +1,119 @@
+"""Adapter to TESLA (Hu et al., Cell Systems 2023) as an external peer on the same inputs.
+
+TESLA is optional (pip package ``TESLAforST``, import name ``TESLA``). When it cannot be
+imported the adapter returns a :class:`MethodPrediction` marked *unavailable* with the install
+hint — it is never scored as zero.
+
+TESLA imputes genes on a lattice of image "superpixels" from spot-level expression and the image
+colour. The adapter feeds it, per section, the LR cells as spots (centres in image pixels,
+counts per HR bin, i.e. LR counts / factor²), the image as 8-bit RGB and the whole image as the
+tissue contour, with a superpixel side of one HR bin; the superpixel values are then averaged
+per HR bin and cut into the evaluated patches.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import numpy as np
+
+from diffst.evaluate.scoring import MethodPrediction, PatchSet
+
+__all__ = ["INSTALL_HINT", "tesla_available", "tesla_prediction"]
+
+INSTALL_HINT = (
+    "pip install --no-deps TESLAforST==1.2.2 && pip install numba scanpy scikit-learn "
+    "opencv-python-headless (its metadata requires the retired `sklearn` package, which fails "
+    "to build; the real dependency is scikit-learn)"
+)
+
+
+def tesla_available() -> str | None:
+    """``None`` when ``TESLA`` imports, else the reason with the install hint."""
+    try:
+        importlib.import_module("TESLA")
+        importlib.import_module("cv2")
+    except ImportError as err:
+        return f"TESLA is not installed ({err.name}); install with: {INSTALL_HINT}"
+    return None
+
+
+def _rgb(image: Any) -> np.ndarray:
+    px = np.asarray(image.pixels[:, :, :], dtype=np.float64)
+    hi = np.percentile(px.reshape(-1, px.shape[2]), 99.5, axis=0)
+    unit = np.clip(px / np.maximum(hi, 1e-9), 0, 1)
+    if unit.shape[2] == 1:
+        unit = np.repeat(unit, 3, axis=2)
+    elif unit.shape[2] == 2:
+        unit = np.concatenate([unit, unit[:, :, :1]], axis=2)
+    return (unit[:, :, :3] * 255).astype(np.uint8)
+
+
+def _run_tesla(sample: Any, truth: PatchSet, geometry: Any) -> np.ndarray:
+    """TESLA on the whole section → ``[G, H, W]`` counts per HR bin (NaN where no superpixel)."""
+    import anndata as ad
+    import pandas as pd
+    import TESLA  # type: ignore[import-not-found]
+
+    from diffst.evaluate.scoring import stitch
+
+    f = truth.factor
+    lr_region, lr_mask, (r0, c0) = stitch(truth.lr, truth.origin_bins // f, truth.lr_mask)
+    a, b = np.nonzero(lr_mask)
+    x0, y0 = geometry.origin_um
+    lr_um = geometry.hr_um * f
+    centres_um = np.column_stack([x0 + (c0 + b + 0.5) * lr_um, y0 + (r0 + a + 0.5) * lr_um])
+    px = sample.image.um_to_px.apply(centres_um)  # (col, row)
+    raw = ad.AnnData(
+        X=(lr_region[:, a, b].T / (f * f)).astype(np.float32),
+        obs=pd.DataFrame(
+            {"pixel_x": np.rint(px[:, 1]).astype(int), "pixel_y": np.rint(px[:, 0]).astype(int)}
+        ),
+        var=pd.DataFrame(index=list(truth.genes)),
+    )
+    img = _rgb(sample.image)
+    h, w = img.shape[:2]
+    contour = np.array([[[0, 0]], [[w - 1, 0]], [[w - 1, h - 1]], [[0, h - 1]]], dtype=np.int32)
+    res = max(1, round(geometry.hr_um / sample.image.um_per_px))
+    enhanced = TESLA.imputation(img=img, raw=raw, cnt=contour, genes=list(truth.genes), res=res)
+    rows_px, cols_px = enhanced.obs["x"].to_numpy(), enhanced.obs["y"].to_numpy()
+    um = sample.image.um_to_px.inverse().apply(np.column_stack([cols_px + 0.5, rows_px + 0.5]))
+    i = np.floor((um[:, 1] - y0) / geometry.hr_um).astype(int)
+    j = np.floor((um[:, 0] - x0) / geometry.hr_um).astype(int)
+    hh, ww = geometry.shape_hr
+    keep = (i >= 0) & (i < hh) & (j >= 0) & (j < ww)
+    values = np.asarray(enhanced[:, list(truth.genes)].X, dtype=np.float64)[keep]
+    total = np.zeros((len(truth.genes), hh, ww))
+    count = np.zeros((hh, ww))
+    np.add.at(count, (i[keep], j[keep]), 1)
+    for g in range(len(truth.genes)):
+        np.add.at(total[g], (i[keep], j[keep]), values[:, g])
+    with np.errstate(invalid="ignore"):
+        return total / count
+
+
+def tesla_prediction(sample: Any, truth: PatchSet, geometry: Any) -> MethodPrediction:
+    """TESLA's prediction on the truth patches, or an *unavailable* entry with the reason.
+
+    Parameters
+    ----------
+    sample
+        The evaluated section (:class:`~diffst.io.sample.SpatialSample` with its image).
+    truth
+        Patches to predict; ``origin_bins`` index ``geometry``'s grid.
+    geometry
+        :class:`~diffst.prepare.binning.GridGeometry` of the section grid.
+    """
+    reason = tesla_available()
+    if reason is None and sample.image is None:
+        reason = "TESLA needs the section image; the sample has none"
+    if reason is not None:
+        return MethodPrediction(
+            "tesla", None, description="TESLA (Cell Systems 2023)", unavailable=reason
+        )
+    grid = np.nan_to_num(_run_tesla(sample, truth, geometry), nan=0.0)
+    p = truth.hr.shape[-1]
+    padded = np.pad(grid, ((0, 0), (0, p), (0, p)))
+    mean = np.stack([padded[:, r : r + p, c : c + p] for r, c in truth.origin_bins])
+    return MethodPrediction("tesla", mean.astype(np.float32), description="TESLA imputation")

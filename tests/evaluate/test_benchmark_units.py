@@ -1,0 +1,47 @@
+"""Benchmark configuration checks, the TESLA unavailable path and the analysis notes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from diffst.config import ConfigError
+from diffst.evaluate.benchmark import BenchmarkConfig, _single_training_sample
+from diffst.evaluate.scoring import PatchSet, score_method
+from diffst.evaluate.tesla import INSTALL_HINT, tesla_available, tesla_prediction
+
+
+def _patches() -> PatchSet:
+    rng = np.random.default_rng(0)
+    hr = rng.poisson(2.0, size=(2, 2, 8, 8)).astype(np.float32)
+    lr = hr.reshape(2, 2, 2, 4, 2, 4).sum(axis=(3, 5))
+    return PatchSet(
+        hr,
+        lr,
+        np.ones((2, 8, 8), bool),
+        np.ones((2, 2, 2), bool),
+        np.array([[0, 0], [0, 8]]),
+        ("A", "B"),
+        4,
+    )
+
+
+def test_config_errors() -> None:
+    with pytest.raises(ConfigError, match="n_samples"):
+        BenchmarkConfig(n_samples=1)
+    with pytest.raises(ConfigError, match="unknown"):
+        BenchmarkConfig(ablations=("use_magic",))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="one training section"):
+        _single_training_sample([object(), object()])
+
+
+@pytest.mark.skipif(tesla_available() is None, reason="TESLA is installed here")
+def test_tesla_reported_unavailable_not_zero() -> None:
+    truth = _patches()
+    pred = tesla_prediction(object(), truth, None)
+    assert pred.mean is None and "pip install --no-deps TESLAforST" in (pred.unavailable or "")
+    assert INSTALL_HINT in (pred.unavailable or "")
+    scores = score_method(
+        pred, truth, __import__("diffst.evaluate.config").evaluate.config.EvaluateConfig()
+    )
+    assert scores.unavailable is not None and scores.genes.empty

@@ -7,6 +7,7 @@ import pytest
 
 from diffst.config import ConfigError
 from diffst.evaluate.benchmark import BenchmarkConfig, _single_training_sample
+from diffst.evaluate.config import EvaluateConfig
 from diffst.evaluate.scoring import PatchSet, score_method
 from diffst.evaluate.tesla import INSTALL_HINT, tesla_available, tesla_prediction
 
@@ -41,7 +42,5 @@ def test_tesla_reported_unavailable_not_zero() -> None:
     pred = tesla_prediction(object(), truth, None)
     assert pred.mean is None and "pip install --no-deps TESLAforST" in (pred.unavailable or "")
     assert INSTALL_HINT in (pred.unavailable or "")
-    scores = score_method(
-        pred, truth, __import__("diffst.evaluate.config").evaluate.config.EvaluateConfig()
-    )
+    scores = score_method(pred, truth, EvaluateConfig())
     assert scores.unavailable is not None and scores.genes.empty

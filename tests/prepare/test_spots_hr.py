@@ -14,7 +14,7 @@ import scipy.sparse as sp
 from diffst.config import ConfigError
 from diffst.geometry import AffineTransform, GeometryError
 from diffst.io.sample import InputError, SpatialImage, SpatialSample, SpotTable, TissueMask
-from diffst.prepare.config import PrepareConfig, ViewConfig
+from diffst.prepare.config import PrepareConfig, SplitConfig, ViewConfig
 from diffst.prepare.spots_api import LR_SPOTS_FILE, SECTION_FILE, prepare_multi
 from diffst.prepare.spots_hr import (
     SPOT_IN_TISSUE,
@@ -395,3 +395,53 @@ def test_prepare_cli_hr_spots(sections: list[dict], tmp_path: Path) -> None:
     assert m["geometry"]["lr_mode"] == "spots" and len(m["genes"]) == 3
     assert (out / "alignment.png").is_file() and "low count" in (out / "summary.md").read_text()
     assert main([*args, "--hr", "spots", "--set", "spots.pitch_um=-3"]) == 2
+
+
+def test_bundled_visium_hex_spots_and_log_normalised_h5ad() -> None:
+    from diffst.datasets import visium_h5ad_mini, visium_mini
+    from diffst.prepare.lattice import grid_to_lattice, lattice_to_grid
+
+    sample = visium_mini()
+    table = sample.spots
+    assert table is not None and table.lattice == "hex" and table.array_coords is not None
+    genes = tuple(table.genes[i] for i in np.argsort(-np.asarray(table.counts.sum(0)).ravel())[:3])
+    grid = spot_grid(sample, genes, SpotHRConfig())
+    cells, frame = lattice_to_grid(table.array_coords, "hex")
+    np.testing.assert_array_equal(grid_to_lattice(cells, frame), table.array_coords)
+    assert grid.measured.sum() == table.n_spots  # one cell per spot, none lost or merged
+    dense = table.counts.toarray()[:, [table.genes.index(g) for g in genes]]
+    np.testing.assert_array_equal(grid.hr[:, cells[:, 0], cells[:, 1]].T, dense)
+    assert grid.pitch_um == pytest.approx(100.0, rel=0.01)
+    with pytest.raises(InputError, match="not raw counts"):
+        spot_grid(visium_h5ad_mini(), ("x",), SpotHRConfig())
+
+
+def test_hex_store_and_views(tmp_path: Path) -> None:
+    from diffst.prepare.spots_api import prepare_spots
+
+    r, c = np.meshgrid(np.arange(12), np.arange(24), indexing="ij")
+    keep = (r + c) % 2 == 0
+    rc = np.stack([r[keep], c[keep]], axis=1)
+    centres = np.stack([rc[:, 1] * 50.0 + 80.0, rc[:, 0] * 50 * np.sqrt(3) + 60.0], axis=1)
+    counts = np.random.default_rng(0).poisson(5.0, (rc.shape[0], 3))
+    table = SpotTable(sp.csr_matrix(counts), ("A", "B", "C"), centres, 55.0, array_coords=rc)
+    table.lattice = "hex"
+    pixels = np.zeros((120, 140, 3), np.uint8)
+    # bright disk on the odd-row spot (array_row 5, array_col 7) → grid cell (5, 3)
+    cx, cy = (7 * 50.0 + 80.0) / 10, (5 * 50 * np.sqrt(3) + 60.0) / 10
+    yy, xx = np.mgrid[0:120, 0:140] + 0.5
+    pixels[(xx - cx) ** 2 + (yy - cy) ** 2 < 9] = 255
+    image = SpatialImage(pixels, ("R", "G", "B"), AffineTransform.from_pixel_size(10.0))
+    sample = SpatialSample("hex", "visium", image=image, spots=table)
+    views = ViewConfig(tissue_px=32, cell_grid=2, tile_px=8, intensity_percentiles=(0.0, 100.0))
+    cfg = PrepareConfig(genes=2, hr="spots", views=views, split=SplitConfig(fractions=(1, 0, 0)))
+    store = prepare_spots(sample, tmp_path / "hex", cfg).path
+    hr = np.load(store / "train" / "hr.npy")
+    origins = np.load(store / "train" / "origin_um.npy")
+    first = int(np.flatnonzero((origins == 0).all(axis=1))[0])
+    assert hr.shape[1:] == (2, 8, 8) and np.load(store / "train" / "mask.npy")[first].all()
+    tissue = np.load(store / "train" / "tissue.npy")[first, 0].astype(float)
+    ys, xs = np.nonzero(tissue > 128)
+    # grid cell (5, 3) spans view pixels [20, 24) × [12, 16); the crop sits a quarter pitch
+    # right of even rows, so odd-row spots appear a quarter cell (1 px) right of centre
+    assert 20 <= ys.mean() <= 24 and 14 <= xs.mean() <= 16

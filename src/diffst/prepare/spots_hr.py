@@ -340,9 +340,9 @@ def spot_grid(sample: SpatialSample, genes: Sequence[str], cfg: SpotHRConfig) ->
     if table is None:
         raise InputError(f"sample {sample.name!r}: --hr spots needs spot counts, found transcripts")
     where = table.path or sample.name
+    table.require_raw_counts()
     if table.array_coords is None or table.lattice is None:
         raise InputError(f"{where}: field array_coords/lattice missing; --hr spots needs a lattice")
-    table.require_raw_counts()
     grid_rc, frame = lattice_to_grid(table.array_coords, table.lattice)
     affine, pitch, image, mask = _calibrate(
         sample, table, grid_centres(grid_rc, frame), cfg, table.lattice

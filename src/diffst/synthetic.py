@@ -63,7 +63,8 @@ class TissueLayout:
     gene_means: np.ndarray
     """``[K, G]`` mean counts per cell of each gene for each type."""
     radius_um: np.ndarray
-    """``[n_cells]`` half the distance to the nearest other centre (molecules lie within)."""
+    """``[n_cells]`` min(half the distance to the nearest other centre, 0.6 cell diameters):
+    molecules lie within this disc, hence inside their own Voronoi cell and the section."""
 
 
 def _layout(
@@ -79,7 +80,9 @@ def _layout(
     step = cell_diameter_um
     gx, gy = np.meshgrid(np.arange(step / 2, width_um, step), np.arange(step / 2, height_um, step))
     pts = np.c_[gx.ravel(), gy.ravel()] + rng.uniform(-0.3, 0.3, (gx.size, 2)) * step
-    cx, cy, ax, ay = width_um / 2, height_um / 2, 0.47 * width_um, 0.47 * height_um
+    cx, cy = width_um / 2, height_um / 2
+    ax = max(cx - cell_diameter_um, 0.25 * width_um)
+    ay = max(cy - cell_diameter_um, 0.25 * height_um)
     inside = ((pts[:, 0] - cx) / ax) ** 2 + ((pts[:, 1] - cy) / ay) ** 2 <= 1.0
     centers = pts[inside]
     n_regions = 3 * n_cell_types
@@ -92,7 +95,8 @@ def _layout(
         programme[k, genes] *= 8.0  # marker genes of type k
     gene_means = programme / programme.sum(axis=1, keepdims=True) * counts_per_cell
     dist, _ = cKDTree(centers).query(centers, k=2)
-    return TissueLayout(centers, cell_type.astype(np.int64), gene_means, dist[:, 1] / 2)
+    radius = np.minimum(dist[:, 1] / 2, 0.6 * cell_diameter_um)
+    return TissueLayout(centers, cell_type.astype(np.int64), gene_means, radius)
 
 
 def _molecules(
@@ -182,7 +186,7 @@ def simulate_tissue(
     Parameters
     ----------
     width_um, height_um
-        Section size (µm); the tissue is the inscribed ellipse (94% of each side).
+        Section size (µm); cells fill an ellipse one cell diameter inside the borders.
     n_genes
         Real genes ``G``; plus ``n_control_genes`` ``NegControlProbe_*`` controls with a
         uniform background of molecules (flagged in ``control``).

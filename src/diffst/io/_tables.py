@@ -34,7 +34,9 @@ def csv_columns(path: Path, what: str, sep: str = ",") -> list[str]:
     try:
         return [str(c) for c in pd.read_csv(path, nrows=0, sep=sep).columns]
     except _READ_ERRORS as err:
-        raise InputError(f"{path}: cannot read the header of the {what}: {err}") from err
+        raise InputError(
+            f"{path}: the {what} is truncated or corrupt (header unreadable): {err}"
+        ) from err
 
 
 def iter_csv(

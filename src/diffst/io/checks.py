@@ -165,16 +165,16 @@ def check_pixel_size(
     field: str,
     source: str,
     rtol: float = 0.05,
+    unit: str = " µm/px",
 ) -> None:
-    """Raise when a stated pixel size disagrees with one derived from another source."""
+    """Raise when a stated pixel size (or an image scale, ``unit=""``) disagrees with one
+    derived from another source by more than ``rtol``."""
     if not (np.isfinite(stated_um) and stated_um > 0):
-        raise GeometryError(
-            f"{file}: field {field}: pixel size must be positive µm, got {stated_um}"
-        )
+        raise GeometryError(f"{file}: field {field} must be positive, got {stated_um}")
     rel = abs(stated_um - derived_um) / derived_um
     if rel > rtol:
         raise GeometryError(
-            f"{file}: field {field} = {stated_um:.6g} µm/px disagrees with {derived_um:.6g} µm/px "
+            f"{file}: field {field} = {stated_um:.6g}{unit} disagrees with {derived_um:.6g}{unit} "
             f"derived from {source} ({100 * rel:.1f}% apart, tolerance {100 * rtol:.0f}%)"
         )
 

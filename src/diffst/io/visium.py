@@ -66,6 +66,7 @@ def _check_fullres_shape(
         file=sf_path,
         field=ScaleFactor.HIRES,
         source=f"the widths of {hires.name} ({hires_w} px) and {image.path} ({full_w} px)",
+        unit="",
     )
 
 

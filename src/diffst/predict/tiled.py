@@ -282,6 +282,7 @@ def sample_tiles(
             eta=cfg.eta,
             seeds=seeds,
             device=device,
+            clip_denoised=bundle.config.diffusion.clip_denoised,
         )
         counts = inverse_normalise(x0.float(), norm)
         stats = sample_statistics(counts.reshape(len(origins), k, n_genes, patch, patch))

@@ -45,9 +45,14 @@ __all__ = [
 class GridLike(Protocol):
     """The parts of :class:`diffst.prepare.binning.GridGeometry` used here."""
 
-    origin_um: tuple[float, float]
-    hr_um: float
-    shape_hr: tuple[int, int]
+    @property
+    def origin_um(self) -> tuple[float, float]: ...  # (x0, y0) of bin (0, 0)'s corner, µm
+
+    @property
+    def hr_um(self) -> float: ...  # bin side, µm
+
+    @property
+    def shape_hr(self) -> tuple[int, int]: ...  # (H, W) bins
 
 
 def bin_centres_um(geometry: GridLike, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:

@@ -377,7 +377,9 @@ def test_reader_rejects_bad_legacy_files(sections: list[dict], tmp_path: Path) -
         read_legacy_st(src["counts"], src["spots"], src["image"], um_per_px=30.0)
 
 
-def test_prepare_cli_hr_spots(sections: list[dict], tmp_path: Path) -> None:
+def test_prepare_cli_hr_spots(
+    sections: list[dict], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from diffst.cli import main
 
     folder = tmp_path / "one"
@@ -395,6 +397,12 @@ def test_prepare_cli_hr_spots(sections: list[dict], tmp_path: Path) -> None:
     assert m["geometry"]["lr_mode"] == "spots" and len(m["genes"]) == 3
     assert (out / "alignment.png").is_file() and "low count" in (out / "summary.md").read_text()
     assert main([*args, "--hr", "spots", "--set", "spots.pitch_um=-3"]) == 2
+    dry = ["--hr", "spots", "--genes", "3", "--dry-run"]
+    assert main([*args, *dry, *(a for s in sets for a in ("--set", s))]) == 0
+    printed = capsys.readouterr().out
+    assert (
+        "# grid: (16, 18) square lattice, pitch 200 µm" in printed and "# patches: train" in printed
+    )
 
 
 def test_bundled_visium_hex_spots_and_log_normalised_h5ad() -> None:

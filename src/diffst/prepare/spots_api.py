@@ -28,11 +28,18 @@ from diffst.prepare.binning import SourceScan
 from diffst.prepare.coexpr import coexpression
 from diffst.prepare.config import PrepareConfig, SplitConfig
 from diffst.prepare.spots_hr import SpotGrid, spot_grid
-from diffst.prepare.spots_patches import SpotPatches, grid_frame, spot_patches
+from diffst.prepare.spots_patches import SpotPatches, grid_frame, plan_spot_patches, spot_patches
 from diffst.prepare.store import FORMAT_VERSION, StoreWriter, check_target, sha256_file
 from diffst.prepare.tiling import SPLITS
 
-__all__ = ["LR_SPOTS_FILE", "SECTION_FILE", "prepare_multi", "prepare_spots", "spot_gene_panel"]
+__all__ = [
+    "LR_SPOTS_FILE",
+    "SECTION_FILE",
+    "prepare_multi",
+    "prepare_spots",
+    "spot_gene_panel",
+    "spot_plan_lines",
+]
 
 LR_SPOTS_FILE = "lr_spots.npy"
 """``<split>/lr_spots.npy`` ``[N, p, p]`` uint8: measured spots summed into each LR cell."""
@@ -353,3 +360,20 @@ def prepare_multi(
     splits: list[SplitConfig | int] = [inner] * len(train_samples) + [SPLITS.index("test")]
     store_cfg = dataclasses.replace(cfg, split=inner)
     return _prepare_sections(samples, roles, splits, out_dir, store_cfg, command, overwrite)
+
+
+def spot_plan_lines(sample: SpatialSample, cfg: PrepareConfig) -> list[str]:
+    """What ``prepare --hr spots`` would do with a section (``--dry-run``): panel, grid, patches."""
+    genes = spot_gene_panel([sample], [sample], cfg)
+    grid = spot_grid(sample, genes, cfg.spots)
+    plan = plan_spot_patches(grid, cfg.spots, cfg.split)
+    c = grid.counts_summary
+    return [
+        f"# genes: {', '.join(genes)}",
+        f"# grid: {grid.frame.shape} {grid.frame.lattice} lattice, pitch {grid.pitch_um:.4g} µm; "
+        f"{c['spots_measured']} of {c['spots_in_table']} spots measured "
+        f"({c['spots_outside_tissue']} outside tissue, {c['spots_low_count']} below "
+        f"{c['min_spot_counts']} counts)",
+        "# patches: "
+        + ", ".join(f"{n} {int((plan.split == k).sum())}" for k, n in enumerate(SPLITS)),
+    ]

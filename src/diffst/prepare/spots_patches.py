@@ -25,7 +25,14 @@ from diffst.prepare.spots_hr import SpotGrid, SpotHRConfig, pool_spots
 from diffst.prepare.tiling import PatchGrid, block_splits, patch_splits
 from diffst.prepare.views import channel_indices, image_views, intensity_range
 
-__all__ = ["SpotPatches", "grid_frame", "patch_starts", "spot_patches"]
+__all__ = [
+    "SpotPatches",
+    "SpotPlan",
+    "grid_frame",
+    "patch_starts",
+    "plan_spot_patches",
+    "spot_patches",
+]
 
 
 @dataclass
@@ -134,6 +141,65 @@ def _splits(
     return patch_splits(cands, cfg.patch, blocks, side)
 
 
+@dataclass
+class SpotPlan:
+    """Kept patches of a section before cutting (also what ``--dry-run`` prints).
+
+    Attributes
+    ----------
+    hr, measured
+        ``[G, H', W']`` counts and ``[H', W']`` measured mask padded so every patch fits.
+    rows, cols, split
+        ``[M]`` top-left grid cell and split index (0 train, 1 val, 2 test) of kept patches.
+    tally
+        Candidate windows, dropped for too few measured spots, dropped for straddling splits.
+    """
+
+    hr: np.ndarray
+    measured: np.ndarray
+    rows: np.ndarray
+    cols: np.ndarray
+    split: np.ndarray
+    tally: dict[str, int]
+
+
+def plan_spot_patches(grid: SpotGrid, cfg: SpotHRConfig, split: SplitConfig | int) -> SpotPlan:
+    """Choose the patches of a section: enough measured spots and not straddling splits.
+
+    ``split`` is the spatial block split of the section, or one split index for every patch
+    (a held-out section is all test). Raises :class:`ConfigError` when no patch is kept.
+    """
+    hr, measured, cands = _padded(grid, cfg)
+    enough = (cands.tissue_fraction >= cfg.min_measured_fraction) & (cands.tissue_fraction > 0)
+    labels = _splits(cands, measured.shape, cfg, split)
+    keep = enough & (labels >= 0)
+    if not keep.any():
+        raise ConfigError(
+            f"no patch of {cfg.patch}×{cfg.patch} spots has ≥ {cfg.min_measured_fraction:.0%} "
+            f"measured spots (grid {grid.measured.shape}); lower spots.patch or "
+            "spots.min_measured_fraction"
+        )
+    tally = {
+        "candidates": len(cands.rows),
+        "low_tissue": int((~enough).sum()),
+        "straddling": int((enough & (labels < 0)).sum()),
+    }
+    return SpotPlan(hr, measured, cands.rows[keep], cands.cols[keep], labels[keep], tally)
+
+
+def _grid_image(grid: SpotGrid, to_um: np.ndarray) -> SpatialImage:
+    """The section image addressed in the grid frame (``to_um``: grid frame → µm)."""
+    if grid.image is None:
+        raise InputError("--hr spots needs the histology image of every section")
+    return SpatialImage(
+        grid.image.pixels,
+        grid.image.channels,
+        AffineTransform(to_um).compose(grid.image.um_to_px),
+        grid.image.path,
+        grid.image.kind,
+    )
+
+
 def spot_patches(
     grid: SpotGrid, cfg: SpotHRConfig, views: ViewConfig, split: SplitConfig | int
 ) -> SpotPatches:
@@ -148,62 +214,41 @@ def spot_patches(
     views
         Tissue-view and cell-tile sizes.
     split
-        Spatial block split of the section, or one split index (0 train, 1 val, 2 test) for
-        every patch (a held-out section is all test).
+        As for :func:`plan_spot_patches`.
 
     Returns
     -------
-    :class:`SpotPatches` of the kept patches (enough measured spots, not straddling splits).
+    :class:`SpotPatches` of the kept patches.
     """
-    if grid.image is None:
-        raise InputError("--hr spots needs the histology image of every section")
-    hr, measured, cands = _padded(grid, cfg)
-    enough = (cands.tissue_fraction >= cfg.min_measured_fraction) & (cands.tissue_fraction > 0)
-    labels = _splits(cands, measured.shape, cfg, split)
-    keep = enough & (labels >= 0)
-    tally = {
-        "candidates": len(cands.rows),
-        "low_tissue": int((~enough).sum()),
-        "straddling": int((enough & (labels < 0)).sum()),
-    }
-    if not keep.any():
-        raise ConfigError(
-            f"no patch of {cfg.patch}×{cfg.patch} spots has ≥ {cfg.min_measured_fraction:.0%} "
-            f"measured spots (grid {grid.measured.shape}); lower spots.patch or "
-            "spots.min_measured_fraction"
-        )
-    geometry, to_um = grid_frame(grid, cfg.factor, measured.shape)
-    image = SpatialImage(
-        grid.image.pixels,
-        grid.image.channels,
-        AffineTransform(to_um).compose(grid.image.um_to_px),
-        grid.image.path,
-        grid.image.kind,
-    )
+    plan = plan_spot_patches(grid, cfg, split)
+    geometry, to_um = grid_frame(grid, cfg.factor, plan.measured.shape)
+    image = _grid_image(grid, to_um)
     idx = channel_indices(image, views.channels)
     ranges = intensity_range(image, idx, views.intensity_percentiles)
-    rows, cols = cands.rows[keep], cands.cols[keep]
     p, k = cfg.patch, cfg.factor
-    names = ("hr", "lr", "mask", "lr_mask", "lr_spots", "tissue", "cells", "cell_score")
-    out: dict[str, list[np.ndarray]] = {n: [] for n in (*names, "origin_um")}
-    for r, c in zip(rows, cols, strict=True):
-        sub_hr, sub_m = hr[:, r : r + p, c : c + p], measured[r : r + p, c : c + p]
+    out: dict[str, list[np.ndarray]] = {}
+    for r, c in zip(plan.rows, plan.cols, strict=True):
+        sub_hr, sub_m = plan.hr[:, r : r + p, c : c + p], plan.measured[r : r + p, c : c + p]
         pooled = pool_spots(sub_hr, sub_m, k)
         origin = geometry.sub_grid(int(r), int(c), p).origin_um
         tissue, cells, score = image_views(image, origin, p, geometry, views, ranges=ranges)
-        out["hr"].append(sub_hr)
-        out["lr"].append(pooled.lr.astype(np.float32))
-        out["mask"].append(sub_m.astype(np.uint8))
-        out["lr_mask"].append(pooled.lr_mask.astype(np.uint8))
-        out["lr_spots"].append(pooled.n_spots.astype(np.uint8))
-        out["tissue"].append(tissue)
-        out["cells"].append(cells)
-        out["cell_score"].append(score)
-        out["origin_um"].append(np.asarray(origin, dtype=np.float64))
+        arrays = {
+            "hr": sub_hr,
+            "lr": pooled.lr.astype(np.float32),
+            "mask": sub_m.astype(np.uint8),
+            "lr_mask": pooled.lr_mask.astype(np.uint8),
+            "lr_spots": pooled.n_spots.astype(np.uint8),
+            "tissue": tissue,
+            "cells": cells,
+            "cell_score": score,
+            "origin_um": np.asarray(origin, dtype=np.float64),
+        }
+        for name, value in arrays.items():
+            out.setdefault(name, []).append(value)
     return SpotPatches(
         **{n: np.stack(v) for n, v in out.items()},
-        grid_rc=np.stack([rows, cols], axis=1),
-        split=labels[keep],
+        grid_rc=np.stack([plan.rows, plan.cols], axis=1),
+        split=plan.split,
         intensity_range=ranges,
-        tally=tally,
+        tally=plan.tally,
     )

@@ -131,6 +131,11 @@ def _reconstruct(args: argparse.Namespace) -> str:
 
 
 def _print_plan(sample: Any, cfg: Any) -> int:
+    if cfg.hr == "spots":
+        from diffst.prepare.spots_api import spot_plan_lines
+
+        print("\n".join(spot_plan_lines(sample, cfg)))
+        return 0
     from diffst.prepare.api import (
         build_section_inputs,
         plan_patches,

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import re
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
@@ -45,10 +46,10 @@ class ChannelLast:
         for ours, src in enumerate(self._order):
             under[src] = keys[ours]
         out = np.asarray(self._array[tuple(under)])
-        kept = [src for ours, src in enumerate(self._order) if not isinstance(keys[ours], int)]
+        kept = [src for ours, src in enumerate(self._order) if not isinstance(keys[ours], Integral)]
         return np.transpose(out, np.argsort(np.argsort(kept)).tolist()) if kept else out
 
-    def __array__(self, dtype: object = None, copy: object = None) -> np.ndarray:
+    def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:
         out = self[:, :, :]
         return out if dtype is None else out.astype(dtype)
 

@@ -52,7 +52,7 @@ XENIUM_CONTROL_NAMES = ("NegControlCodeword_0500", "UnassignedCodeword_0001")
 """Control/unassigned codewords added to written Xenium transcripts (readers drop them)."""
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
+def _atomic(path: Path, write: Callable[[Path], object]) -> Path:
     """Run ``write(tmp)`` then move ``tmp`` onto ``path`` (no partial file is ever visible)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
@@ -65,9 +65,12 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
 
 
 def _transcripts(sample: SpatialSample) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All molecules of the sample: ``x_um``, ``y_um`` float64 and ``gene`` int32, each ``[n]``."""
     assert sample.transcripts is not None, "writers need a sample with transcripts"
     chunks = list(sample.transcripts.iter_chunks())
-    return tuple(np.concatenate([getattr(c, f) for c in chunks]) for f in ("x_um", "y_um", "gene"))
+    x = np.concatenate([c.x_um for c in chunks])
+    y = np.concatenate([c.y_um for c in chunks])
+    return x, y, np.concatenate([c.gene for c in chunks])
 
 
 def _pixel_size(sample: SpatialSample) -> float:
@@ -164,7 +167,9 @@ def write_spaceranger_outs(
     rr, cc = np.meshgrid(rows, cols, indexing="ij")
     even = (rr + cc) % 2 == 0
     rr, cc = rr[even], cc[even]
-    px = np.round(np.c_[(pitch_um / 2 + cc * pitch_um / 2) / s, (pitch_um / 2 + rr * dy) / s])
+    px = np.rint(
+        np.column_stack([(pitch_um / 2 + cc * pitch_um / 2) / s, (pitch_um / 2 + rr * dy) / s])
+    )
     counts, genes = _spot_counts(sample, px * s, capture_um / 2)
     in_tissue = np.asarray(counts.sum(axis=1)).ravel() > 0
     barcodes = [f"SPOT{r:03d}X{c:03d}-1" for r, c in zip(rr, cc, strict=True)]
@@ -400,8 +405,8 @@ def write_legacy_st(
     s = _pixel_size(sample)
     h, w = sample.image.shape_hw if sample.image else (0, 0)
     nx, ny = int((w * s) // pitch_um), int((h * s) // pitch_um)
-    yy, xx = np.meshgrid(np.arange(1, ny + 1), np.arange(1, nx + 1), indexing="ij")
-    xx, yy = xx.ravel(), yy.ravel()
+    grid_y, grid_x = np.meshgrid(np.arange(1, ny + 1), np.arange(1, nx + 1), indexing="ij")
+    xx, yy = grid_x.ravel(), grid_y.ravel()
     new_x = np.round(xx + rng.uniform(-0.05, 0.05, xx.size), 3)
     new_y = np.round(yy + rng.uniform(-0.05, 0.05, yy.size), 3)
     pixel_x = np.round((pitch_um / 2 + (new_x - 1) * pitch_um) / s, 2)

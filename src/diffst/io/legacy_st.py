@@ -73,6 +73,54 @@ def _read_spots(path: Path) -> pd.DataFrame:
     return spots
 
 
+def _pixel_size(
+    spots: pd.DataFrame, pitch_um: float, um_per_px: float | None, spots_path: Path
+) -> tuple[float, float]:
+    """µm/px (given, or ``pitch_um`` / fitted pixel pitch) and the fitted pitch in px."""
+    pitch_px, _ = fit_lattice_pitch(
+        spots[[LegacyStColumn.NEW_Y, LegacyStColumn.NEW_X]].to_numpy(np.float64),
+        spots[[LegacyStColumn.PIXEL_X, LegacyStColumn.PIXEL_Y]].to_numpy(np.float64),
+        col_step=1,
+        file=spots_path,
+        field="new_x/new_y → pixel_x/pixel_y",
+    )
+    derived = pitch_um / pitch_px
+    if um_per_px is None:
+        _log.warning(
+            "%s: pixel size not stated; assumed %.4f µm/px from the spot pitch "
+            "(%.0f µm over %.1f px)",
+            spots_path,
+            derived,
+            pitch_um,
+            pitch_px,
+        )
+        return derived, pitch_px
+    if abs(um_per_px - derived) > PITCH_TOLERANCE * derived:
+        raise GeometryError(
+            f"{spots_path}: pitch_um = {pitch_um} µm disagrees with the coordinates: spots are "
+            f"{pitch_px:.1f} px apart, i.e. {pitch_px * um_per_px:.1f} µm at um_per_px = "
+            f"{um_per_px} (tolerance {100 * PITCH_TOLERANCE:.0f}%)"
+        )
+    return float(um_per_px), pitch_px
+
+
+def _he_image(path: Path, scale: float, pixel_xy: np.ndarray, spots_path: Path) -> SpatialImage:
+    """The H&E image (full-size pixels) with every spot checked to lie inside it."""
+    pixels = read_image(path, what="H&E image")
+    channels = ("R", "G", "B")[: pixels.shape[2]]
+    image = SpatialImage(pixels, channels, AffineTransform.from_pixel_size(scale), path)
+    extent = Extent()
+    extent.update(pixel_xy)
+    check_inside_image(
+        extent,
+        image.shape_hw,
+        file=spots_path,
+        field=f"{LegacyStColumn.PIXEL_X}/{LegacyStColumn.PIXEL_Y}",
+        image=path,
+    )
+    return image
+
+
 def read_legacy_st(
     counts_tsv_gz: Path | str,
     spots_tsv: Path | str,
@@ -109,30 +157,7 @@ def read_legacy_st(
     spots = spots.loc[counts.index]
     array_rc = spots[[LegacyStColumn.Y, LegacyStColumn.X]].to_numpy(np.int64)
     pixel_xy = spots[[LegacyStColumn.PIXEL_X, LegacyStColumn.PIXEL_Y]].to_numpy(np.float64)
-    pitch_px, _ = fit_lattice_pitch(
-        spots[[LegacyStColumn.NEW_Y, LegacyStColumn.NEW_X]].to_numpy(np.float64),
-        pixel_xy,
-        col_step=1,
-        file=spots_path,
-        field="new_x/new_y → pixel_x/pixel_y",
-    )
-    derived = pitch_um / pitch_px
-    if um_per_px is not None and abs(um_per_px - derived) > PITCH_TOLERANCE * derived:
-        raise GeometryError(
-            f"{spots_path}: pitch_um = {pitch_um} µm disagrees with the coordinates: spots are "
-            f"{pitch_px:.1f} px apart, i.e. {pitch_px * um_per_px:.1f} µm at um_per_px = "
-            f"{um_per_px} (tolerance {100 * PITCH_TOLERANCE:.0f}%)"
-        )
-    scale = derived if um_per_px is None else float(um_per_px)
-    if um_per_px is None:
-        _log.warning(
-            "%s: pixel size not stated; assumed %.4f µm/px from the spot pitch (%.0f µm over "
-            "%.1f px)",
-            spots_path,
-            scale,
-            pitch_um,
-            pitch_px,
-        )
+    scale, pitch_px = _pixel_size(spots, pitch_um, um_per_px, spots_path)
     genes = tuple(str(g) for g in counts.columns)
     table = SpotTable(
         counts=counts.to_numpy(np.float64),
@@ -150,22 +175,7 @@ def read_legacy_st(
     files = {"counts": counts_path, "spots": spots_path}
     image = None
     if image_jpg is not None:
-        pixels = read_image(image_jpg, what="H&E image")
-        image = SpatialImage(
-            pixels,
-            ("R", "G", "B")[: pixels.shape[2]],
-            AffineTransform.from_pixel_size(scale),
-            Path(image_jpg),
-        )
-        extent = Extent()
-        extent.update(pixel_xy)
-        check_inside_image(
-            extent,
-            image.shape_hw,
-            file=spots_path,
-            field=f"{LegacyStColumn.PIXEL_X}/{LegacyStColumn.PIXEL_Y}",
-            image=image_jpg,
-        )
+        image = _he_image(Path(image_jpg), scale, pixel_xy, spots_path)
         files["image"] = Path(image_jpg)
     return SpatialSample(
         name=counts_path.name.split(".")[0],
@@ -175,9 +185,7 @@ def read_legacy_st(
         source_files=files,
         metadata={
             "um_per_px": scale,
-            "um_per_px_source": "given"
-            if um_per_px is not None
-            else f"pitch {pitch_um} µm / lattice",
+            "um_per_px_source": "given" if um_per_px else f"pitch {pitch_um} µm / lattice",
             "pitch_px": pitch_px,
         },
     )

@@ -117,10 +117,10 @@ def inverse_normalise(x: Any, stats: NormStats, scale: Any = None) -> Any:
     if is_torch:
         import torch
 
-        s = torch.as_tensor(scale, dtype=x.dtype, device=x.device)[..., None, None]
-        return torch.expm1((x + 1) / 2 * s)
-    s = np.asarray(scale, dtype=np.float64)[..., None, None]
-    return np.expm1((np.asarray(x, dtype=np.float64) + 1) / 2 * s)
+        st = torch.as_tensor(scale, dtype=x.dtype, device=x.device)[..., None, None]
+        return torch.expm1((x + 1) / 2 * st)
+    sn = np.asarray(scale, dtype=np.float64)[..., None, None]
+    return np.expm1((np.asarray(x, dtype=np.float64) + 1) / 2 * sn)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -33,7 +34,7 @@ __all__ = [
 
 #: a chunk whose bounding box holds at most this many (bins × genes) per molecule is
 #: accumulated with a dense local histogram instead of scattered adds
-_LOCAL_BOX_PER_MOLECULE = 4
+_LOCAL_BOX_PER_MOLECULE = 8
 
 
 @dataclass(frozen=True)
@@ -104,13 +105,12 @@ class GridGeometry:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> GridGeometry:
+    def from_dict(cls, data: dict[str, Any]) -> GridGeometry:
         """Inverse of :meth:`to_dict`; extra keys are ignored."""
-        ox, oy = data["origin_um"]  # type: ignore[misc]
-        h, w = data["shape_hr"]  # type: ignore[misc]
-        return cls(
-            (float(ox), float(oy)), float(data["hr_um"]), int(data["factor"]), (int(h), int(w))
-        )  # type: ignore[arg-type]
+        ox, oy = data["origin_um"]
+        h, w = data["shape_hr"]
+        origin = (float(ox), float(oy))
+        return cls(origin, float(data["hr_um"]), int(data["factor"]), (int(h), int(w)))
 
     @classmethod
     def covering(
@@ -288,13 +288,25 @@ def pool_grid(hr: np.ndarray, factor: int) -> np.ndarray:
     """
     if factor < 1:
         raise GeometryError(f"factor must be ≥ 1, got {factor}")
-    *lead, h, w = hr.shape
-    hp, wp = -(-h // factor) * factor, -(-w // factor) * factor
     acc = np.int64 if np.issubdtype(hr.dtype, np.integer) or hr.dtype == bool else hr.dtype
-    padded = np.zeros((*lead, hp, wp), dtype=acc)
-    padded[..., :h, :w] = hr
-    blocks = padded.reshape(*lead, hp // factor, factor, wp // factor, factor)
-    return blocks.sum(axis=(-3, -1))
+    rows = _block_sum(np.asarray(hr), factor, -2, acc)
+    return _block_sum(rows, factor, -1, acc)
+
+
+def _block_sum(a: np.ndarray, factor: int, axis: int, acc: Any) -> np.ndarray:
+    """Sums of consecutive ``factor`` slices along ``axis`` (−2 or −1); the last may be partial."""
+    n = a.shape[axis]
+    full = n // factor * factor
+    if axis == -2:
+        body, rest = a[..., :full, :], a[..., full:, :]
+        blocks = body.reshape(*a.shape[:-2], full // factor, factor, a.shape[-1])
+    else:
+        body, rest = a[..., :full], a[..., full:]
+        blocks = body.reshape(*a.shape[:-1], full // factor, factor)
+    out = blocks.sum(axis=axis, dtype=acc)
+    if full < n:
+        out = np.concatenate([out, rest.sum(axis=axis, dtype=acc, keepdims=True)], axis=axis)
+    return out
 
 
 def visium_lattice(

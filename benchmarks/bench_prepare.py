@@ -1,0 +1,178 @@
+"""Benchmark of the streaming binning behind ``diffst prepare`` (synthetic transcripts).
+
+Streams ``N`` synthetic molecules (300 genes, Zipf-like frequencies, 25-gene panel) in chunks
+through :func:`diffst.prepare.binning.bin_transcripts` onto a 7.5 × 10 mm section at 4.25 µm,
+then pools 10×10. Molecule generation is excluded from the binning time; peak RSS is the
+whole process (one fresh subprocess per size). Two file orders:
+
+* ``fov``: molecules emitted field of view by field of view (400 µm tiles), as instrument
+  output files are ordered;
+* ``random``: uniformly shuffled (worst case for memory locality).
+
+Usage::
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_prepare.py --sizes 1e6 1e7 1e8 --append BENCHMARKS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from diffst.io.sample import TranscriptChunk
+from diffst.prepare.binning import GridGeometry, bin_transcripts, pool_grid
+
+N_GENES = 300
+PANEL = 25
+WIDTH_UM, HEIGHT_UM = 10_000.0, 7_500.0
+FOV_UM = 400.0
+CHUNK = 1_000_000
+
+
+@dataclass
+class SyntheticStream:
+    """A transcript source that generates its chunks on the fly and times the generation."""
+
+    n: int
+    order: str
+    seed: int = 0
+    genes: tuple[str, ...] = tuple(f"g{k}" for k in range(N_GENES))
+    control: np.ndarray = field(default_factory=lambda: np.zeros(N_GENES, dtype=bool))
+    path: None = None
+    gen_seconds: float = 0.0
+    gen_cpu: float = 0.0
+
+    def iter_chunks(self) -> Iterator[TranscriptChunk]:
+        rng = np.random.default_rng(self.seed)
+        p = 1.0 / (np.arange(N_GENES) + 10.0)
+        cdf = np.cumsum(p / p.sum())
+        nfx, nfy = int(WIDTH_UM // FOV_UM), int(HEIGHT_UM // FOV_UM)
+        per_fov = self.n / (nfx * nfy)
+        done = 0
+        while done < self.n:
+            t0, c0 = time.perf_counter(), time.process_time()
+            m = min(CHUNK, self.n - done)
+            gene = np.searchsorted(cdf, rng.random(m)).astype(np.int32)
+            if self.order == "fov":
+                fov = ((done + np.arange(m)) // per_fov).astype(np.int64)
+                x = (fov % nfx + rng.random(m)) * FOV_UM
+                y = (fov // nfx + rng.random(m)) * FOV_UM
+            else:
+                x = rng.random(m) * WIDTH_UM
+                y = rng.random(m) * HEIGHT_UM
+            done += m
+            self.gen_seconds += time.perf_counter() - t0
+            self.gen_cpu += time.process_time() - c0
+            yield TranscriptChunk(x, y, gene)
+
+
+def run_one(n: int, order: str) -> dict[str, float]:
+    """Bin ``n`` molecules in this process; returns timings and peak RSS."""
+    src = SyntheticStream(n, order)
+    geo = GridGeometry.covering((0.0, 0.0, WIDTH_UM, HEIGHT_UM), 4.25, 10)
+    panel = src.genes[:PANEL]
+    t0, c0 = time.perf_counter(), time.process_time()
+    hr = bin_transcripts(src, panel, geo)
+    t1 = time.perf_counter()
+    lr = pool_grid(hr, 10)
+    t2, c2 = time.perf_counter(), time.process_time()
+    assert int(lr.sum()) == int(hr.sum())
+    binning = (t1 - t0) - src.gen_seconds
+    cpu = (c2 - c0) - src.gen_cpu
+    return {
+        "n": n,
+        "panel_share": float(hr.sum()) / n,
+        "bin_s": binning,
+        "pool_s": t2 - t1,
+        "per_s": n / (binning + (t2 - t1)),
+        "per_cpu_s": n / cpu,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
+        "grid": f"{PANEL}×{geo.shape_hr[0]}×{geo.shape_hr[1]}",
+    }
+
+
+def machine() -> str:
+    """nproc and CPU model."""
+    model = platform.processor() or "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    py = platform.python_version()
+    return f"{os.cpu_count()} CPUs ({model}), Python {py}, numpy {np.__version__}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", nargs="+", type=float, default=[1e6, 1e7])
+    ap.add_argument("--orders", nargs="+", default=["fov", "random"], choices=["fov", "random"])
+    ap.add_argument("--append", help="append a Markdown table to this file")
+    ap.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(run_one(int(float(args.one[0])), args.one[1])))
+        return
+    rows = []
+    for order in args.orders:
+        for n in args.sizes:
+            out = subprocess.run(
+                [sys.executable, __file__, "--one", str(n), order],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            res = json.loads(out.stdout)
+            res["order"] = order
+            rows.append(res)
+            print(
+                f"{order:6s} n={int(n):>11,d}  {res['per_s'] / 1e6:6.1f} M molecules/s wall  "
+                f"{res['per_cpu_s'] / 1e6:6.1f} M/s CPU  "
+                f"bin {res['bin_s']:.2f} s  pool {res['pool_s']:.2f} s  "
+                f"peak RSS {res['peak_rss_gb']:.2f} GB  panel {res['panel_share']:.0%}"
+            )
+    if args.append:
+        append_table(args.append, rows, " ".join(sys.argv))
+
+
+def append_table(path: str, rows: list[dict], command: str) -> None:
+    """Append the results as a Markdown table with machine, date and command."""
+    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        "",
+        f"### bin_transcripts + pool_grid, {when}",
+        "",
+        f"Machine: {machine()}. Command: `OMP_NUM_THREADS=1 python {command}`.",
+        f"Grid {rows[0]['grid']} (7.5 × 10 mm at 4.25 µm), chunks of {CHUNK:,} molecules; "
+        "generation time excluded, peak RSS of the whole process; CPU = process CPU time "
+        "(less sensitive to other jobs sharing the 2 cores).",
+        "",
+        "| order | molecules | panel share | M molecules/s (wall) | M molecules/s (CPU) "
+        "| bin s | pool s | peak RSS GB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['order']} | {int(r['n']):,} | {r['panel_share']:.0%} | {r['per_s'] / 1e6:.1f} "
+            f"| {r['per_cpu_s'] / 1e6:.1f} "
+            f"| {r['bin_s']:.2f} | {r['pool_s']:.2f} | {r['peak_rss_gb']:.2f} |"
+        )
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from diffst.config import ConfigError
 from diffst.evaluate.api import evaluate, load_prediction
 from diffst.evaluate.config import EvaluateConfig
 from diffst.evaluate.metrics import pool_sum
@@ -135,3 +136,34 @@ def test_fractional_grid_offset_is_an_error(store: Path) -> None:
     geo = dict(GEOMETRY, origin_um=[12.5, 20.0])
     with pytest.raises(GeometryError, match="fraction of a bin"):
         evaluate(_prediction(_truth_grid(), geometry=geo), store, out_dir=None)
+
+
+def _sample_from_grid(grid: np.ndarray):
+    from diffst.io.sample import InMemoryTranscripts, SpatialSample
+
+    g, i, j = np.nonzero(grid)
+    reps = grid[g, i, j]
+    x0, y0 = GEOMETRY["origin_um"]
+    x = np.repeat(x0 + (j + 0.5) * 5.0, reps)
+    y = np.repeat(y0 + (i + 0.5) * 5.0, reps)
+    genes = (*GENES, "Blank-1")
+    source = InMemoryTranscripts(
+        x, y, np.repeat(g, reps).astype(np.int32), genes, np.array([False, False, False, True])
+    )
+    return SpatialSample("synthetic", "merfish", transcripts=source)
+
+
+def test_sample_truth_is_binned_on_the_prediction_grid(tmp_path: Path) -> None:
+    grid = _truth_grid()
+    pred = _prediction(grid)
+    pred.uns["diffst"]["tiles"] = {"patch_bins": P}
+    rep = evaluate(pred, _sample_from_grid(grid), out_dir=None)
+    assert rep.truth.hr.shape == (6, 3, P, P)
+    np.testing.assert_array_equal(rep.truth.hr[5], grid[:, 8:16, 16:24])
+    np.testing.assert_array_equal(rep.truth.lr[0], pool_sum(grid[:, :8, :8], 4))
+    assert rep.scores["diffst"].genes["pcc"].gt(0.8).all()
+    del pred.uns["diffst"]["tiles"]
+    with pytest.raises(ConfigError, match="patch size is not recorded"):
+        evaluate(pred, _sample_from_grid(grid), out_dir=None)
+    rep = evaluate(pred, _sample_from_grid(grid), EvaluateConfig(patch_bins=16), out_dir=None)
+    assert rep.truth.hr.shape == (2, 3, 16, 16)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from diffst.config import ConfigError
 from diffst.evaluate import metrics as met
 from diffst.evaluate.config import EvaluateConfig
 from diffst.evaluate.scoring import MethodPrediction, MethodScores, PatchSet
@@ -71,7 +72,8 @@ def _geometry_from_uns(uns: dict[str, Any], source: str) -> dict[str, Any]:
         "factor": int(geo["factor"]),
         "shape_hr": tuple(int(v) for v in np.asarray(geo["shape_hr"]).ravel()),
     }
-    patch = geo.get("patch", meta.get("patch"))
+    tiles = meta.get("tiles")
+    patch = geo.get("patch", tiles.get("patch_bins") if isinstance(tiles, dict) else None)
     if patch is not None:
         out["patch"] = int(np.asarray(patch).ravel()[0])
     return out
@@ -303,7 +305,12 @@ def load_truth(
 ) -> PatchSet:
     """Truth patches from a sample, a store folder (+ ``split``) or a store split folder."""
     if isinstance(truth, SpatialSample):
-        patch = cfg.patch_bins or int(pred.geometry.get("patch", 64))
+        patch = cfg.patch_bins or int(pred.geometry.get("patch", 0))
+        if patch < 1:
+            raise ConfigError(
+                f"{pred.source}: the model's patch size is not recorded; set the patch side "
+                "(EvaluateConfig.patch_bins / --patch) to cut the truth into patches"
+            )
         return truth_from_sample(truth, pred, patch)
     path = Path(truth)
     if (path / StoreFile.MANIFEST).is_file():

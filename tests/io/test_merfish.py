@@ -52,8 +52,10 @@ def test_image_geometry(sample: SpatialSample) -> None:
 
 
 def test_z_plane_selection(data_dir: Path) -> None:
-    s = read_merfish(data_dir / "giotto_vizgen_mini", z_planes=[0], image=None)
+    s = read_merfish(data_dir / "giotto_vizgen_mini", z_planes=[0], image=None, chunk_rows=10_000)
     assert s.metadata["n_transcripts"] == 36_197
+    sizes = [len(c) for c in s.transcripts.iter_chunks()]  # streamed: 9 file chunks of 10,000 rows
+    assert len(sizes) == 9 and sum(sizes) == 36_197 and max(sizes) <= 10_000
     assert len(s.genes) == 502
     assert s.image is None
     with pytest.raises(InputError, match="global_z"):

@@ -65,8 +65,10 @@ def xenium_dir(small: SpatialSample, tmp_path_factory: pytest.TempPathFactory) -
 
 
 def test_xenium_roundtrip(small: SpatialSample, xenium_dir: Path) -> None:
-    assert pq.ParquetFile(xenium_dir / "transcripts.parquet").num_row_groups > 1
+    n_groups = pq.ParquetFile(xenium_dir / "transcripts.parquet").num_row_groups
+    assert n_groups > 1
     s = read_xenium(xenium_dir)
+    assert len(list(s.transcripts.iter_chunks())) == n_groups  # one chunk per row group
     x0, y0, n0 = _real(small)
     x1, y1, g1 = _molecules(s)
     assert s.metadata["n_transcripts"] == len(x0) == len(x1)

@@ -6,7 +6,9 @@ import gzip
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+import tifffile
 
 from diffst.datasets import merfish_mini
 from diffst.geometry import GeometryError
@@ -110,3 +112,40 @@ def test_missing_image(data_dir: Path, tmp_path: Path) -> None:
     root = _copy_layout(data_dir / "giotto_vizgen_mini", tmp_path / "m")
     with pytest.raises(InputError, match="polyT mosaic image for z-plane 0"):
         read_merfish(root, image="polyt")
+
+
+def test_standard_vizgen_layout_lazy_tiff(tmp_path: Path) -> None:
+    from diffst.io.images import ChannelLast
+    from diffst.synthetic import simulate_tissue
+
+    t = simulate_tissue(width_um=80, height_um=60, n_genes=5, image_kind="fluorescence", seed=5)
+    chunk = next(t.transcripts.iter_chunks())
+    n = len(chunk)
+    frame = pd.DataFrame(
+        {
+            "barcode_id": chunk.gene,
+            "global_x": chunk.x_um,
+            "global_y": chunk.y_um,
+            "global_z": np.arange(n) % 3,
+            "x": 0.0,
+            "y": 0.0,
+            "fov": 0,
+            "gene": np.array(t.genes)[chunk.gene],
+            "transcript_id": [f"t{i}" for i in range(n)],
+        }
+    )
+    frame.to_csv(tmp_path / "detected_transcripts.csv")  # Vizgen writes an unnamed index
+    (tmp_path / "images").mkdir()
+    np.savetxt(
+        tmp_path / "images" / "micron_to_mosaic_pixel_transform.csv", t.image.um_to_px.matrix
+    )
+    pixels = np.asarray(t.image.pixels)
+    for c, name in enumerate(("DAPI", "PolyT")):
+        for z in range(3):
+            tifffile.imwrite(tmp_path / "images" / f"mosaic_{name}_z{z}.tif", pixels[:, :, c])
+    s = read_merfish(tmp_path, z_planes=(1, 2), image="polyt", image_z=2)
+    assert s.metadata["n_transcripts"] == int(np.sum(np.arange(n) % 3 > 0))
+    assert isinstance(s.image.pixels, ChannelLast)  # memory-mapped, not decoded
+    assert np.array_equal(np.asarray(s.image.pixels)[:, :, 0], pixels[:, :, 1])
+    assert s.source_files["image"].name == "mosaic_PolyT_z2.tif"
+    assert int(s.control.sum()) == 2  # NegControlProbe_* of the simulation

@@ -232,9 +232,7 @@ def _alignment_figure(samples: list[SpatialSample], grids: list[SpotGrid], path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(
-        1, len(grids), figsize=(5 * len(grids), 5), squeeze=False, constrained_layout=True
-    )
+    fig, axes = plt.subplots(1, len(grids), figsize=(4 * len(grids), 4), squeeze=False)
     for ax, sample, grid in zip(axes[0], samples, grids, strict=True):
         assert grid.image is not None
         h, w = grid.image.shape_hw
@@ -249,7 +247,7 @@ def _alignment_figure(samples: list[SpatialSample], grids: list[SpotGrid], path:
         ax.scatter(px[~on, 0], px[~on, 1], s=6, c="red", marker="x", label="masked / empty")
         ax.set_title(sample.name)
         ax.legend(loc="lower right", fontsize=7)
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=72)
     plt.close(fig)
 
 

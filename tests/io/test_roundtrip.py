@@ -202,3 +202,13 @@ def test_legacy_st_roundtrip(wide: SpatialSample, tmp_path: Path) -> None:
     assert len(table) - 1 >= sp.n_spots
     with pytest.raises(GeometryError, match=r"pitch_um = 100\.0 µm disagrees"):
         read_legacy_st(*files, pitch_um=100.0, um_per_px=1.5)
+
+
+def test_xenium_pixel_size_disagreement(xenium_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "x"
+    shutil.copytree(xenium_dir, copy)
+    (copy / "experiment.xenium").write_text(json.dumps({"pixel_size": 0.2125}))
+    with pytest.raises(GeometryError, match=r"experiment\.xenium: field pixel_size = 0\.2125"):
+        read_xenium(copy)

@@ -55,6 +55,8 @@ class XeniumFile(StrEnum):
     MORPHOLOGY_FOCUS_0000 = "morphology_focus_0000.ome.tif"
     MORPHOLOGY_MIP = "morphology_mip.ome.tif"
     EXPERIMENT = "experiment.xenium"
+    EXPERIMENT_PIXEL_SIZE = "pixel_size"
+    """Key of ``experiment.xenium`` holding the morphology pixel size (µm)."""
 
 
 class XeniumColumn(StrEnum):
@@ -141,6 +143,10 @@ class CosmxFile(StrEnum):
     FOV_SUFFIX = "_fov_positions_file.csv"
     COMPOSITE_DIR = "CellComposite"
     LABELS_DIR = "CellLabels"
+    COMPOSITE_PREFIX = "CellComposite_F"
+    """Followed by the zero-padded FOV number and ``.jpg``."""
+    LABELS_PREFIX = "CellLabels_F"
+    """Followed by the zero-padded FOV number and ``.tif``."""
 
 
 class CosmxColumn(StrEnum):

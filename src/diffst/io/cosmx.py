@@ -86,7 +86,7 @@ def _fov_frames(root: Path, fovs: Sequence[int]) -> list[FovFrame]:
     for fov in fovs:
         if fov not in table.index:
             raise InputError(f"{fov_path}: field {CosmxColumn.FOV} has no row for FOV {fov}")
-        image = root / CosmxFile.COMPOSITE_DIR / f"CellComposite_F{fov:03d}.jpg"
+        image = root / CosmxFile.COMPOSITE_DIR / f"{CosmxFile.COMPOSITE_PREFIX}{fov:03d}.jpg"
         pixels = read_image(image, what=f"composite image of FOV {fov}")
         shape = (int(pixels.shape[0]), int(pixels.shape[1]))
         x0, y_top = _geotransform(image, shape)
@@ -171,7 +171,8 @@ def _resolve_fovs(root: Path, fovs: Sequence[int] | None) -> list[int]:
     if fovs is not None:
         return [int(f) for f in fovs]
     found = sorted(
-        int(p.stem[-3:]) for p in (root / CosmxFile.COMPOSITE_DIR).glob("CellComposite_F*.jpg")
+        int(p.stem[-3:])
+        for p in (root / CosmxFile.COMPOSITE_DIR).glob(f"{CosmxFile.COMPOSITE_PREFIX}*.jpg")
     )
     if not found:
         raise InputError(f"{root / CosmxFile.COMPOSITE_DIR}: no CellComposite_F###.jpg images")
@@ -255,7 +256,7 @@ def read_cosmx_labels(
     frames = _fov_frames(root, _resolve_fovs(root, fovs))
     arrays = []
     for f in frames:
-        file = root / CosmxFile.LABELS_DIR / f"CellLabels_F{f.fov:03d}.tif"
+        file = root / CosmxFile.LABELS_DIR / f"{CosmxFile.LABELS_PREFIX}{f.fov:03d}.tif"
         labels = np.asarray(read_image(file, what=f"cell labels of FOV {f.fov}"))[:, :, 0]
         if labels.shape != f.shape_hw:
             raise InputError(

@@ -375,7 +375,7 @@ def write_xenium_outs(
         out / XeniumFile.MORPHOLOGY_FOCUS,
         lambda tmp: tifffile.imwrite(tmp, morph, ome=True, photometric="minisblack", metadata=meta),
     )
-    experiment = {"run_name": "synthetic", "pixel_size": s, "synthetic": True}
+    experiment = {"run_name": "synthetic", XeniumFile.EXPERIMENT_PIXEL_SIZE: s, "synthetic": True}
     _atomic(out / XeniumFile.EXPERIMENT, lambda tmp: tmp.write_text(json.dumps(experiment)))
     if he:
         he_img, m = _registered_he(sample, he_um_per_px or 1.5 * s, 3.0)

@@ -141,7 +141,7 @@ def _morphology_pixel_size(root: Path, morphology: Path | None) -> float:
     experiment = root / XeniumFile.EXPERIMENT
     stated = None
     if experiment.is_file():
-        stated = json.loads(experiment.read_text()).get("pixel_size")
+        stated = json.loads(experiment.read_text()).get(XeniumFile.EXPERIMENT_PIXEL_SIZE)
     if morphology is None:
         if stated is None:
             raise InputError(
@@ -153,7 +153,11 @@ def _morphology_pixel_size(root: Path, morphology: Path | None) -> float:
     check_pixel_size(sy, sx, file=morphology, field="PhysicalSizeY", source="PhysicalSizeX")
     if stated is not None:
         check_pixel_size(
-            float(stated), sx, file=experiment, field="pixel_size", source=str(morphology)
+            float(stated),
+            sx,
+            file=experiment,
+            field=XeniumFile.EXPERIMENT_PIXEL_SIZE,
+            source=str(morphology),
         )
     return sx
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from diffst.config import ConfigError
-from diffst.evaluate.benchmark import BenchmarkConfig, _single_training_sample
+from diffst.evaluate.benchmark import BenchmarkConfig, _training_samples
 from diffst.evaluate.config import EvaluateConfig
 from diffst.evaluate.scoring import PatchSet, score_method
 from diffst.evaluate.tesla import INSTALL_HINT, tesla_available, tesla_prediction
@@ -32,8 +32,12 @@ def test_config_errors() -> None:
         BenchmarkConfig(n_samples=1)
     with pytest.raises(ConfigError, match="unknown"):
         BenchmarkConfig(ablations=("use_magic",))  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="one training section"):
-        _single_training_sample([object(), object()])
+    from diffst.prepare.config import PrepareConfig
+
+    with pytest.raises(ConfigError, match=r"prepare\.hr=spots and a held-out"):
+        _training_samples([object(), object()], None, PrepareConfig())
+    with pytest.raises(ConfigError, match="no training section"):
+        _training_samples([], None, PrepareConfig())
 
 
 @pytest.mark.skipif(tesla_available() is None, reason="TESLA is installed here")

@@ -255,13 +255,30 @@ def _eval_dataset(eval_store: Path, train_store: Path) -> Any:
 
 
 def _prepare_stores(
-    sample: Any, held_out: Any, out: Path, prepare_cfg: Any, stages: _Stages
+    samples: list[Any], held_out: Any, out: Path, prepare_cfg: Any, stages: _Stages
 ) -> tuple[Path, Path]:
+    """The training store and the store holding the evaluated ``test`` split."""
     from diffst.config import atomic_write_text
     from diffst.data import StoreInfo
     from diffst.prepare.api import prepare
 
     store = out / "store"
+    if prepare_cfg.hr == "spots" and held_out is not None:
+        from diffst.prepare.spots_api import prepare_multi
+
+        names = ", ".join(x.name for x in samples)
+        stages.run(
+            "prepare",
+            f"prepare {names} (train/val) + {held_out.name} (test) → {store}",
+            prepare_multi,
+            samples,
+            held_out,
+            store,
+            prepare_cfg,
+            overwrite=True,
+        )
+        return store, store
+    sample = samples[0]
     stages.run(
         "prepare",
         f"prepare {sample.name} → {store}",
@@ -407,18 +424,21 @@ def run_benchmark(
     Parameters
     ----------
     samples
-        One training section (:class:`~diffst.io.sample.SpatialSample`) or a sequence holding one.
-        Without ``held_out`` its ``test`` split (spatial blocks never trained on) is evaluated.
+        The training section (:class:`~diffst.io.sample.SpatialSample`) or a sequence of them.
+        Several sections need spot-array stores (``prepare_cfg.hr == "spots"``) and
+        ``held_out``: one store is built across them. Without ``held_out`` the ``test`` split
+        (spatial blocks never trained on) of the single training section is evaluated.
     out_dir
         Output folder: ``store/``, ``runs/<method>/``, ``prediction.h5ad``, ``report.md``,
         ``metrics.csv``, ``per_gene.csv``, ``figures/``.
     prepare_cfg
         :class:`diffst.prepare.config.PrepareConfig` of the store(s).
     cfg
-        Methods, training preset, sampling.
+        Methods, training preset, sampling. Whole-section prediction and TESLA are skipped for
+        spot-array stores (their HR map is the spot array itself).
     held_out
-        A second section evaluated as a whole (cross-section generalisation): prepared with the
-        training section's gene panel and normalised with its statistics.
+        A section evaluated as a whole (cross-section generalisation); the gene panel and the
+        normalisation statistics come from the training section(s) only.
     title, context
         Report title and extra context lines.
     console
@@ -432,7 +452,10 @@ def run_benchmark(
     from diffst.train.config import resolve_run_config
 
     cfg = cfg or BenchmarkConfig()
-    sample = _single_training_sample(samples)
+    train_samples = _training_samples(samples, held_out, prepare_cfg)
+    spots = prepare_cfg.hr == "spots"
+    if spots and (cfg.predict_section or cfg.tesla):
+        cfg = dataclasses.replace(cfg, predict_section=False, tesla=False)
     console = console or Console()
     out = Path(out_dir)
     run_config = resolve_run_config(cfg.preset, None, list(cfg.overrides))
@@ -440,7 +463,7 @@ def run_benchmark(
     n_stages = 2 + (held_out is not None) + 2 * len(methods) + 2 * cfg.regression
     stages = _Stages(n_stages + cfg.predict_section, console)
     start = time.perf_counter()
-    store, eval_store = _prepare_stores(sample, held_out, out, prepare_cfg, stages)
+    store, eval_store = _prepare_stores(train_samples, held_out, out, prepare_cfg, stages)
     data = _eval_dataset(eval_store, store)
     truth, geo = load_store_split(eval_store, "test")
     preds: list[MethodPrediction] = []
@@ -452,7 +475,7 @@ def run_benchmark(
         preds.append(_regression(run_config, store, eval_store, out, cfg, stages))
     if cfg.predict_section:
         section_pred, truth = _section_prediction(
-            checkpoints["diffst"], held_out or sample, truth, geo, out, cfg, stages
+            checkpoints["diffst"], held_out or train_samples[0], truth, geo, out, cfg, stages
         )
         preds.insert(1, section_pred)
     preds += baseline_predictions(truth, cfg.evaluate)
@@ -460,14 +483,15 @@ def run_benchmark(
         from diffst.evaluate.tesla import tesla_prediction
         from diffst.prepare.binning import GridGeometry
 
-        preds.append(tesla_prediction(held_out or sample, truth, GridGeometry.from_dict(geo)))
+        evaluated = held_out or train_samples[0]
+        preds.append(tesla_prediction(evaluated, truth, GridGeometry.from_dict(geo)))
     scores = stages.run(
         "evaluate",
         "score every method on the held-out patches",
         lambda: [score_method(p, truth, cfg.evaluate) for p in preds],
     )
     stages.timings["total"] = time.perf_counter() - start
-    lines = [*context, *_context_lines(sample, held_out, run_config, cfg, data, stages.timings)]
+    lines = [*context, *_context_lines(train_samples, held_out, run_config, cfg, stages.timings)]
     notes = analysis_notes(scores, truth, run_config, len(data), _n_train(store))
     files = write_report(
         scores, preds, truth, out, cfg.evaluate, title=title, context=lines, notes=notes
@@ -476,19 +500,20 @@ def run_benchmark(
     return BenchmarkResult(out, files["report"], {s.name: s for s in scores}, stages.timings)
 
 
-def _single_training_sample(samples: Any) -> Any:
+def _training_samples(samples: Any, held_out: Any, prepare_cfg: Any) -> list[Any]:
+    """The training sections as a list; several need spot-array stores and a held-out one."""
     from diffst.io.sample import SpatialSample
 
-    if isinstance(samples, SpatialSample):
-        return samples
-    items = list(samples)
-    if len(items) != 1:
+    items = [samples] if isinstance(samples, SpatialSample) else list(samples)
+    if not items:
+        raise ConfigError("benchmark: no training section given")
+    if len(items) > 1 and (held_out is None or prepare_cfg.hr != "spots"):
         raise ConfigError(
-            f"benchmark: {len(items)} training sections given; `diffst prepare` builds one store "
-            "per section and training reads one store, so pass one training section and the "
-            "evaluated section as `held_out`"
+            f"benchmark: {len(items)} training sections need prepare.hr=spots and a held-out "
+            "section (one store across sections is built for spot arrays); with binned "
+            "transcripts pass one training section and the evaluated section as `held_out`"
         )
-    return items[0]
+    return items
 
 
 def _n_train(store: Path) -> int:
@@ -498,14 +523,15 @@ def _n_train(store: Path) -> int:
 
 
 def _context_lines(
-    sample: Any, held_out: Any, run_config: Any, cfg: BenchmarkConfig, data: Any,
+    samples: list[Any], held_out: Any, run_config: Any, cfg: BenchmarkConfig,
     timings: dict[str, float],
 ) -> list[str]:  # fmt: skip
     tc, dc = run_config.train, run_config.diffusion
+    names = ", ".join(f"`{x.name}`" for x in samples)
     where = (
-        f"held-out section `{held_out.name}` (trained on `{sample.name}`)"
+        f"held-out section `{held_out.name}` (trained on {names})"
         if held_out
-        else f"the `test` split of `{sample.name}` (spatial blocks never used in training)"
+        else f"the `test` split of {names} (spatial blocks never used in training)"
     )
     time_text = ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
     return [

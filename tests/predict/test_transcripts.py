@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from diffst.io.sample import SpatialSample
-from diffst.predict.api import build_section_inputs, predict
+from diffst.predict.api import predict
 from diffst.predict.config import PredictConfig
+from diffst.predict.spots import build_section_inputs
 from diffst.prepare import api as prep
 from diffst.prepare.binning import pool_grid, scan_transcripts
 from diffst.prepare.config import PrepareConfig

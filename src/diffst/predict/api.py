@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,74 +29,16 @@ import numpy as np
 from diffst.config import ConfigError, to_dict
 from diffst.io.sample import InputError, SpatialSample
 from diffst.predict.config import PredictConfig
-from diffst.predict.uncertainty import Stat
+from diffst.predict.spots import build_section_inputs, spot_report
 
 if TYPE_CHECKING:
     import anndata
 
     from diffst.predict.tiled import TileContext
-    from diffst.prepare.binning import GridGeometry
 
-__all__ = ["SectionInputs", "build_section_inputs", "check_output_path", "predict", "resolve_genes"]
+__all__ = ["check_output_path", "predict", "resolve_genes"]
 
 log = logging.getLogger("diffst.predict")
-
-
-@dataclass
-class SectionInputs:
-    """The section the tiles are cut from: grid, tissue, measured (pseudo-)spots, LR source."""
-
-    geometry: GridGeometry  # section HR grid (hr_um and factor of the checkpoint)
-    tissue: np.ndarray  # [H, W] bool, bins predicted and written
-    lr_layout: str  # "grid" (pooled HR), "visium" (pseudo-spots) or "spots" (measured spots)
-    spot_centres_um: np.ndarray  # [n, 2] spots (LR cells for "grid"), µm
-    spot_counts: np.ndarray  # [n, G] their counts
-    spot_diameter_um: float  # spot diameter, or LR cell side for "grid", µm
-    spot_shape: str  # "circle" | "square"
-    spot_pitch_um: float  # lattice pitch, µm (LR rasterisation reach)
-    hr: np.ndarray | None = None  # [G, H, W] HR counts ("grid" only: the LR is pooled from it)
-
-    def lr_window(self, row: int, col: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-        """Raw LR counts ``[G, p, p]`` float32 and mask ``[p, p]`` of the HR window at
-        ``(row, col)`` with side ``size`` bins, made as in training (``p = ceil(size/factor)``):
-        grid pooling of the window, or the spots rasterised onto the window's LR cells."""
-        from diffst.prepare.binning import pool_grid, rasterise_spots
-
-        f = self.geometry.factor
-        if self.lr_layout != "grid":
-            sub = self.geometry.sub_grid(row, col, size)
-            return rasterise_spots(
-                self.spot_counts,
-                self.spot_centres_um,
-                self.spot_diameter_um,
-                sub,
-                self.spot_pitch_um,
-            )
-        assert self.hr is not None
-        p = -(-size // f)
-        lr = np.zeros((self.hr.shape[0], p, p), dtype=np.float32)
-        mask = np.zeros((p, p), dtype=bool)
-        pooled = pool_grid(self.hr[:, row : row + size, col : col + size], f)
-        pooled_mask = pool_grid(self.tissue[row : row + size, col : col + size], f) > 0
-        lr[:, : pooled.shape[1], : pooled.shape[2]] = pooled
-        mask[: pooled.shape[1], : pooled.shape[2]] = pooled_mask
-        return lr, mask
-
-    def lr_section(self) -> tuple[np.ndarray, np.ndarray]:
-        """Whole-section LR raster ``[G, h, w]`` and mask ``[h, w]`` (for figures)."""
-        from diffst.prepare.binning import pool_grid, rasterise_spots
-
-        if self.lr_layout == "grid":
-            assert self.hr is not None
-            f = self.geometry.factor
-            return pool_grid(self.hr, f).astype(np.float32), pool_grid(self.tissue, f) > 0
-        return rasterise_spots(
-            self.spot_counts,
-            self.spot_centres_um,
-            self.spot_diameter_um,
-            self.geometry,
-            self.spot_pitch_um,
-        )
 
 
 def check_output_path(out_path: str | os.PathLike[str]) -> Path:
@@ -154,142 +95,6 @@ def resolve_genes(
     return tuple(resolved)
 
 
-def _lr_layout(meta: dict[str, Any]) -> tuple[str, float, float]:
-    """``(lr_mode, spot diameter µm, spot pitch µm)`` recorded in the store manifest's geometry."""
-    geo = meta["geometry"]
-    missing = [k for k in ("lr_mode", "spot_diameter_um", "spot_pitch_um") if k not in geo]
-    if missing:
-        raise InputError(f"checkpoint store_meta: field geometry lacks {missing}")
-    return str(geo["lr_mode"]), float(geo["spot_diameter_um"]), float(geo["spot_pitch_um"])
-
-
-def _spot_tissue(
-    centres_um: np.ndarray, pitch_um: float, lattice: str | None, geometry: GridGeometry
-) -> np.ndarray:
-    """``[H, W]`` bins inside the union of the spots' lattice (Voronoi) cells."""
-    from scipy.spatial import cKDTree
-
-    reach = pitch_um / np.sqrt(3.0) if lattice != "square" else pitch_um / np.sqrt(2.0)
-    xs, ys = geometry.bin_centres_um()
-    gx, gy = np.meshgrid(xs, ys)
-    dist, _ = cKDTree(centres_um).query(np.column_stack([gx.ravel(), gy.ravel()]), k=1)
-    return (dist <= reach).reshape(geometry.shape_hr)
-
-
-def _inputs_from_spots(
-    sample: SpatialSample, genes: tuple[str, ...], hr_um: float, factor: int
-) -> SectionInputs:
-    """Real spot data (e.g. Visium): the measured spots give the LR map of every tile."""
-    from diffst.prepare.binning import GridGeometry
-    from diffst.prepare.tiling import tissue_mask_bins
-
-    table = sample.spots
-    assert table is not None
-    table.require_raw_counts()
-    column = {g: k for k, g in enumerate(table.genes)}
-    counts = np.asarray(table.counts[:, [column[g] for g in genes]].todense(), dtype=np.float64)
-    centres = np.asarray(table.centers_um, dtype=np.float64)
-    if len(centres) == 0:
-        raise InputError(f"{table.path or sample.name}: field spots is empty (no tissue)")
-    pitch = float(table.pitch_um or table.diameter_um)
-    margin = max(pitch, table.diameter_um) / 2
-    lo, hi = centres.min(axis=0) - margin, centres.max(axis=0) + margin
-    geometry = GridGeometry.covering((lo[0], lo[1], hi[0], hi[1]), hr_um, factor)
-    tissue = _spot_tissue(centres, pitch, table.lattice, geometry)
-    if sample.tissue_mask is not None:
-        tissue &= tissue_mask_bins(sample, geometry)
-    return SectionInputs(
-        geometry, tissue, "spots", centres, counts, float(table.diameter_um), table.shape, pitch
-    )
-
-
-def _inputs_from_transcripts(
-    sample: SpatialSample, genes: tuple[str, ...], meta: dict[str, Any]
-) -> SectionInputs:
-    """HR platforms: the section rasters of ``diffst prepare`` (same grid, tissue, pseudo-spots)."""
-    from diffst.prepare import api as prep
-    from diffst.prepare.binning import pool_grid, scan_transcripts
-    from diffst.prepare.config import PrepareConfig
-
-    assert sample.transcripts is not None
-    geo = meta["geometry"]
-    layout, diameter, pitch = _lr_layout(meta)
-    patch = int(meta["hr_size"])
-    pcfg = PrepareConfig(
-        hr_um=float(geo["hr_um"]),
-        factor=int(geo["factor"]),
-        lr=layout,  # type: ignore[arg-type]
-        spot_diameter_um=diameter,
-        spot_pitch_um=pitch,
-        patch=patch,
-        stride=patch,
-    )
-    scan = scan_transcripts(sample.transcripts)
-    geometry = prep.section_geometry(sample, pcfg, scan)
-    section = prep.build_section_inputs(sample, genes, geometry, pcfg, scan)
-    if layout == "visium":
-        assert section.spot_centres_um is not None and section.spot_counts is not None
-        return SectionInputs(
-            geometry,
-            section.tissue,
-            "visium",
-            section.spot_centres_um,
-            section.spot_counts.astype(np.float64),
-            diameter,
-            "circle",
-            pitch,
-            section.hr,
-        )
-    f = geometry.factor
-    lr_mask = pool_grid(section.tissue, f) > 0
-    a, b = np.nonzero(lr_mask)
-    x0, y0 = geometry.origin_um
-    centres = np.column_stack([x0 + (b + 0.5) * geometry.lr_um, y0 + (a + 0.5) * geometry.lr_um])
-    counts = pool_grid(section.hr, f)[:, a, b].T.astype(np.float64)
-    return SectionInputs(
-        geometry,
-        section.tissue,
-        "grid",
-        centres,
-        counts,
-        geometry.lr_um,
-        "square",
-        geometry.lr_um,
-        section.hr,
-    )
-
-
-def build_section_inputs(
-    sample: SpatialSample, genes: tuple[str, ...], meta: dict[str, Any]
-) -> SectionInputs:
-    """Section grid, tissue bins, LR map and measured spots for a sample (no network work).
-
-    Parameters
-    ----------
-    sample
-        Section from any reader: transcripts (HR platforms) or spots (Visium and the like).
-    genes
-        Section gene names in checkpoint order (:func:`resolve_genes`).
-    meta
-        Checkpoint ``store_meta`` (geometry, normalisation, LR layout).
-    """
-    if sample.transcripts is not None:
-        inputs = _inputs_from_transcripts(sample, genes, meta)
-    else:
-        geo = meta["geometry"]
-        inputs = _inputs_from_spots(sample, genes, float(geo["hr_um"]), int(geo["factor"]))
-        layout, _, _ = _lr_layout(meta)
-        if layout != "visium":
-            log.warning(
-                "the checkpoint was trained with %s LR pooling; real spots are rasterised to its "
-                "LR grid, train with `--lr visium` for spot data",
-                layout,
-            )
-    if not inputs.tissue.any():
-        raise InputError(f"sample {sample.name!r}: no tissue bin found; nothing to predict")
-    return inputs
-
-
 def _view_config(meta: dict[str, Any]) -> Any:
     import dataclasses
 
@@ -300,70 +105,31 @@ def _view_config(meta: dict[str, Any]) -> Any:
     return from_dict(ViewConfig, {k: v for k, v in meta.get("views", {}).items() if k in known})
 
 
-def _spot_report(
-    stats: np.ndarray, tissue: np.ndarray, inputs: SectionInputs, genes: list[str], project: bool
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """Consistency with the measured spots (and the projection when asked for)."""
-    from diffst.predict.spots import (
-        aggregate_to_spots,
-        assign_bins_to_spots,
-        project_to_spots,
-        spot_consistency,
-        spot_membership,
-    )
-
-    geo = inputs.geometry
-    spot_of_bin = assign_bins_to_spots(
-        inputs.spot_centres_um,
-        inputs.spot_diameter_um,
-        inputs.spot_shape,  # type: ignore[arg-type]
-        geo.origin_um,
-        geo.hr_um,
-        geo.shape_hr,
-        bin_mask=tissue,
-    )
-    n = len(inputs.spot_centres_um)
-    member = spot_membership(spot_of_bin, n)
-    bins_per_spot = np.bincount(spot_of_bin[spot_of_bin >= 0], minlength=n)
-    agg = aggregate_to_spots(stats[Stat.MEAN], member)
-    report = spot_consistency(agg, inputs.spot_counts, genes, bins_per_spot)
-    report["projected"] = project
-    if project:
-        stats = project_to_spots(stats, spot_of_bin, inputs.spot_counts)
-    return stats, report
-
-
 def _write_figures(
-    out_dir: Path,
-    cfg: PredictConfig,
-    stats: np.ndarray,
-    ctx: TileContext,
-    genes: list[str],
-    tissue: np.ndarray,
+    out_dir: Path, cfg: PredictConfig, adata: anndata.AnnData, ctx: TileContext
 ) -> list[str]:
+    """Per-gene PNGs of ``cfg.figure_genes`` (default: the most expressed genes)."""
     from diffst.predict.figures import image_on_grid, write_gene_figures
 
+    genes = list(adata.var_names)
     selected = list(cfg.figure_genes)
     if not selected and cfg.n_figure_genes > 0:
-        totals = np.nansum(stats[Stat.MEAN][:, tissue], axis=1)
+        totals = np.asarray(adata.X.sum(axis=0)).ravel()
         selected = [genes[k] for k in np.argsort(-totals)[: cfg.n_figure_genes]]
     if not selected:
         return []
-    shown = np.where(tissue, 1.0, np.nan)
+    index = [genes.index(g) for g in selected]
+    rows, cols = adata.obs["bin_row"].to_numpy(), adata.obs["bin_col"].to_numpy()
+    grids = np.full((2, len(index), *ctx.inputs.geometry.shape_hr), np.nan, dtype=np.float32)
+    grids[0][:, rows, cols] = np.asarray(adata.X[:, index]).T
+    grids[1][:, rows, cols] = np.asarray(adata.layers["std"][:, index]).T
     rgb = image_on_grid(ctx.image, ctx.inputs.geometry) if ctx.image is not None else None
     lr_raw, lr_mask = ctx.inputs.lr_section()
-    lr = np.where(lr_mask, lr_raw, np.nan)
+    lr = np.where(lr_mask, lr_raw[index], np.nan)
     paths = write_gene_figures(
-        out_dir,
-        genes,
-        selected,
-        stats[Stat.MEAN] * shown,
-        stats[Stat.STD] * shown,
-        lr,
-        rgb,
-        ctx.inputs.geometry,
+        out_dir, selected, selected, grids[0], grids[1], lr, rgb, ctx.inputs.geometry,
         ctx.inputs.geometry.factor,
-    )
+    )  # fmt: skip
     return [str(p) for p in paths]
 
 
@@ -464,6 +230,7 @@ def _metadata(
         "lr_layout": ctx.inputs.lr_layout,
         "tiles": {"n": n_tiles, "patch_bins": ctx.patch, "stride_bins": stride},
         "sample": {"name": sample.name, "platform": str(sample.platform)},
+        "genes": [str(g) for g in bundle.store_meta["genes"]],
         "section_genes": list(section_genes),
         "units": "counts per HR bin",
         "quantiles": "per-tile quantiles over the K samples, blended across overlapping tiles",
@@ -502,21 +269,38 @@ def predict(
         The prediction (``None`` on ranks other than 0 under ``torchrun``).
         ``uns['diffst']['spot_consistency']`` holds the agreement with the measured spots.
     """
-    from diffst.data.transforms import NormStats
-    from diffst.predict.tiled import TileContext, run_tiles
-    from diffst.predict.to_anndata import (
-        build_anndata,
-        write_h5ad_atomic,
-        write_spatialdata_atomic,
-    )
-    from diffst.prepare.views import channel_indices, intensity_range
-    from diffst.train.checkpoint import load_for_inference
+    from diffst.predict.tiled import run_tiles
     from diffst.train.distributed import init_distributed
 
     cfg = cfg or PredictConfig()
     out = check_output_path(out_path)
     env = init_distributed(cfg.device)
-    bundle = load_for_inference(checkpoint, env.device)
+    bundle, ctx, section_genes = _set_up(checkpoint, sample, cfg, env.device)
+    acc, n_tiles, stride = run_tiles(bundle, ctx, cfg, ctx.norm, env)
+    if not env.is_main:
+        return None
+    metadata = _metadata(cfg, bundle, sample, ctx, n_tiles, stride, section_genes)
+    adata = _write_outputs(acc, ctx, sample, cfg, metadata, out, library_id)
+    if figures_dir is not None:
+        paths = _write_figures(Path(figures_dir), cfg, adata, ctx)
+        log.info("wrote %d figure(s) to %s", len(paths), figures_dir)
+    log.info("wrote %s: %d bins × %d genes", out, adata.n_obs, adata.n_vars)
+    return adata
+
+
+def _set_up(
+    checkpoint: str | os.PathLike[str], sample: SpatialSample, cfg: PredictConfig, device: Any
+) -> tuple[Any, TileContext, tuple[str, ...]]:
+    """Load the checkpoint, check the section against it and build the tiling context.
+
+    Every input error is raised here, before any network evaluation.
+    """
+    from diffst.data.transforms import NormStats
+    from diffst.predict.tiled import TileContext
+    from diffst.prepare.views import channel_indices, intensity_range
+    from diffst.train.checkpoint import load_for_inference
+
+    bundle = load_for_inference(checkpoint, device)
     meta = bundle.store_meta
     _check_options(cfg, list(meta["genes"]))
     norm = NormStats.from_dict(meta["normalisation"])
@@ -526,49 +310,42 @@ def predict(
             "which a new section does not have; train with log1p_gene to predict sections"
         )
     section_genes = resolve_genes(meta["genes"], sample, cfg.allow_gene_subset)
-    views = _view_config(meta)
-    image, views = _check_image(sample, bundle, views)
+    image, views = _check_image(sample, bundle, _view_config(meta))
     inputs = build_section_inputs(sample, section_genes, meta)
     ranges = None
     if image is not None:
-        ranges = intensity_range(
-            image, channel_indices(image, tuple(views.channels)), views.intensity_percentiles
-        )
+        chan = channel_indices(image, tuple(views.channels))
+        ranges = intensity_range(image, chan, views.intensity_percentiles)
     ctx = TileContext(
-        inputs,
-        norm,
-        len(section_genes),
-        image,
-        views,
-        ranges,
-        int(meta["hr_size"]),
+        inputs, norm, len(section_genes), image, views, ranges, int(meta["hr_size"]),
         int(meta["lr_size"]),
+    )  # fmt: skip
+    return bundle, ctx, section_genes
+
+
+def _write_outputs(
+    acc: Any, ctx: TileContext, sample: SpatialSample, cfg: PredictConfig,
+    metadata: dict[str, Any], out: Path, library_id: str | None,
+) -> anndata.AnnData:  # fmt: skip
+    """Blend, compare with the spots (project when asked), write the h5ad (and zarr)."""
+    from diffst.predict.to_anndata import (
+        build_anndata,
+        write_h5ad_atomic,
+        write_spatialdata_atomic,
     )
-    acc, n_tiles, stride = run_tiles(bundle, ctx, cfg, norm, env)
-    if not env.is_main:
-        return None
-    genes = [str(x) for x in meta["genes"]]
-    tissue = inputs.tissue & acc.covered()
-    stats, report = _spot_report(acc.result(), tissue, inputs, genes, cfg.project_to_spots)
-    metadata = _metadata(cfg, bundle, sample, ctx, n_tiles, stride, section_genes)
+
+    genes = [str(x) for x in metadata["genes"]]
+    tissue = ctx.inputs.tissue & acc.covered()
+    stats, report = spot_report(
+        acc.result(in_place=True), tissue, ctx.inputs, genes, cfg.project_to_spots
+    )
     metadata["spot_consistency"] = report
     adata = build_anndata(
-        stats,
-        tissue,
-        inputs.geometry,
-        genes,
-        image=image,
-        library_id=library_id or sample.name,
-        metadata=metadata,
-        hires_max_px=cfg.hires_max_px,
-        fullres_um_per_px=_fullres_um_per_px(sample),
-    )
+        stats, tissue, ctx.inputs.geometry, genes, image=ctx.image,
+        library_id=library_id or sample.name, metadata=metadata,
+        hires_max_px=cfg.hires_max_px, fullres_um_per_px=_fullres_um_per_px(sample),
+    )  # fmt: skip
     write_h5ad_atomic(adata, out)
     if cfg.write_spatialdata:
         write_spatialdata_atomic(adata, out)
-    if figures_dir is not None:
-        adata.uns["diffst"]["figures"] = _write_figures(
-            Path(figures_dir), cfg, stats, ctx, genes, tissue
-        )
-    log.info("wrote %s: %d bins × %d genes", out, adata.n_obs, adata.n_vars)
     return adata

@@ -1,4 +1,10 @@
-"""Predicted HR bins ↔ measured spots: re-aggregation, consistency and total-preserving projection.
+"""Measured spots: the section's LR input built from them, and predicted HR bins ↔ spots
+(re-aggregation, consistency and total-preserving projection).
+
+:func:`build_section_inputs` turns a sample into the section grid, tissue bins and the
+(pseudo-)spots whose rasterisation is each tile's LR input, made as in training: transcript
+samples reuse ``diffst prepare``'s section rasters (grid pooling or the Visium lattice); spot
+samples (real Visium) rasterise the measured spots onto the checkpoint's LR grid.
 
 A bin belongs to a spot when the bin's centre lies inside the spot (circle of the spot diameter,
 or square of that side). A bin inside several spots is given to the nearest spot centre, so every
@@ -7,19 +13,30 @@ bin belongs to at most one spot and the projection below conserves each spot's t
 
 from __future__ import annotations
 
-from typing import Literal
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
 
+from diffst.io.sample import InputError, SpatialSample
 from diffst.predict.uncertainty import Stat
 
+if TYPE_CHECKING:
+    from diffst.prepare.binning import GridGeometry
+
+_log = logging.getLogger("diffst.predict")
+
 __all__ = [
+    "SectionInputs",
     "aggregate_to_spots",
     "assign_bins_to_spots",
+    "build_section_inputs",
     "project_to_spots",
     "spot_consistency",
     "spot_membership",
+    "spot_report",
 ]
 
 
@@ -203,3 +220,223 @@ def project_to_spots(
         view[Stat.STD, g, bins] = view[Stat.STD, g, bins].astype(np.float64) * scale
         view[Stat.MEAN, g, bins] = new_mean
     return out
+
+
+@dataclass
+class SectionInputs:
+    """The section the tiles are cut from: grid, tissue, measured (pseudo-)spots, LR source."""
+
+    geometry: GridGeometry  # section HR grid (hr_um and factor of the checkpoint)
+    tissue: np.ndarray  # [H, W] bool, bins predicted and written
+    lr_layout: str  # "grid" (pooled HR), "visium" (pseudo-spots) or "spots" (measured spots)
+    spot_centres_um: np.ndarray  # [n, 2] spots (LR cells for "grid"), µm
+    spot_counts: np.ndarray  # [n, G] their counts
+    spot_diameter_um: float  # spot diameter, or LR cell side for "grid", µm
+    spot_shape: str  # "circle" | "square"
+    spot_pitch_um: float  # lattice pitch, µm (LR rasterisation reach)
+    hr: np.ndarray | None = None  # [G, H, W] HR counts ("grid" only: the LR is pooled from it)
+
+    def lr_window(self, row: int, col: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Raw LR counts ``[G, p, p]`` float32 and mask ``[p, p]`` of the HR window at
+        ``(row, col)`` with side ``size`` bins, made as in training (``p = ceil(size/factor)``):
+        grid pooling of the window, or the spots rasterised onto the window's LR cells."""
+        from diffst.prepare.binning import pool_grid, rasterise_spots
+
+        f = self.geometry.factor
+        if self.lr_layout != "grid":
+            sub = self.geometry.sub_grid(row, col, size)
+            return rasterise_spots(
+                self.spot_counts,
+                self.spot_centres_um,
+                self.spot_diameter_um,
+                sub,
+                self.spot_pitch_um,
+            )
+        assert self.hr is not None
+        p = -(-size // f)
+        lr = np.zeros((self.hr.shape[0], p, p), dtype=np.float32)
+        mask = np.zeros((p, p), dtype=bool)
+        pooled = pool_grid(self.hr[:, row : row + size, col : col + size], f)
+        pooled_mask = pool_grid(self.tissue[row : row + size, col : col + size], f) > 0
+        lr[:, : pooled.shape[1], : pooled.shape[2]] = pooled
+        mask[: pooled.shape[1], : pooled.shape[2]] = pooled_mask
+        return lr, mask
+
+    def lr_section(self) -> tuple[np.ndarray, np.ndarray]:
+        """Whole-section LR raster ``[G, h, w]`` and mask ``[h, w]`` (for figures)."""
+        from diffst.prepare.binning import pool_grid, rasterise_spots
+
+        if self.lr_layout == "grid":
+            assert self.hr is not None
+            f = self.geometry.factor
+            return pool_grid(self.hr, f).astype(np.float32), pool_grid(self.tissue, f) > 0
+        return rasterise_spots(
+            self.spot_counts,
+            self.spot_centres_um,
+            self.spot_diameter_um,
+            self.geometry,
+            self.spot_pitch_um,
+        )
+
+
+def _lr_layout(meta: dict[str, Any]) -> tuple[str, float, float]:
+    """``(lr_mode, spot diameter µm, spot pitch µm)`` recorded in the store manifest's geometry."""
+    geo = meta["geometry"]
+    missing = [k for k in ("lr_mode", "spot_diameter_um", "spot_pitch_um") if k not in geo]
+    if missing:
+        raise InputError(f"checkpoint store_meta: field geometry lacks {missing}")
+    return str(geo["lr_mode"]), float(geo["spot_diameter_um"]), float(geo["spot_pitch_um"])
+
+
+def _spot_tissue(
+    centres_um: np.ndarray, pitch_um: float, lattice: str | None, geometry: GridGeometry
+) -> np.ndarray:
+    """``[H, W]`` bins inside the union of the spots' lattice (Voronoi) cells."""
+    from scipy.spatial import cKDTree
+
+    reach = pitch_um / np.sqrt(3.0) if lattice != "square" else pitch_um / np.sqrt(2.0)
+    xs, ys = geometry.bin_centres_um()
+    gx, gy = np.meshgrid(xs, ys)
+    dist, _ = cKDTree(centres_um).query(np.column_stack([gx.ravel(), gy.ravel()]), k=1)
+    return (dist <= reach).reshape(geometry.shape_hr)
+
+
+def _inputs_from_spots(
+    sample: SpatialSample, genes: tuple[str, ...], hr_um: float, factor: int
+) -> SectionInputs:
+    """Real spot data (e.g. Visium): the measured spots give the LR map of every tile."""
+    from diffst.prepare.binning import GridGeometry
+    from diffst.prepare.tiling import tissue_mask_bins
+
+    table = sample.spots
+    assert table is not None
+    table.require_raw_counts()
+    column = {g: k for k, g in enumerate(table.genes)}
+    counts = np.asarray(table.counts[:, [column[g] for g in genes]].todense(), dtype=np.float64)
+    centres = np.asarray(table.centers_um, dtype=np.float64)
+    if len(centres) == 0:
+        raise InputError(f"{table.path or sample.name}: field spots is empty (no tissue)")
+    pitch = float(table.pitch_um or table.diameter_um)
+    margin = max(pitch, table.diameter_um) / 2
+    lo, hi = centres.min(axis=0) - margin, centres.max(axis=0) + margin
+    geometry = GridGeometry.covering((lo[0], lo[1], hi[0], hi[1]), hr_um, factor)
+    tissue = _spot_tissue(centres, pitch, table.lattice, geometry)
+    if sample.tissue_mask is not None:
+        tissue &= tissue_mask_bins(sample, geometry)
+    return SectionInputs(
+        geometry, tissue, "spots", centres, counts, float(table.diameter_um), table.shape, pitch
+    )
+
+
+def _inputs_from_transcripts(
+    sample: SpatialSample, genes: tuple[str, ...], meta: dict[str, Any]
+) -> SectionInputs:
+    """HR platforms: the section rasters of ``diffst prepare`` (same grid, tissue, pseudo-spots)."""
+    from diffst.prepare import api as prep
+    from diffst.prepare.binning import pool_grid, scan_transcripts
+    from diffst.prepare.config import PrepareConfig
+
+    assert sample.transcripts is not None
+    geo = meta["geometry"]
+    layout, diameter, pitch = _lr_layout(meta)
+    patch = int(meta["hr_size"])
+    pcfg = PrepareConfig(
+        hr_um=float(geo["hr_um"]),
+        factor=int(geo["factor"]),
+        lr=layout,  # type: ignore[arg-type]
+        spot_diameter_um=diameter,
+        spot_pitch_um=pitch,
+        patch=patch,
+        stride=patch,
+    )
+    scan = scan_transcripts(sample.transcripts)
+    geometry = prep.section_geometry(sample, pcfg, scan)
+    section = prep.build_section_inputs(sample, genes, geometry, pcfg, scan)
+    if layout == "visium":
+        assert section.spot_centres_um is not None and section.spot_counts is not None
+        return SectionInputs(
+            geometry,
+            section.tissue,
+            "visium",
+            section.spot_centres_um,
+            section.spot_counts.astype(np.float64),
+            diameter,
+            "circle",
+            pitch,
+            section.hr,
+        )
+    f = geometry.factor
+    lr_mask = pool_grid(section.tissue, f) > 0
+    a, b = np.nonzero(lr_mask)
+    x0, y0 = geometry.origin_um
+    centres = np.column_stack([x0 + (b + 0.5) * geometry.lr_um, y0 + (a + 0.5) * geometry.lr_um])
+    counts = pool_grid(section.hr, f)[:, a, b].T.astype(np.float64)
+    return SectionInputs(
+        geometry,
+        section.tissue,
+        "grid",
+        centres,
+        counts,
+        geometry.lr_um,
+        "square",
+        geometry.lr_um,
+        section.hr,
+    )
+
+
+def build_section_inputs(
+    sample: SpatialSample, genes: tuple[str, ...], meta: dict[str, Any]
+) -> SectionInputs:
+    """Section grid, tissue bins, LR map and measured spots for a sample (no network work).
+
+    Parameters
+    ----------
+    sample
+        Section from any reader: transcripts (HR platforms) or spots (Visium and the like).
+    genes
+        Section gene names in checkpoint order (:func:`resolve_genes`).
+    meta
+        Checkpoint ``store_meta`` (geometry, normalisation, LR layout).
+    """
+    if sample.transcripts is not None:
+        inputs = _inputs_from_transcripts(sample, genes, meta)
+    else:
+        geo = meta["geometry"]
+        inputs = _inputs_from_spots(sample, genes, float(geo["hr_um"]), int(geo["factor"]))
+        layout, _, _ = _lr_layout(meta)
+        if layout != "visium":
+            _log.warning(
+                "the checkpoint was trained with %s LR pooling; real spots are rasterised to its "
+                "LR grid, train with `--lr visium` for spot data",
+                layout,
+            )
+    if not inputs.tissue.any():
+        raise InputError(f"sample {sample.name!r}: no tissue bin found; nothing to predict")
+    return inputs
+
+
+def spot_report(
+    stats: np.ndarray, tissue: np.ndarray, inputs: SectionInputs, genes: list[str], project: bool
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Consistency of ``stats [4, G, H, W]`` with the measured spots, and the projection onto them
+    when ``project`` (bins restricted to ``tissue [H, W]``); returns the (projected) statistics
+    and the report of :func:`spot_consistency` plus ``projected``."""
+    geo = inputs.geometry
+    spot_of_bin = assign_bins_to_spots(
+        inputs.spot_centres_um,
+        inputs.spot_diameter_um,
+        inputs.spot_shape,  # type: ignore[arg-type]
+        geo.origin_um,
+        geo.hr_um,
+        geo.shape_hr,
+        bin_mask=tissue,
+    )
+    n = len(inputs.spot_centres_um)
+    member = spot_membership(spot_of_bin, n)
+    bins_per_spot = np.bincount(spot_of_bin[spot_of_bin >= 0], minlength=n)
+    agg = aggregate_to_spots(stats[Stat.MEAN], member)
+    report = spot_consistency(agg, inputs.spot_counts, genes, bins_per_spot)
+    report["projected"] = project
+    if project:
+        stats = project_to_spots(stats, spot_of_bin, inputs.spot_counts)
+    return stats, report

@@ -26,8 +26,8 @@ from diffst.geometry import GeometryError
 if TYPE_CHECKING:
     import torch
 
-    from diffst.predict.api import SectionInputs
     from diffst.predict.config import PredictConfig
+    from diffst.predict.spots import SectionInputs
 
 _log = logging.getLogger("diffst.predict")
 
@@ -198,10 +198,15 @@ class TileAccumulator:
         """``[H, W]`` bool: bins that received at least one tile."""
         return self.weights > 0
 
-    def result(self) -> np.ndarray:
-        """Blended values ``[*channels, H, W]``; bins no tile covered are NaN."""
+    def result(self, in_place: bool = False) -> np.ndarray:
+        """Blended values ``[*channels, H, W]``; bins no tile covered are NaN.
+
+        ``in_place=True`` divides the value buffer itself (no second section-sized array); the
+        accumulator must not be used afterwards.
+        """
+        out = self.values if in_place else self.values.copy()
         with np.errstate(invalid="ignore", divide="ignore"):
-            out = self.values / self.weights.astype(self.values.dtype)
+            np.divide(out, self.weights.astype(out.dtype), out=out)
         out[..., ~self.covered()] = np.nan
         return out
 

@@ -44,8 +44,11 @@ class InputError(ValueError):
 class ArrayLike(Protocol):
     """Anything numpy can slice: ndarray, np.memmap, a zarr array from tifffile."""
 
-    shape: tuple[int, ...]
-    dtype: np.dtype
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def dtype(self) -> np.dtype: ...
 
     def __getitem__(self, key: object) -> np.ndarray: ...
 

@@ -75,6 +75,17 @@ def test_crop_and_errors(store: Path) -> None:
         load_manifest(store.parent / "nowhere")
 
 
+def test_normalisation_override(store: Path) -> None:
+    ds = PatchDataset(store, "val", normalisation="minmax_patch")
+    item = ds[0]
+    hr = item[BatchKey.HR]
+    assert hr.max() <= 1 + 1e-6 and hr.min() >= -1 - 1e-6
+    back = inverse_normalise(hr.double(), ds.norm, item[BatchKey.NORM_SCALE].double())
+    torch.testing.assert_close(back.float(), item[BatchKey.HR_COUNTS], atol=1e-3, rtol=0)
+    with pytest.raises(ConfigError, match="normalisation"):
+        PatchDataset(store, "val", normalisation="zscore")
+
+
 def test_store_info(store: Path) -> None:
     info = StoreInfo.load(store)
     assert info.factor == 2 and info.patch == 8 and info.lr_size == 4

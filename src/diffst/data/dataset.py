@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +102,8 @@ class PatchDataset(torch.utils.data.Dataset):
     crop
         Crop side in HR bins (``None``: whole patches); must be a multiple of
         :func:`~diffst.data.transforms.crop_unit`.
+    normalisation
+        ``"log1p_gene"``, ``"minmax_patch"`` or ``"none"``; default: the store's.
     """
 
     def __init__(
@@ -111,10 +114,16 @@ class PatchDataset(torch.utils.data.Dataset):
         augment: bool = False,
         seed: int = 0,
         crop: int | None = None,
+        normalisation: str | None = None,
     ) -> None:
         if split not in _SPLITS:
             raise ConfigError(f"split must be one of {_SPLITS}, got {split!r}")
         self.info = StoreInfo.load(store_dir)
+        self.norm = self.info.normalisation
+        if normalisation is not None:
+            if normalisation not in ("log1p_gene", "minmax_patch", "none"):
+                raise ConfigError(f"unknown normalisation {normalisation!r}")
+            self.norm = dataclasses.replace(self.norm, kind=normalisation)
         self.split = split
         self.augment = augment
         self.seed = seed
@@ -153,7 +162,7 @@ class PatchDataset(torch.utils.data.Dataset):
             if not self.augment:
                 aug = type(aug)(crop_row=aug.crop_row, crop_col=aug.crop_col, crop=aug.crop)
             arrays = apply_augment(arrays, aug, self.info.patch)
-        hr, lr, scale = normalise(arrays["hr"], arrays["lr"], self.info.normalisation)
+        hr, lr, scale = normalise(arrays["hr"], arrays["lr"], self.norm)
         f32 = torch.float32
         return {
             BatchKey.HR: torch.from_numpy(hr),

@@ -43,7 +43,7 @@ class NormStats:
 
     kind: str  # "log1p_gene" | "minmax_patch" | "none"
     lr_bins: float  # HR bins covered by one LR value
-    gene_scale: tuple[float, ...] = ()  # m_g per gene (log1p_gene only)
+    gene_scale: tuple[float, ...] = ()  # m_g per gene (used by log1p_gene; always recorded)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (manifest ``normalisation``)."""
@@ -56,11 +56,13 @@ class NormStats:
 
 
 def normalisation_stats(train_counts: np.ndarray, kind: str, lr_bins: float) -> NormStats:
-    """Statistics from in-tissue train HR bins ``train_counts [G, n]`` (raw counts)."""
+    """Statistics from in-tissue train HR bins ``train_counts [G, n]`` (raw counts).
+
+    The per-gene scale ``m_g`` is recorded whatever ``kind`` is, so a dataset may switch to
+    ``log1p_gene`` later without re-preparing the store.
+    """
     if kind not in ("log1p_gene", "minmax_patch", "none"):
         raise ConfigError(f"normalisation: unknown kind {kind!r}")
-    if kind != "log1p_gene":
-        return NormStats(kind, float(lr_bins))
     if train_counts.shape[1] == 0:
         raise ConfigError("normalisation: no in-tissue train bins to compute statistics from")
     m = np.percentile(np.log1p(train_counts.astype(np.float64)), _PERCENTILE, axis=1)

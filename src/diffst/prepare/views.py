@@ -2,7 +2,8 @@
 
 Views are cut by µm extent through the image's own :class:`~diffst.geometry.AffineTransform`,
 so any pixel size, offset or rotation between the expression frame and the image is honoured.
-Downsampling is anti-aliased (strided read + Gaussian prefilter), sampling is bilinear.
+Downsampling is anti-aliased (strided read + block means over the output pixel's footprint),
+sampling is bilinear.
 """
 
 from __future__ import annotations
@@ -80,16 +81,15 @@ def sample_image(
     """
     x0, y0, width, height = rect_um
     oh, ow = out_hw
-    out_um = max(width / ow, height / oh)
-    scale = out_um / image.um_per_px  # native px per output px
-    step = max(1, int(scale // 2))
+    scale = max(width / ow, height / oh) / image.um_per_px  # native px per output px
+    step = max(1, int(scale // 4))  # strided read for large reductions ...
+    k = max(1, int(scale / step))  # ... then k×k block means (area averaging)
     xs = x0 + (np.arange(ow) + 0.5) * (width / ow)
     ys = y0 + (np.arange(oh) + 0.5) * (height / oh)
     gx, gy = np.meshgrid(xs, ys)
     colrow = image.um_to_px.apply(np.column_stack([gx.ravel(), gy.ravel()]))
-    col, row = colrow[:, 0] - 0.5, colrow[:, 1] - 0.5
-    sigma = 0.5 * scale / step if scale / step > 1 else 0.0
-    margin = math.ceil(3 * sigma * step) + 2 * step
+    col, row = colrow[:, 0] - 0.5, colrow[:, 1] - 0.5  # pixel-centre index coordinates
+    margin = 2 * step * k
     h, w = image.shape_hw
     r0 = max(0, math.floor(row.min()) - margin)
     r1 = min(h, math.ceil(row.max()) + margin + 1)
@@ -99,15 +99,27 @@ def sample_image(
     if r1 <= r0 or c1 <= c0:
         return out
     crop = np.asarray(image.pixels[r0:r1:step, c0:c1:step, :])[..., channel_idx]
-    coords = np.stack([(row - r0) / step, (col - c0) / step])
+    k = max(1, min(k, crop.shape[0], crop.shape[1]))
+    ch, cw = crop.shape[0] // k * k, crop.shape[1] // k * k
+    reduced = _block_mean(crop[:ch, :cw], k)
+    coords = np.stack(
+        [((row - r0) / step - (k - 1) / 2) / k, ((col - c0) / step - (k - 1) / 2) / k]
+    )
     on_image = (row >= -0.5) & (row < h - 0.5) & (col >= -0.5) & (col < w - 0.5)
-    for k in range(crop.shape[-1]):
-        plane = crop[..., k].astype(np.float32)
-        if sigma > 0:
-            plane = ndimage.gaussian_filter(plane, sigma)
-        values = ndimage.map_coordinates(plane, coords, order=1, mode="nearest")
-        out[k] = np.where(on_image, values, 0.0).reshape(oh, ow)
+    for c in range(len(reduced)):
+        values = ndimage.map_coordinates(reduced[c], coords, order=1, mode="nearest")
+        out[c] = np.where(on_image, values, 0.0).reshape(oh, ow)
     return out
+
+
+def _block_mean(crop: np.ndarray, k: int) -> np.ndarray:
+    """``[H, W, C]`` (H, W multiples of k) → ``[C, H/k, W/k]`` float32 means of k×k blocks."""
+    planes = np.moveaxis(crop, -1, 0).astype(np.float32)
+    c, h, w = planes.shape
+    if k == 1:
+        return planes
+    rows = planes.reshape(c, h // k, k, w).sum(axis=2)
+    return rows.reshape(c, h // k, w // k, k).sum(axis=3) / float(k * k)
 
 
 def tile_entropy(cells: np.ndarray) -> np.ndarray:

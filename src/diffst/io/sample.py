@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import scipy.sparse as sp
@@ -50,7 +50,7 @@ class ArrayLike(Protocol):
     @property
     def dtype(self) -> np.dtype: ...
 
-    def __getitem__(self, key: object) -> np.ndarray: ...
+    def __getitem__(self, key: Any, /) -> Any: ...
 
 
 @dataclass

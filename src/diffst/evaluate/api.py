@@ -59,7 +59,9 @@ class PredictionGrid:
 
 def _geometry_from_uns(uns: dict[str, Any], source: str) -> dict[str, Any]:
     meta = uns.get(AnnDataKey.UNS.value)
-    geo = meta.get("geometry") if isinstance(meta, dict) else None
+    if not isinstance(meta, dict):
+        meta = {}
+    geo = meta.get("geometry")
     need = ("origin_um", "hr_um", "factor", "shape_hr")
     if not isinstance(geo, dict) or any(k not in geo for k in need):
         raise InputError(
@@ -101,11 +103,11 @@ def load_prediction(pred: anndata.AnnData | str | os.PathLike[str]) -> Predictio
     h, w = geo["shape_hr"]
     if rows.size and (rows.min() < 0 or cols.min() < 0 or rows.max() >= h or cols.max() >= w):
         raise InputError(f"{source}: obs bin_row/bin_col fall outside the grid {h}×{w}")
-    layers = {"mean": _dense(pred.X)}
-    for key in (AnnDataKey.STD, AnnDataKey.Q05, AnnDataKey.Q95):
-        if key.value in pred.layers:
-            layers[key.value] = _dense(pred.layers[key.value])
-    grids = {}
+    layers: dict[str, np.ndarray] = {"mean": _dense(pred.X)}
+    for layer in (AnnDataKey.STD.value, AnnDataKey.Q05.value, AnnDataKey.Q95.value):
+        if layer in pred.layers:
+            layers[layer] = _dense(pred.layers[layer])
+    grids: dict[str, np.ndarray] = {}
     for key, values in layers.items():
         grid = np.zeros((values.shape[1], h, w), dtype=np.float32)
         grid[:, rows, cols] = values.T

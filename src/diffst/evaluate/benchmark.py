@@ -101,7 +101,7 @@ def sample_split(
     *,
     name: str,
     n_samples: int,
-    sampler: str | None = None,
+    sampler: Literal["ddpm", "ddim", "dpmpp"] | None = None,
     steps: int | None = None,
     seed: int = 0,
     batch_size: int = 4,
@@ -132,6 +132,7 @@ def sample_split(
     from diffst.train.checkpoint import load_for_inference
 
     bundle = load_for_inference(checkpoint, "cpu")
+    model: Any = bundle.model
     dcfg = bundle.config.diffusion
     sampler, steps = sampler or dcfg.sampler, steps or dcfg.sampling_steps
     norm = dataset.info.normalisation
@@ -140,14 +141,14 @@ def sample_split(
         for start in range(0, len(dataset), batch_size):
             idx = list(range(start, min(len(dataset), start + batch_size)))
             batch = _batch([dataset[i] for i in idx])
-            cond = bundle.model.encode_condition(
+            cond = model.encode_condition(
                 batch[BatchKey.LR], batch[BatchKey.TISSUE], batch[BatchKey.CELLS],
                 batch[BatchKey.CELL_SCORE],
             ).repeat(n_samples)  # fmt: skip
             shape = (len(idx) * n_samples, *batch[BatchKey.HR].shape[1:])
             seeds = [seed + 1000 * i + k for i in idx for k in range(n_samples)]
             x0 = sample(
-                bundle.model,
+                model,
                 bundle.schedule,
                 cond,
                 shape,
@@ -378,13 +379,11 @@ def _section_prediction(
     from diffst.predict.api import predict
     from diffst.predict.config import PredictConfig
 
-    pcfg = PredictConfig(
-        n_samples=cfg.n_samples,
-        seed=cfg.seed,
-        n_figure_genes=0,
-        **({"sampler": cfg.sampler} if cfg.sampler else {}),
-        **({"steps": cfg.steps} if cfg.steps else {}),
-    )
+    pcfg = PredictConfig(n_samples=cfg.n_samples, seed=cfg.seed, n_figure_genes=0)
+    if cfg.sampler is not None:
+        pcfg = dataclasses.replace(pcfg, sampler=cfg.sampler)
+    if cfg.steps is not None:
+        pcfg = dataclasses.replace(pcfg, steps=cfg.steps)
     path = out / "prediction.h5ad"
     adata = stages.run(
         "predict_section",

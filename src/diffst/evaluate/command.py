@@ -35,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Build the :class:`EvaluateConfig`, call :func:`diffst.evaluate.api.evaluate`, print."""
     from pathlib import Path
+    from typing import Any
 
     from diffst.evaluate.api import evaluate
     from diffst.evaluate.config import EvaluateConfig
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = EvaluateConfig(
         patch_bins=args.patch, figure_genes=args.genes, figures=not args.no_figures
     )
-    truth: object = args.truth
+    truth: Any = args.truth
     path = Path(args.truth)
     if not ((path / StoreFile.MANIFEST).is_file() or (path.parent / StoreFile.MANIFEST).is_file()):
         from diffst.io import read_sample

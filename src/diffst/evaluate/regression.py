@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -22,6 +22,9 @@ from torch import nn
 
 from diffst.config import ConfigError
 from diffst.keys import BatchKey
+
+if TYPE_CHECKING:
+    from diffst.models import DiffSTModel
 
 __all__ = ["RegressionConfig", "RegressionNetwork", "predict_regression", "train_regression"]
 
@@ -55,7 +58,7 @@ class RegressionNetwork(nn.Module):
         A :class:`~diffst.models.DiffSTModel` (its encoders and UNet are reused as they are).
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: DiffSTModel) -> None:
         super().__init__()
         self.model = model
 

@@ -104,7 +104,8 @@ def comparison_lines(summary: pd.DataFrame, reference: str) -> list[str]:
         if method == reference or method.startswith(f"{reference}_"):
             continue
         other = summary[summary.method == method].set_index("metric")["mean"]
-        wins, losses = [], []
+        wins: list[str] = []
+        losses: list[str] = []
         for metric in COMPARED:
             if metric not in ref or metric not in other:
                 continue
@@ -161,11 +162,11 @@ def gene_maps_figure(
 
     p = truth.hr.shape[-1]
     lr_up = np.stack([nearest_upsample(x, truth.factor, (p, p)) for x in truth.lr])
-    panels = [("truth", truth.hr), ("LR input", lr_up)]
+    panels: list[tuple[str, np.ndarray]] = [("truth", truth.hr), ("LR input", lr_up)]
     panels += [(m.name, m.mean) for m in preds if m.mean is not None and m.name != "nearest"]
-    ref = next((m for m in preds if m.name == cfg.reference_method and m.std is not None), None)
-    if ref is not None:
-        panels.append((f"{ref.name} std", ref.std))
+    ref_std = next((m.std for m in preds if m.name == cfg.reference_method), None)
+    if ref_std is not None:
+        panels.append((f"{cfg.reference_method} std", ref_std))
     genes = _figure_genes(truth, cfg)
     fig, axes = plt.subplots(
         len(genes), len(panels), squeeze=False, figsize=(2.2 * len(panels), 2.2 * len(genes))

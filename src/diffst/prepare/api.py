@@ -157,9 +157,11 @@ def build_section_inputs(
             f"sample {sample.name!r}: transcripts are needed for the HR map (spot tables "
             "alone cannot be binned)"
         )
-    hr, stats = bin_transcripts_with_stats(sample.transcripts, genes, geometry)
+    hr, stats, density = bin_transcripts_with_stats(
+        sample.transcripts, genes, geometry, density=cfg.tissue.source != "mask"
+    )
     check_outside(sample, stats, cfg, scan)
-    tissue = tissue_mask_bins(sample, geometry, cfg.tissue, density=hr.sum(axis=0))
+    tissue = tissue_mask_bins(sample, geometry, cfg.tissue, density=density)
     section = SectionInputs(genes, geometry, hr, tissue, cfg.lr, stats)
     if cfg.lr == "visium":
         centres = visium_lattice(geometry, None, cfg.spot_pitch_um, cfg.spot_diameter_um)

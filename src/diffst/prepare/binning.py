@@ -209,18 +209,28 @@ def bin_transcripts(
 
 
 def bin_transcripts_with_stats(
-    source: TranscriptSource, genes: tuple[str, ...], geometry: GridGeometry
-) -> tuple[np.ndarray, BinningStats]:
-    """:func:`bin_transcripts` plus a :class:`BinningStats` of kept and dropped molecules."""
+    source: TranscriptSource,
+    genes: tuple[str, ...],
+    geometry: GridGeometry,
+    *,
+    density: bool = False,
+) -> tuple[np.ndarray, BinningStats, np.ndarray | None]:
+    """:func:`bin_transcripts` plus a :class:`BinningStats` of kept and dropped molecules and,
+    with ``density=True``, ``[H, W]`` int32 molecules of *all* non-control genes per bin (a
+    tissue signal that does not depend on the panel)."""
     gmap = gene_index_map(source.genes, genes)
     h, w = geometry.shape_hr
     out = np.zeros((len(genes), h, w), dtype=np.int32)
     stats = BinningStats()
+    dens = np.zeros((1, h, w), dtype=np.int32) if density else None
+    dmap = np.where(np.asarray(source.control, dtype=bool), -1, 0).astype(np.int64)
     for chunk in source.iter_chunks():
         if len(chunk):
             _check_chunk(chunk, source)
             accumulate_chunk(out, chunk, gmap, geometry, stats)
-    return out, stats
+            if dens is not None:
+                accumulate_chunk(dens, chunk, dmap, geometry, BinningStats())
+    return out, stats, None if dens is None else dens[0]
 
 
 def accumulate_chunk(

@@ -65,8 +65,8 @@ class TissueConfig:
     """How the in-tissue bins are found."""
 
     source: TissueSource = "auto"  # auto: sample mask, else transcript density, else image
-    density_fraction: float = 0.05  # transcripts: smoothed density > fraction × 99th percentile
-    smooth_bins: float = 1.5  # Gaussian σ applied before thresholding, in HR bins
+    density_fraction: float = 0.05  # smoothed all-gene density > fraction × its 99th percentile
+    smooth_bins: float = 3.0  # Gaussian σ applied before thresholding, in HR bins
     min_patch_fraction: float = 0.5  # patches with a smaller in-tissue share are skipped
 
     def validate(self) -> None:

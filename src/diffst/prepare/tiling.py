@@ -47,7 +47,7 @@ def tissue_mask_bins(
     cfg
         Which source to use (``auto``: the sample's mask, else transcript density, else image).
     density
-        ``[H, W]`` molecules per HR bin (all panel genes), needed for density-based masks.
+        ``[H, W]`` molecules per HR bin (all non-control genes), needed for density-based masks.
 
     Returns
     -------

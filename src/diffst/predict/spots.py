@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import scipy.sparse as sp
 
+from diffst.config import ConfigError
 from diffst.io.sample import InputError, SpatialSample
 from diffst.predict.uncertainty import Stat
 
@@ -285,7 +286,15 @@ def _lr_layout(meta: dict[str, Any]) -> tuple[str, float, float]:
     missing = [k for k in ("lr_mode", "spot_diameter_um", "spot_pitch_um") if k not in geo]
     if missing:
         raise InputError(f"checkpoint store_meta: field geometry lacks {missing}")
-    return str(geo["lr_mode"]), float(geo["spot_diameter_um"]), float(geo["spot_pitch_um"])
+    mode = str(geo["lr_mode"])
+    if mode not in ("grid", "visium"):
+        raise ConfigError(
+            f"checkpoint store_meta: geometry.lr_mode {mode!r}: this model was trained on measured "
+            "spot arrays (HR = spots, LR = pooled spots); whole-section prediction needs a model "
+            "trained on binned transcripts (lr_mode grid or visium). Score spot-array models "
+            "with `diffst benchmark`"
+        )
+    return mode, float(geo["spot_diameter_um"]), float(geo["spot_pitch_um"])
 
 
 def _spot_tissue(
@@ -398,18 +407,18 @@ def build_section_inputs(
     meta
         Checkpoint ``store_meta`` (geometry, normalisation, LR layout).
     """
+    layout, _, _ = _lr_layout(meta)
     if sample.transcripts is not None:
         inputs = _inputs_from_transcripts(sample, genes, meta)
     else:
-        geo = meta["geometry"]
-        inputs = _inputs_from_spots(sample, genes, float(geo["hr_um"]), int(geo["factor"]))
-        layout, _, _ = _lr_layout(meta)
         if layout != "visium":
             _log.warning(
                 "the checkpoint was trained with %s LR pooling; real spots are rasterised to its "
                 "LR grid, train with `--lr visium` for spot data",
                 layout,
             )
+        geo = meta["geometry"]
+        inputs = _inputs_from_spots(sample, genes, float(geo["hr_um"]), int(geo["factor"]))
     if not inputs.tissue.any():
         raise InputError(f"sample {sample.name!r}: no tissue bin found; nothing to predict")
     return inputs

@@ -302,12 +302,7 @@ def prepare(
     overwrite
         Replace an existing store at ``out_dir``.
     """
-    import yaml
-
-    from diffst.keys import StoreFile
-    from diffst.prepare.figures import alignment_figure
-    from diffst.prepare.store import StoreWriter, check_target, write_patches
-    from diffst.prepare.summary import summary_markdown
+    from diffst.prepare.store import check_target
 
     out_dir = Path(out_dir)
     if cfg.hr == "spots":
@@ -325,18 +320,38 @@ def prepare(
     genes = select_genes(sample, cfg, scan)
     section = build_section_inputs(sample, genes, section_geometry(sample, cfg, scan), cfg, scan)
     plan = plan_patches(section, cfg)
+    provenance = {
+        "command": command,
+        "diffst_version": __version__,
+        "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "seed": cfg.seed,
+        "config": to_dict(cfg),
+    }
+    return _write(sample, section, plan, scan, cfg, out_dir, overwrite, provenance)
+
+
+def _write(
+    sample: SpatialSample,
+    section: SectionInputs,
+    plan: PatchPlan,
+    scan: SourceScan,
+    cfg: PrepareConfig,
+    out_dir: Path,
+    overwrite: bool,
+    provenance: dict[str, Any],
+) -> PreparedStore:
+    """Write patches, manifest, config, summary and figure into a new store, atomically."""
+    import yaml
+
+    from diffst.keys import StoreFile
+    from diffst.prepare.figures import alignment_figure
+    from diffst.prepare.store import StoreWriter, write_patches
+    from diffst.prepare.summary import summary_markdown
+
     norm, coexpr = train_statistics(section, plan, cfg)
     with StoreWriter(out_dir, overwrite=overwrite) as writer:
         manifest = write_patches(writer, sample, section, plan, cfg)
-        manifest.update(
-            normalisation=norm.to_dict(),
-            coexpr=coexpr,
-            command=command,
-            diffst_version=__version__,
-            created_utc=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-            seed=cfg.seed,
-            config=to_dict(cfg),
-        )
+        manifest.update(normalisation=norm.to_dict(), coexpr=coexpr, **provenance)
         writer.write_json(StoreFile.MANIFEST, manifest)
         writer.write_text(StoreFile.RESOLVED_CONFIG, yaml.safe_dump(to_dict(cfg), sort_keys=False))
         writer.write_text(StoreFile.SUMMARY, summary_markdown(manifest, section, plan, scan))

@@ -192,9 +192,37 @@ def _manifest_data(
     channels: list[str],
     ranges: np.ndarray,
 ) -> dict[str, Any]:
-    from diffst.prepare.tiling import SPLITS
-
     assert sample.image is not None
+    image = sample.image
+    return {
+        "format_version": FORMAT_VERSION,
+        "sample": {"name": sample.name, "platform": sample.platform},
+        "genes": list(section.genes),
+        "geometry": _geometry_meta(section, cfg),
+        "image": {
+            "um_per_px": image.um_per_px,
+            "um_to_px": image.um_to_px.to_list(),
+            "shape_hw": list(image.shape_hw),
+            "kind": image.kind,
+            "channels": channels,
+            "intensity_range": ranges.tolist(),
+        },
+        "views": {
+            "tissue_px": cfg.views.tissue_px,
+            "cell_grid": cfg.views.cell_grid,
+            "tile_px": cfg.views.tile_px,
+        },
+        **_split_meta(plan, cfg),
+        "tissue_fraction": float(section.tissue.mean()),
+        "counts": dataclasses.asdict(section.stats),
+        "sources": {
+            key: {"path": str(path), "sha256": sha256_file(Path(path))}
+            for key, path in sample.source_files.items()
+        },
+    }
+
+
+def _geometry_meta(section: SectionInputs, cfg: PrepareConfig) -> dict[str, Any]:
     geometry = section.geometry.to_dict()
     geometry.update(
         patch=cfg.patch,
@@ -206,6 +234,12 @@ def _manifest_data(
         spot_pitch_um=section.spot_pitch_um,
         shape_lr=list(section.geometry.shape_lr),
     )
+    return geometry
+
+
+def _split_meta(plan: PatchPlan, cfg: PrepareConfig) -> dict[str, Any]:
+    from diffst.prepare.tiling import SPLITS
+
     splits = {
         name: {
             "n_patches": plan.count(name),
@@ -216,23 +250,6 @@ def _manifest_data(
         for k, name in enumerate(SPLITS)
     }
     return {
-        "format_version": FORMAT_VERSION,
-        "sample": {"name": sample.name, "platform": sample.platform},
-        "genes": list(section.genes),
-        "geometry": geometry,
-        "image": {
-            "um_per_px": sample.image.um_per_px,
-            "um_to_px": sample.image.um_to_px.to_list(),
-            "shape_hw": list(sample.image.shape_hw),
-            "kind": sample.image.kind,
-            "channels": channels,
-            "intensity_range": ranges.tolist(),
-        },
-        "views": {
-            "tissue_px": cfg.views.tissue_px,
-            "cell_grid": cfg.views.cell_grid,
-            "tile_px": cfg.views.tile_px,
-        },
         "splits": splits,
         "split_blocks": {
             "block_um": cfg.split.block_um,
@@ -242,14 +259,5 @@ def _manifest_data(
             "seed": cfg.split.seed,
             "blocks": plan.blocks.tolist(),
         },
-        "patches": {
-            "candidates": plan.n_candidates,
-            "low_tissue": plan.n_low_tissue,
-        },
-        "tissue_fraction": float(section.tissue.mean()),
-        "counts": dataclasses.asdict(section.stats),
-        "sources": {
-            key: {"path": str(path), "sha256": sha256_file(Path(path))}
-            for key, path in sample.source_files.items()
-        },
+        "patches": {"candidates": plan.n_candidates, "low_tissue": plan.n_low_tissue},
     }

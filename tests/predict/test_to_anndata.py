@@ -83,7 +83,7 @@ def test_layout_matches_documentation() -> None:
 
 def test_h5ad_round_trip(tmp_path: Path) -> None:
     adata, _, _ = _adata(_image())
-    path = write_h5ad_atomic(adata, tmp_path / "pred.h5ad")
+    path = write_h5ad_atomic(adata, tmp_path / "new" / "pred.h5ad")
     back = anndata.read_h5ad(path)
     np.testing.assert_array_equal(back.X, adata.X)
     np.testing.assert_array_equal(back.layers["q95"], adata.layers["q95"])
@@ -94,7 +94,7 @@ def test_h5ad_round_trip(tmp_path: Path) -> None:
     )
     assert back.uns["diffst"]["steps"] == 10
     assert list(back.uns["diffst"]["config"]["figure_genes"]) == ["A"]
-    assert [p.name for p in tmp_path.iterdir()] == ["pred.h5ad"]
+    assert [p.name for p in (tmp_path / "new").iterdir()] == ["pred.h5ad"]
 
 
 def test_scanpy_spatial_plot_runs() -> None:

@@ -119,7 +119,7 @@ def gene_figure(
             )
     axes[0].set_ylabel("y (µm)")
     fig.suptitle(gene)
-    fig.subplots_adjust(left=0.05, right=0.97, bottom=0.12, top=0.9, wspace=0.35)
+    fig.subplots_adjust(left=0.05, right=0.95, bottom=0.12, top=0.88, wspace=0.4)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
     try:
         fig.savefig(tmp, format="png")

@@ -226,11 +226,13 @@ def build_anndata(
 
 
 def write_h5ad_atomic(adata: anndata.AnnData, path: str | os.PathLike[str]) -> Path:
-    """Write ``adata`` to ``path`` via a temporary file in the same folder and ``os.replace``.
+    """Write ``adata`` to ``path`` via a temporary file in the same folder and ``os.replace``
+    (missing parent folders are created).
 
     A failure at any point leaves no file at ``path`` (and no temporary file behind).
     """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         adata.write_h5ad(tmp)

@@ -66,6 +66,8 @@ def test_crop_and_errors(store: Path) -> None:
     ds = PatchDataset(store, "val", crop=4)
     item = ds[0]
     assert item[BatchKey.HR].shape[-1] == 4 and item[BatchKey.LR].shape[-1] == 2
+    full = PatchDataset(store, "val")[0]  # without augmentation the crop is centred
+    torch.testing.assert_close(item[BatchKey.HR_COUNTS], full[BatchKey.HR_COUNTS][:, 2:6, 2:6])
     assert item[BatchKey.CELLS].shape == (4, 2, 4, 4) and item[BatchKey.TISSUE].shape[-1] == 8
     with pytest.raises(ConfigError, match="crop"):
         PatchDataset(store, "val", crop=3)

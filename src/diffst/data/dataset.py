@@ -12,7 +12,14 @@ import numpy as np
 import torch
 
 from diffst.config import ConfigError
-from diffst.data.transforms import NormStats, apply_augment, crop_unit, draw_augment, normalise
+from diffst.data.transforms import (
+    Augment,
+    NormStats,
+    apply_augment,
+    crop_unit,
+    draw_augment,
+    normalise,
+)
 from diffst.io.sample import InputError
 from diffst.keys import BatchKey, StoreFile
 
@@ -101,7 +108,7 @@ class PatchDataset(torch.utils.data.Dataset):
         ``(seed, e, i)``, so training resumes exactly. Call :meth:`set_epoch` each epoch.
     crop
         Crop side in HR bins (``None``: whole patches); must be a multiple of
-        :func:`~diffst.data.transforms.crop_unit`.
+        :func:`~diffst.data.transforms.crop_unit`. Random with ``augment``, else centred.
     normalisation
         ``"log1p_gene"``, ``"minmax_patch"`` or ``"none"``; default: the store's.
     """
@@ -156,12 +163,15 @@ class PatchDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         arrays = self.raw(index)
-        if self.augment or self.crop is not None:
+        if self.augment:
             rng = np.random.default_rng([self.seed, self.epoch, int(index)])
             aug = draw_augment(rng, self.info.patch, self.info.factor, self.crop, self._unit)
-            if not self.augment:
-                aug = type(aug)(crop_row=aug.crop_row, crop_col=aug.crop_col, crop=aug.crop)
             arrays = apply_augment(arrays, aug, self.info.patch)
+        elif self.crop is not None:  # evaluation: the centred crop
+            start = (self.info.patch - self.crop) // 2 // self._unit * self._unit
+            arrays = apply_augment(
+                arrays, Augment(crop_row=start, crop_col=start, crop=self.crop), self.info.patch
+            )
         hr, lr, scale = normalise(arrays["hr"], arrays["lr"], self.norm)
         f32 = torch.float32
         return {

@@ -27,6 +27,8 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -49,7 +51,7 @@ class SyntheticStream:
     seed: int = 0
     genes: tuple[str, ...] = tuple(f"g{k}" for k in range(N_GENES))
     control: np.ndarray = field(default_factory=lambda: np.zeros(N_GENES, dtype=bool))
-    path: None = None
+    path: Path | None = None
     gen_seconds: float = 0.0
     gen_cpu: float = 0.0
 
@@ -77,7 +79,7 @@ class SyntheticStream:
             yield TranscriptChunk(x, y, gene)
 
 
-def run_one(n: int, order: str) -> dict[str, float]:
+def run_one(n: int, order: str) -> dict[str, Any]:
     """Bin ``n`` molecules in this process; returns timings and peak RSS."""
     src = SyntheticStream(n, order)
     geo = GridGeometry.covering((0.0, 0.0, WIDTH_UM, HEIGHT_UM), 4.25, 10)

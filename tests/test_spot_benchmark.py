@@ -62,3 +62,22 @@ def test_spot_benchmark_longer_training(tmp_path: Path) -> None:
         row = metrics[method]
         print(f"{method}: pcc {row['pcc']:.3f} ssim {row['ssim']:.3f} rmse {row['rmse']:.3f}")
     assert np.isfinite(metrics["diffst"]["pcc"])
+
+
+@pytest.mark.slow
+def test_run_benchmark_with_spot_sections(tmp_path: Path) -> None:
+    """``diffst benchmark`` (one training section + a held-out one) on ``--hr spots`` stores."""
+    from diffst.evaluate.benchmark import BenchmarkConfig, run_benchmark
+    from diffst.evaluate.config import EvaluateConfig
+
+    files = write_sections(tmp_path / "raw", n=2)
+    samples = [read_legacy_st(f["counts"], f["spots"], f["image"]) for f in files]
+    views = ViewConfig(tissue_px=16, cell_grid=2, tile_px=8)
+    cfg = PrepareConfig(genes=4, hr="spots", views=views, spots=SpotHRConfig(split_block=8))
+    bench = BenchmarkConfig(
+        preset="tiny", regression=False, histology_only=False, predict_section=False,
+        tesla=False, n_samples=2, evaluate=EvaluateConfig(figures=False),
+    )  # fmt: skip
+    result = run_benchmark(samples[0], tmp_path / "bench", cfg, bench, held_out=samples[1])
+    text = result.report.read_text()
+    assert "held-out section `section1_counts`" in text and "| bicubic |" in text

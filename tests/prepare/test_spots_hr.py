@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import logging
@@ -454,3 +455,16 @@ def test_hex_store_and_views(tmp_path: Path) -> None:
     # grid cell (5, 3) spans view pixels [20, 24) × [12, 16); the crop sits a quarter pitch
     # right of even rows, so odd-row spots appear a quarter cell (1 px) right of centre
     assert 20 <= ys.mean() <= 24 and 14 <= xs.mean() <= 16
+
+
+def test_held_out_only_store_says_where_its_statistics_come_from(
+    poisoned: tuple[list[SpatialSample], tuple[int, int]], tmp_path: Path
+) -> None:
+    from diffst.prepare.api import prepare
+
+    samples, _ = poisoned
+    cfg = dataclasses.replace(_prepare_cfg(), split=SplitConfig(fractions=(0.0, 0.0, 1.0)))
+    store = prepare(samples[0], tmp_path / "held", cfg).path  # dispatches on cfg.hr
+    m = json.loads((store / "manifest.json").read_text())
+    assert m["splits"]["train"]["n_patches"] == 0 and m["splits"]["test"]["n_patches"] > 0
+    assert m["normalisation_source"].startswith("all patches")

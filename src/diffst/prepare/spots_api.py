@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ __all__ = [
     "spot_gene_panel",
     "spot_plan_lines",
 ]
+
+log = logging.getLogger(__name__)
 
 LR_SPOTS_FILE = "lr_spots.npy"
 """``<split>/lr_spots.npy`` ``[N, p, p]`` uint8: measured spots summed into each LR cell."""
@@ -91,15 +94,40 @@ def spot_gene_panel(
     return genes
 
 
-def _stats_counts(grids: list[SpotGrid], patches: list[SpotPatches], patch: int) -> np.ndarray:
-    """``[G, n]`` counts of measured spots covered by train patches (each spot once)."""
+def _stats_counts(
+    grids: list[SpotGrid], patches: list[SpotPatches], patch: int, splits: tuple[int, ...]
+) -> np.ndarray:
+    """``[G, n]`` counts of measured spots covered by patches of ``splits`` (each spot once)."""
     cols = []
     for grid, pt in zip(grids, patches, strict=True):
         covered = np.zeros(grid.measured.shape, dtype=bool)
-        for r, c in pt.grid_rc[pt.split == 0]:
+        for r, c in pt.grid_rc[np.isin(pt.split, splits)]:
             covered[r : r + patch, c : c + patch] = True
         cols.append(grid.hr[:, covered & grid.measured])
     return np.concatenate(cols, axis=1)
+
+
+def _statistics(
+    grids: list[SpotGrid], patches: list[SpotPatches], roles: list[str], cfg: PrepareConfig
+) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """Normalisation and co-expression from the train patches of the training sections.
+
+    A store without train patches (a held-out section prepared alone, evaluated with the
+    training store's statistics) records statistics of all its patches and says so.
+    """
+    train = [i for i, r in enumerate(roles) if r == "train"]
+    counts = _stats_counts(
+        [grids[i] for i in train], [patches[i] for i in train], cfg.spots.patch, (0,)
+    )
+    source = "train split of the training sections"
+    if counts.shape[1] == 0:
+        counts = _stats_counts(grids, patches, cfg.spots.patch, (0, 1, 2))
+        source = "all patches: the store has no train split (evaluate it with a training store's)"
+        log.warning(
+            "prepare --hr spots: no train patches; normalisation statistics from %s", source
+        )
+    norm = normalisation_stats(counts, cfg.normalisation, float(cfg.spots.factor**2))
+    return norm.to_dict(), coexpression(counts), source
 
 
 def _write_split(writer: StoreWriter, name: str, k: int, patches: list[SpotPatches]) -> int:
@@ -273,13 +301,7 @@ def _prepare_sections(
     patches = [
         spot_patches(g, cfg.spots, cfg.views, sp) for g, sp in zip(grids, splits, strict=True)
     ]
-    is_train = [r == "train" for r in roles]
-    stats_counts = _stats_counts(
-        [g for g, t in zip(grids, is_train, strict=True) if t],
-        [p for p, t in zip(patches, is_train, strict=True) if t],
-        cfg.spots.patch,
-    )
-    norm = normalisation_stats(stats_counts, cfg.normalisation, float(cfg.spots.factor**2))
+    norm, coexpr, stats_source = _statistics(grids, patches, roles, cfg)
     with StoreWriter(out_dir, overwrite=overwrite) as writer:
         counts = {name: _write_split(writer, name, k, patches) for k, name in enumerate(SPLITS)}
         for k, name in enumerate(SPLITS):
@@ -290,8 +312,9 @@ def _prepare_sections(
                 )
         manifest = _manifest(samples, grids, roles, patches, counts, cfg)
         manifest.update(
-            normalisation=norm.to_dict(),
-            coexpr=coexpression(stats_counts),
+            normalisation=norm,
+            normalisation_source=stats_source,
+            coexpr=coexpr,
             command=command,
             diffst_version=__version__,
             created_utc=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),

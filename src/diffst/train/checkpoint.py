@@ -35,12 +35,14 @@ __all__ = [
     "LAST",
     "InferenceBundle",
     "capture_rng_state",
+    "check_resumable",
     "load_checkpoint",
     "load_for_inference",
     "read_store_meta",
     "restore_rng_state",
     "save_checkpoint",
     "store_differences",
+    "training_state",
     "write_run_checkpoint",
 ]
 
@@ -285,6 +287,67 @@ def store_differences(expected: dict[str, Any], actual: dict[str, Any]) -> list[
         else:
             diffs.append(f"{key}: checkpoint {a!r} vs store {b!r}")
     return diffs
+
+
+def check_resumable(state: dict[str, Any], config: Any, meta: dict[str, Any]) -> None:
+    """Refuse to resume ``state`` on another store or with a changed model/diffusion section.
+
+    Raises
+    ------
+    InputError
+        The store's genes, geometry, views or sizes differ (each difference listed).
+    ConfigError
+        A field of ``model`` or ``diffusion`` differs from the checkpoint's configuration.
+    """
+    from diffst.config import ConfigError, to_dict
+    from diffst.train.config import run_config_from_dict
+
+    diffs = store_differences(state["store_meta"], meta)
+    if diffs:
+        raise InputError(
+            f"{state['path']}: checkpoint was trained on a different store:\n  "
+            + "\n  ".join(diffs)
+        )
+    saved = run_config_from_dict(state["config"])
+    for section in ("model", "diffusion"):
+        old, new = to_dict(getattr(saved, section)), to_dict(getattr(config, section))
+        changed = sorted(k for k in old if old[k] != new.get(k))
+        if changed:
+            pairs = ", ".join(f"{k}: {old[k]!r} → {new[k]!r}" for k in changed)
+            raise ConfigError(f"{state['path']}: cannot resume with a changed {section}: {pairs}")
+
+
+def training_state(
+    model: torch.nn.Module,
+    ema: Any,
+    optimizer: torch.optim.Optimizer,
+    position: tuple[int, int, int],
+    config: Any,
+    store_meta: dict[str, Any],
+) -> dict[str, Any]:
+    """The mapping written to a checkpoint (see the module docstring).
+
+    ``position`` is ``(step, epoch, epoch_step)``: optimiser steps done, current epoch and
+    steps done within it; ``config`` is the resolved :class:`RunConfig`.
+    """
+    from diffst import __version__
+    from diffst.config import to_dict
+
+    step, epoch, epoch_step = position
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "diffst_version": __version__,
+        "model": model.state_dict(),
+        "ema": ema.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "step": int(step),
+        "epoch": int(epoch),
+        "epoch_step": int(epoch_step),
+        "rng": capture_rng_state(),
+        "config": to_dict(config),
+        "store_meta": store_meta,
+    }
 
 
 @dataclass

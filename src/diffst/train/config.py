@@ -51,6 +51,7 @@ class TrainConfig:
     val_sampler: Literal["ddpm", "ddim", "dpmpp"] = "ddim"  # sampler used for validation
     val_steps: int = 10  # sampling steps for validation
     val_max_patches: int = 16  # validation patches sampled (first ones of the split)
+    val_samples: int = 1  # samples per patch averaged on the count scale before the PCC
     val_seed: int = 1234  # seed of the validation samples
     ckpt_every: int = 1000  # steps between checkpoints (one is always written at the end)
     keep_last: int = 3  # step_XXXXXXX.pt files kept besides last.pt
@@ -62,7 +63,8 @@ class TrainConfig:
     curriculum: bool = True  # widen the share of cell tiles with training progress
 
     def __post_init__(self) -> None:
-        positive = ("batch_size", "grad_accum", "max_steps", "log_every", "keep_last", "val_steps")
+        positive = ("batch_size", "grad_accum", "max_steps", "log_every", "keep_last", "val_steps",
+                    "val_samples")  # fmt: skip
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"train.{name}: must be ≥ 1, got {getattr(self, name)}")

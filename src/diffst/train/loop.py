@@ -23,21 +23,21 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from diffst.config import ConfigError, save_yaml, to_dict
+from diffst.config import ConfigError, save_yaml
 from diffst.diffusion import LossTerms, NoiseSchedule, training_losses
 from diffst.io.sample import InputError
 from diffst.keys import BatchKey
 from diffst.models import DiffSTModel
 from diffst.train.checkpoint import (
     LAST,
-    capture_rng_state,
+    check_resumable,
     load_checkpoint,
     read_store_meta,
     restore_rng_state,
-    store_differences,
+    training_state,
     write_run_checkpoint,
 )
-from diffst.train.config import RunConfig, run_config_from_dict
+from diffst.train.config import RunConfig
 from diffst.train.distributed import (
     DistEnv,
     ShardedBatchSampler,
@@ -150,22 +150,6 @@ def _resolve_resume(resume: bool | str | os.PathLike[str], ckpt_dir: Path) -> Pa
     return path
 
 
-def _check_resume(state: dict[str, Any], config: RunConfig, meta: dict[str, Any]) -> None:
-    diffs = store_differences(state["store_meta"], meta)
-    if diffs:
-        raise InputError(
-            f"{state['path']}: checkpoint was trained on a different store:\n  "
-            + "\n  ".join(diffs)
-        )
-    saved = run_config_from_dict(state["config"])
-    for section in ("model", "diffusion"):
-        old, new = to_dict(getattr(saved, section)), to_dict(getattr(config, section))
-        changed = sorted(k for k in old if old[k] != new.get(k))
-        if changed:
-            pairs = ", ".join(f"{k}: {old[k]!r} → {new[k]!r}" for k in changed)
-            raise ConfigError(f"{state['path']}: cannot resume with a changed {section}: {pairs}")
-
-
 def _build_state(env: DistEnv, config: RunConfig, meta: dict[str, Any], out_dir: Path) -> _State:
     tc = config.train
     seed_everything(tc.seed)  # identical initial weights on every rank
@@ -187,26 +171,6 @@ def _build_state(env: DistEnv, config: RunConfig, meta: dict[str, Any], out_dir:
     return _State(
         env, config, model, ema, optimizer, loss_module, schedule, meta, out_dir / "checkpoints"
     )
-
-
-def _checkpoint_state(st: _State) -> dict[str, Any]:
-    from diffst import __version__
-    from diffst.train.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
-
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "diffst_version": __version__,
-        "model": st.model.state_dict(),
-        "ema": st.ema.state_dict(),
-        "optimizer": st.optimizer.state_dict(),
-        "step": st.step,
-        "epoch": st.epoch,
-        "epoch_step": st.epoch_step,
-        "rng": capture_rng_state(),
-        "config": to_dict(st.config),
-        "store_meta": st.store_meta,
-    }
 
 
 def _restore(st: _State, state: dict[str, Any]) -> None:
@@ -276,7 +240,11 @@ def _save(st: _State) -> Path | None:
     path = None
     if st.env.is_main:
         st.ema.module.set_training_progress(min(1.0, st.step / st.config.train.max_steps))
-        path = write_run_checkpoint(_checkpoint_state(st), st.ckpt_dir, st.config.train.keep_last)
+        state = training_state(
+            st.model, st.ema, st.optimizer, (st.step, st.epoch, st.epoch_step), st.config,
+            st.store_meta,
+        )  # fmt: skip
+        path = write_run_checkpoint(state, st.ckpt_dir, st.config.train.keep_last)
     barrier()
     return path
 
@@ -309,12 +277,12 @@ def validate(
     """PCC of few-step samples and of bicubic LR upsampling against the truth, count scale.
 
     Uses the first ``train.val_max_patches`` patches, sampler ``train.val_sampler`` with
-    ``train.val_steps`` steps and per-patch seeds ``val_seed + index``; predictions are mapped
-    back to counts with the store's normalisation. Per gene, the PCC is taken over the in-mask
+    ``train.val_steps`` steps, ``train.val_samples`` samples per patch (seeds from
+    ``val_seed``, patch index and draw) mapped back to counts with the store's normalisation and
+    averaged. Per gene, the PCC is taken over the in-mask
     HR bins of all patches pooled; the mean over genes is reported.
     """
-    from diffst.data.transforms import NormStats, inverse_normalise
-    from diffst.diffusion import sample
+    from diffst.data.transforms import NormStats
     from diffst.evaluate.baselines import bicubic_upsample
     from diffst.evaluate.metrics import pearson_per_gene
 
@@ -331,12 +299,7 @@ def validate(
             batch[BatchKey.LR], batch[BatchKey.TISSUE], batch[BatchKey.CELLS],
             batch[BatchKey.CELL_SCORE],
         )  # fmt: skip
-        x0 = sample(
-            model, schedule, cond, tuple(batch[BatchKey.HR].shape), sampler=tc.val_sampler,
-            steps=tc.val_steps, seeds=[tc.val_seed + i for i in idx], device=device,
-            clip_denoised=config.diffusion.clip_denoised,
-        )  # fmt: skip
-        pred = inverse_normalise(x0, stats, batch.get(BatchKey.NORM_SCALE))
+        pred = _mean_sample_counts(model, schedule, cond, batch, idx, config, stats, device)
         truth = batch[BatchKey.HR_COUNTS].cpu().numpy()
         preds += list(pred.float().cpu().numpy())
         truths += list(truth)
@@ -353,6 +316,28 @@ def validate(
         else float("nan"),
         "val_patches": float(n),
     }
+
+
+def _mean_sample_counts(
+    model: DiffSTModel, schedule: NoiseSchedule, cond: Any, batch: dict[str, torch.Tensor],
+    idx: list[int], config: RunConfig, stats: Any, device: torch.device,
+) -> torch.Tensor:  # fmt: skip
+    """Mean over ``val_samples`` draws of the sampled HR counts ``[B, G, H, W]``."""
+    from diffst.data.transforms import inverse_normalise
+    from diffst.diffusion import sample
+
+    tc, k = config.train, config.train.val_samples
+    shape = tuple(batch[BatchKey.HR].shape)
+    x0 = sample(
+        model, schedule, cond.repeat(k), (shape[0] * k, *shape[1:]), sampler=tc.val_sampler,
+        steps=tc.val_steps, seeds=[tc.val_seed + i * k + j for i in idx for j in range(k)],
+        device=device, clip_denoised=config.diffusion.clip_denoised,
+    )  # fmt: skip
+    scale = batch.get(BatchKey.NORM_SCALE)
+    if scale is not None:
+        scale = scale.repeat_interleave(k, dim=0)
+    counts = inverse_normalise(x0, stats, scale)
+    return counts.reshape(shape[0], k, *shape[1:]).mean(1)
 
 
 def train(
@@ -415,7 +400,7 @@ def _run(
     resume_path = _resolve_resume(resume, out_dir / "checkpoints")
     saved = load_checkpoint(resume_path) if resume_path is not None else None
     if saved is not None:
-        _check_resume(saved, config, meta)
+        check_resumable(saved, config, meta)
     if env.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         save_yaml(config, out_dir / "config.yaml")

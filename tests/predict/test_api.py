@@ -228,3 +228,21 @@ def test_spot_array_checkpoints_are_refused_with_a_reason(
     with pytest.raises(ConfigError, match=r"lr_mode 'spots'.*trained on measured spot arrays"):
         predict(ckpt, small_visium, tmp_path / "s.h5ad", FAST)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_bf16_autocast_stays_close_to_fp32(
+    ckpt: Path, small_visium: SpatialSample, tmp_path: Path
+) -> None:
+    a = predict(ckpt, small_visium, tmp_path / "a.h5ad", FAST)
+    b = predict(ckpt, small_visium, tmp_path / "b.h5ad", replace(FAST, precision="bf16"))
+    assert a is not None and b is not None
+    assert b.uns["diffst"]["config"]["precision"] == "bf16"
+    rel = np.abs(a.X - b.X).mean() / np.abs(a.X).mean()
+    assert 0 < rel < 0.2
+
+
+def test_config_rejects_bad_values() -> None:
+    for bad in ({"steps": 0}, {"n_samples": 0}, {"eta": 2.0}, {"precision": "fp16"},
+                {"sampler": "euler"}, {"overlap_bins": -1}):  # fmt: skip
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            PredictConfig(**bad)  # type: ignore[arg-type]

@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=4, help="tiles per batch (default: 4)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     parser.add_argument(
+        "--precision", choices=("fp32", "bf16"), default="fp32", help="bf16 autocast on GPUs"
+    )
+    parser.add_argument(
         "--project", action="store_true", help="rescale bins so spot totals match the measurement"
     )
     parser.add_argument("--figures", default=None, metavar="DIR", help="per-gene PNG figures")
@@ -76,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         project_to_spots=args.project,
         device=args.device,
+        precision=args.precision,
         figure_genes=tuple(args.figure_genes),
         write_spatialdata=args.spatialdata,
     )

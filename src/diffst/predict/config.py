@@ -7,10 +7,11 @@ from typing import Literal
 
 from diffst.config import ConfigError
 
-__all__ = ["BlendWindow", "PredictConfig", "Sampler"]
+__all__ = ["BlendWindow", "Precision", "PredictConfig", "Sampler"]
 
 Sampler = Literal["ddpm", "ddim", "dpmpp"]
 BlendWindow = Literal["cosine", "uniform"]
+Precision = Literal["fp32", "bf16"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ class PredictConfig:
     # rescale bins so each measured spot's per-gene total equals its measured counts
     device: str = "auto"
     # torch device ("auto" = CUDA when available, else CPU; under torchrun: cuda:LOCAL_RANK)
+    precision: Precision = "fp32"
+    # network arithmetic: "fp32", or "bf16" autocast (faster on GPUs; sampler state stays fp32)
     figure_genes: tuple[str, ...] = ()
     # genes drawn as per-gene PNG figures (empty = the n_figure_genes most expressed)
     n_figure_genes: int = 4
@@ -70,5 +73,7 @@ class PredictConfig:
             raise ConfigError(f"predict.eta must lie in [0, 1], got {self.eta}")
         if self.hires_max_px < 16:
             raise ConfigError(f"predict.hires_max_px must be ≥ 16, got {self.hires_max_px}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"predict.precision: {self.precision!r} is not fp32 or bf16")
         if self.blend not in ("cosine", "uniform"):
             raise ConfigError(f"predict.blend: {self.blend!r} is not cosine or uniform")

@@ -275,7 +275,8 @@ def sample_tiles(
     k, patch = cfg.n_samples, ctx.patch
     n_genes = ctx.n_genes
     seeds = [s for t in tile_index for s in tile_seeds(cfg.seed, int(t), k)]
-    with torch.inference_mode():
+    bf16 = cfg.precision == "bf16"
+    with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=bf16):
         cond = bundle.model.encode_condition(**tile_batch(ctx, origins, device)).repeat(k)
         x0 = sample(
             bundle.model,

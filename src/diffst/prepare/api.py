@@ -2,8 +2,8 @@
 
 The work is split in two reusable steps: :func:`build_section_inputs` turns a sample into
 whole-section rasters (HR counts, LR layer, tissue mask) at a given geometry — ``predict``
-tiles over the same object — and :func:`plan_patches` / :func:`write_store` cut, split and
-write the patches.
+tiles over the same object — and :func:`plan_patches` plus
+:func:`diffst.prepare.store.write_patches` cut, split and write the patches.
 """
 
 from __future__ import annotations

@@ -468,3 +468,22 @@ def test_held_out_only_store_says_where_its_statistics_come_from(
     m = json.loads((store / "manifest.json").read_text())
     assert m["splits"]["train"]["n_patches"] == 0 and m["splits"]["test"]["n_patches"] > 0
     assert m["normalisation_source"].startswith("all patches")
+
+
+@pytest.mark.parametrize(("factor", "patch"), [(3, 9), (4, 8)])
+def test_factor_3_and_4_stores(
+    sections: list[dict], tmp_path: Path, factor: int, patch: int
+) -> None:
+    from diffst.data.dataset import PatchDataset
+    from diffst.prepare.api import prepare
+
+    spots = SpotHRConfig(factor=factor, patch=patch, stride=factor, split_block=patch)
+    cfg = dataclasses.replace(_prepare_cfg(), spots=spots)
+    store = prepare(_read(sections[0]), tmp_path / "s", cfg).path
+    hr = np.load(store / "train" / "hr.npy").astype(np.int64)
+    mask = np.load(store / "train" / "mask.npy").astype(bool)
+    n, g, q = hr.shape[0], hr.shape[1], patch // factor
+    blocks = (hr * mask[:, None]).reshape(n, g, q, factor, q, factor).sum(axis=(3, 5))
+    np.testing.assert_array_equal(np.load(store / "train" / "lr.npy"), blocks)
+    item = PatchDataset(store, "train", augment=True)[0]
+    assert tuple(item["lr"].shape) == (4, q, q) and tuple(item["hr"].shape) == (4, patch, patch)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from diffst.geometry import GeometryError
-from diffst.prepare.lattice import grid_centres, grid_to_lattice, lattice_to_grid
+from diffst.prepare.lattice import grid_cells, grid_centres, grid_to_lattice, lattice_to_grid
 
 
 def _visium_positions(rows: int = 78, cols: int = 128) -> np.ndarray:
@@ -89,3 +89,20 @@ def test_bad_lattices_raise() -> None:
         lattice_to_grid(np.array([[0, 0]]), "triangle")  # type: ignore[arg-type]
     with pytest.raises(GeometryError, match="empty"):
         lattice_to_grid(np.zeros((0, 2)), "hex")
+
+
+@pytest.mark.parametrize("lattice", ["hex", "square"])
+def test_grid_cells_reads_back_in_an_existing_frame(lattice: str) -> None:
+    coords = (
+        _visium_positions(6, 10) + np.array([3, -7])
+        if lattice == "hex"
+        else np.argwhere(np.ones((5, 4)))
+    )
+    grid, frame = lattice_to_grid(coords, lattice)  # type: ignore[arg-type]
+    order = np.random.default_rng(0).permutation(len(coords))
+    np.testing.assert_array_equal(grid_cells(coords[order], frame), grid[order])
+    with pytest.raises(GeometryError, match="outside"):
+        grid_cells(coords[:1] + np.array([100, 100]), frame)
+    if lattice == "hex":
+        with pytest.raises(GeometryError, match="parity"):
+            grid_cells(coords[:1] + np.array([0, 1]), frame)

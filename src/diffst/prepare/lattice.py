@@ -34,6 +34,7 @@ __all__ = [
     "ROW_SPACING",
     "Lattice",
     "LatticeFrame",
+    "grid_cells",
     "grid_centres",
     "grid_to_lattice",
     "lattice_to_grid",
@@ -135,6 +136,49 @@ def lattice_to_grid(array_coords: np.ndarray, lattice: Lattice) -> tuple[np.ndar
             f"{rc[dup].tolist()}"
         )
     return grid.astype(np.int64), LatticeFrame(lattice, (row0, col0), shape, parity)
+
+
+def grid_cells(array_coords: np.ndarray, frame: LatticeFrame) -> np.ndarray:
+    """Grid cells of lattice positions in an existing frame (e.g. to read predictions back
+    per barcode: ``values[:, r, c]`` for ``(r, c)`` in the result).
+
+    Parameters
+    ----------
+    array_coords
+        ``[n, 2]`` integer lattice ``(row, col)``.
+    frame
+        A frame from :func:`lattice_to_grid`.
+
+    Returns
+    -------
+    ``[n, 2]`` int64 grid cells ``(r, c)``.
+
+    Raises
+    ------
+    GeometryError
+        A position outside the grid, or (hex) of the wrong parity.
+    """
+    rc = _as_int_coords(array_coords, "spot array coordinates")
+    row0, col0 = frame.origin_rc
+    rows = rc[:, 0] - row0
+    if frame.lattice == "hex":
+        bad = np.flatnonzero((rc[:, 0] + rc[:, 1]) % 2 != frame.parity)
+        if bad.size:
+            raise GeometryError(
+                f"array coordinates {rc[bad[:3]].tolist()} are not on this hex lattice "
+                f"(array_row + array_col must have parity {frame.parity})"
+            )
+        cols = (rc[:, 1] - col0) // 2
+    else:
+        cols = rc[:, 1] - col0
+    grid = np.stack([rows, cols], axis=1)
+    h, w = frame.shape
+    outside = np.flatnonzero((rows < 0) | (rows >= h) | (cols < 0) | (cols >= w))
+    if outside.size:
+        raise GeometryError(
+            f"array coordinates {rc[outside[:3]].tolist()} lie outside the {h}×{w} grid"
+        )
+    return grid.astype(np.int64)
 
 
 def grid_to_lattice(grid_rc: np.ndarray, frame: LatticeFrame) -> np.ndarray:

@@ -163,6 +163,28 @@ def _section_entry(
     }
 
 
+def _geometry_entry(
+    sample: SpatialSample, grids: list[SpotGrid], cfg: PrepareConfig
+) -> dict[str, Any]:
+    """Manifest ``geometry``: the grid frame (pitch-sized cells, anchored at 0) and patch sizes."""
+    sc = cfg.spots
+    shape = (max(g.measured.shape[0] for g in grids), max(g.measured.shape[1] for g in grids))
+    geometry, _ = grid_frame(grids[0], sc.factor, shape)
+    assert sample.spots is not None
+    geo = geometry.to_dict()
+    geo.update(
+        patch=sc.patch,
+        stride=sc.stride,
+        lr_size=sc.patch // sc.factor,
+        lr_mode="spots",
+        lr_bins=float(sc.factor**2),
+        spot_diameter_um=sample.spots.diameter_um,
+        spot_pitch_um=grids[0].pitch_um,
+        shape_lr=list(geometry.shape_lr),
+    )
+    return geo
+
+
 def _manifest(
     samples: list[SpatialSample],
     grids: list[SpotGrid],
@@ -174,19 +196,6 @@ def _manifest(
     sc = cfg.spots
     first = grids[0]
     assert first.image is not None
-    shape = tuple(int(max(g.measured.shape[i] for g in grids)) for i in range(2))
-    geometry, _ = grid_frame(first, sc.factor, shape)  # type: ignore[arg-type]
-    geo = geometry.to_dict()
-    geo.update(
-        patch=sc.patch,
-        stride=sc.stride,
-        lr_size=sc.patch // sc.factor,
-        lr_mode="spots",
-        lr_bins=float(sc.factor**2),
-        spot_diameter_um=samples[0].spots.diameter_um,  # type: ignore[union-attr]
-        spot_pitch_um=first.pitch_um,
-        shape_lr=list(geometry.shape_lr),
-    )
     sources = {
         f"{s.name}:{key}": {"path": str(path), "sha256": sha256_file(Path(path))}
         for s in samples
@@ -196,7 +205,7 @@ def _manifest(
         "format_version": FORMAT_VERSION,
         "sample": {"name": ",".join(s.name for s in samples), "platform": samples[0].platform},
         "genes": list(first.genes),
-        "geometry": geo,
+        "geometry": _geometry_entry(samples[0], grids, cfg),
         "image": {
             "um_per_px": first.image.um_per_px,
             "um_to_px": first.image.um_to_px.to_list(),

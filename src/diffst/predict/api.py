@@ -60,23 +60,15 @@ def check_output_path(out_path: str | os.PathLike[str]) -> Path:
 def resolve_genes(
     model_genes: list[str] | tuple[str, ...], sample: SpatialSample, allow_subset: bool
 ) -> tuple[str, ...]:
-    """Section gene names in checkpoint order (matching names, or ids for spot tables).
+    """The checkpoint's genes, checked against the section (names, or ids for spot tables).
 
     Raises :class:`InputError` listing the checkpoint genes the section lacks. Diff-ST models have
     a fixed gene panel (``G`` input/output channels), so predicting a subset is not possible.
     """
-    names = list(sample.genes)
-    ids = list(sample.spots.gene_ids) if sample.spots is not None else []
-    by_name = set(names)
-    id_to_name = dict(zip(ids, names, strict=False))
-    resolved, missing = [], []
-    for gene in model_genes:
-        if gene in by_name:
-            resolved.append(gene)
-        elif gene in id_to_name:
-            resolved.append(id_to_name[gene])
-        else:
-            missing.append(gene)
+    known = set(sample.genes)
+    if sample.spots is not None:
+        known |= set(sample.spots.gene_ids)
+    missing = [gene for gene in model_genes if gene not in known]
     if missing:
         shown = ", ".join(missing[:20]) + (
             f", … ({len(missing)} in all)" if len(missing) > 20 else ""
@@ -92,7 +84,7 @@ def resolve_genes(
             f"{where}: field genes lacks {len(missing)} of the checkpoint's {len(model_genes)} "
             f"genes: {shown}{hint}"
         )
-    return tuple(resolved)
+    return tuple(model_genes)
 
 
 def _view_config(meta: dict[str, Any]) -> Any:
@@ -210,7 +202,6 @@ def _metadata(
     ctx: TileContext,
     n_tiles: int,
     stride: int,
-    section_genes: tuple[str, ...],
 ) -> dict[str, Any]:
     """``uns['diffst']``: how this prediction was made."""
     from diffst.diffusion import count_network_evaluations
@@ -231,7 +222,6 @@ def _metadata(
         "tiles": {"n": n_tiles, "patch_bins": ctx.patch, "stride_bins": stride},
         "sample": {"name": sample.name, "platform": str(sample.platform)},
         "genes": [str(g) for g in bundle.store_meta["genes"]],
-        "section_genes": list(section_genes),
         "units": "counts per HR bin",
         "quantiles": "per-tile quantiles over the K samples, blended across overlapping tiles",
     }
@@ -275,11 +265,11 @@ def predict(
     cfg = cfg or PredictConfig()
     out = check_output_path(out_path)
     env = init_distributed(cfg.device)
-    bundle, ctx, section_genes = _set_up(checkpoint, sample, cfg, env.device)
+    bundle, ctx = _set_up(checkpoint, sample, cfg, env.device)
     acc, n_tiles, stride = run_tiles(bundle, ctx, cfg, ctx.norm, env)
     if not env.is_main:
         return None
-    metadata = _metadata(cfg, bundle, sample, ctx, n_tiles, stride, section_genes)
+    metadata = _metadata(cfg, bundle, sample, ctx, n_tiles, stride)
     adata = _write_outputs(acc, ctx, sample, cfg, metadata, out, library_id)
     if figures_dir is not None:
         paths = _write_figures(Path(figures_dir), cfg, adata, ctx)
@@ -290,7 +280,7 @@ def predict(
 
 def _set_up(
     checkpoint: str | os.PathLike[str], sample: SpatialSample, cfg: PredictConfig, device: Any
-) -> tuple[Any, TileContext, tuple[str, ...]]:
+) -> tuple[Any, TileContext]:
     """Load the checkpoint, check the section against it and build the tiling context.
 
     Every input error is raised here, before any network evaluation.
@@ -309,18 +299,18 @@ def _set_up(
             f"{bundle.path}: normalisation 'minmax_patch' scales each patch by its HR maximum, "
             "which a new section does not have; train with log1p_gene to predict sections"
         )
-    section_genes = resolve_genes(meta["genes"], sample, cfg.allow_gene_subset)
+    genes = resolve_genes(meta["genes"], sample, cfg.allow_gene_subset)
     image, views = _check_image(sample, bundle, _view_config(meta))
-    inputs = build_section_inputs(sample, section_genes, meta)
+    inputs = build_section_inputs(sample, genes, meta)
     ranges = None
     if image is not None:
         chan = channel_indices(image, tuple(views.channels))
         ranges = intensity_range(image, chan, views.intensity_percentiles)
     ctx = TileContext(
-        inputs, norm, len(section_genes), image, views, ranges, int(meta["hr_size"]),
+        inputs, norm, len(genes), image, views, ranges, int(meta["hr_size"]),
         int(meta["lr_size"]),
     )  # fmt: skip
-    return bundle, ctx, section_genes
+    return bundle, ctx
 
 
 def _write_outputs(

@@ -321,6 +321,7 @@ def _inputs_from_spots(
     assert table is not None
     table.require_raw_counts()
     column = {g: k for k, g in enumerate(table.genes)}
+    column.update({g: k for k, g in enumerate(table.gene_ids)})  # ids are unique, names may not be
     counts = np.asarray(table.counts[:, [column[g] for g in genes]].todense(), dtype=np.float64)
     centres = np.asarray(table.centers_um, dtype=np.float64)
     if len(centres) == 0:

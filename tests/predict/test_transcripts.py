@@ -89,3 +89,39 @@ def test_image_channels_and_pixel_size_are_checked(
         adata = predict(ckpt, section, tmp_path / "g.h5ad", FAST)
     assert adata is not None
     assert "differs from training" in caplog.text and "2 µm/px" in caplog.text
+
+
+def _as_bin_array(section: SpatialSample, bin_um: float) -> SpatialSample:
+    """The section's molecules summed into square bins of ``bin_um`` (a Visium HD-like table)."""
+    from diffst.io.sample import SpotTable
+    from diffst.prepare.binning import GridGeometry, bin_transcripts
+
+    assert section.image is not None
+    grid = GridGeometry.covering(section.image.extent_um(), bin_um, 1)
+    counts = bin_transcripts(section.transcripts, tuple(GENES), grid)  # type: ignore[arg-type]
+    i, j = np.nonzero(counts.sum(axis=0))
+    xs, ys = grid.bin_centres_um()
+    spots = SpotTable(
+        counts=counts[:, i, j].T, genes=tuple(GENES), centers_um=np.column_stack([xs[j], ys[i]]),
+        diameter_um=bin_um, shape="square", lattice="square", pitch_um=bin_um,
+    )  # fmt: skip
+    return SpatialSample("hd", "visium_hd", image=section.image, spots=spots,
+                         tissue_mask=section.tissue_mask)  # fmt: skip
+
+
+@pytest.mark.parametrize("lr", ["grid", "visium"])
+def test_bin_arrays_are_pooled_like_molecules(section: SpatialSample, lr: str) -> None:
+    meta = store_meta(GENES, lr, hr_um=HR)
+    ref = build_section_inputs(section, tuple(GENES), meta)
+    hd = build_section_inputs(_as_bin_array(section, 2.0), tuple(GENES), meta)
+    assert hd.geometry == ref.geometry and hd.lr_layout == ref.lr_layout == lr
+    np.testing.assert_array_equal(hd.hr, ref.hr)
+    np.testing.assert_array_equal(hd.tissue, ref.tissue)
+    np.testing.assert_array_equal(hd.spot_centres_um, ref.spot_centres_um)
+    if lr == "grid":  # exact: 2 µm bins tile the 10 µm bins
+        np.testing.assert_array_equal(hd.spot_counts, ref.spot_counts)
+    else:  # spot circles cut bins: a bin counts when its centre is inside the spot
+        total = ref.spot_counts.sum()
+        assert abs(hd.spot_counts.sum() - total) < 0.1 * total
+    np.testing.assert_allclose(hd.lr_window(12, 12, PATCH)[0], ref.lr_window(12, 12, PATCH)[0],
+                               rtol=0.25 if lr == "visium" else 0)  # fmt: skip

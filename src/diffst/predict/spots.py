@@ -319,13 +319,8 @@ def _inputs_from_spots(
 
     table = sample.spots
     assert table is not None
-    table.require_raw_counts()
-    column = {g: k for k, g in enumerate(table.genes)}
-    column.update({g: k for k, g in enumerate(table.gene_ids)})  # ids are unique, names may not be
-    counts = np.asarray(table.counts[:, [column[g] for g in genes]].todense(), dtype=np.float64)
+    counts = _spot_counts(table, genes).toarray()
     centres = np.asarray(table.centers_um, dtype=np.float64)
-    if len(centres) == 0:
-        raise InputError(f"{table.path or sample.name}: field spots is empty (no tissue)")
     pitch = float(table.pitch_um or table.diameter_um)
     margin = max(pitch, table.diameter_um) / 2
     lo, hi = centres.min(axis=0) - margin, centres.max(axis=0) + margin
@@ -343,7 +338,7 @@ def _inputs_from_transcripts(
 ) -> SectionInputs:
     """HR platforms: the section rasters of ``diffst prepare`` (same grid, tissue, pseudo-spots)."""
     from diffst.prepare import api as prep
-    from diffst.prepare.binning import pool_grid, scan_transcripts
+    from diffst.prepare.binning import scan_transcripts
     from diffst.prepare.config import PrepareConfig
 
     assert sample.transcripts is not None
@@ -375,23 +370,67 @@ def _inputs_from_transcripts(
             pitch,
             section.hr,
         )
+    return _grid_inputs(geometry, section.tissue, section.hr)
+
+
+def _grid_inputs(geometry: GridGeometry, tissue: np.ndarray, hr: np.ndarray) -> SectionInputs:
+    """Grid-pooling layout: the in-tissue LR cells are the measured (square) spots."""
+    from diffst.prepare.binning import pool_grid
+
     f = geometry.factor
-    lr_mask = pool_grid(section.tissue, f) > 0
-    a, b = np.nonzero(lr_mask)
+    a, b = np.nonzero(pool_grid(tissue, f) > 0)
     x0, y0 = geometry.origin_um
     centres = np.column_stack([x0 + (b + 0.5) * geometry.lr_um, y0 + (a + 0.5) * geometry.lr_um])
-    counts = pool_grid(section.hr, f)[:, a, b].T.astype(np.float64)
-    return SectionInputs(
-        geometry,
-        section.tissue,
-        "grid",
-        centres,
-        counts,
-        geometry.lr_um,
-        "square",
-        geometry.lr_um,
-        section.hr,
+    counts = pool_grid(hr, f)[:, a, b].T.astype(np.float64)
+    lr_um = geometry.lr_um
+    return SectionInputs(geometry, tissue, "grid", centres, counts, lr_um, "square", lr_um, hr)
+
+
+def _inputs_from_dense_spots(
+    sample: SpatialSample, genes: tuple[str, ...], meta: dict[str, Any]
+) -> SectionInputs:
+    """Bin arrays no coarser than the HR bins (Visium HD): summed onto the HR grid like
+    molecules, then pseudo-spots as in training (grid pooling or the Visium lattice)."""
+    from scipy.spatial import cKDTree
+
+    from diffst.prepare.binning import GridGeometry, visium_lattice
+    from diffst.prepare.tiling import tissue_mask_bins
+
+    table = sample.spots
+    assert table is not None
+    counts, centres = _spot_counts(table, genes), np.asarray(table.centers_um, dtype=np.float64)
+    geo = meta["geometry"]
+    r = table.diameter_um / 2
+    lo, hi = centres.min(axis=0) - r, centres.max(axis=0) + r
+    extent = sample.image.extent_um() if sample.image is not None else (*lo, *hi)
+    geometry = GridGeometry.covering(extent, float(geo["hr_um"]), int(geo["factor"]))
+    h, w = geometry.shape_hr
+    ij = np.floor((centres - np.asarray(geometry.origin_um)) / geometry.hr_um).astype(np.int64)
+    inside = np.flatnonzero((ij >= 0).all(axis=1) & (ij[:, 0] < w) & (ij[:, 1] < h))
+    to_bin = sp.csr_matrix(
+        (np.ones(inside.size), (ij[inside, 1] * w + ij[inside, 0], inside)), (h * w, len(centres))
     )
+    hr = np.asarray((to_bin @ counts).T.todense()).reshape(len(genes), h, w)
+    tissue = tissue_mask_bins(sample, geometry, density=hr.sum(axis=0))
+    layout, diameter, pitch = _lr_layout(meta)
+    if layout == "grid":
+        return _grid_inputs(geometry, tissue, hr)
+    spots = visium_lattice(geometry, None, pitch, diameter)
+    sij = np.floor((spots - np.asarray(geometry.origin_um)) / geometry.hr_um).astype(np.int64)
+    spots = spots[tissue[sij[:, 1], sij[:, 0]]] if len(spots) else spots
+    dist, near = cKDTree(spots).query(centres, distance_upper_bound=diameter / 2 * (1 + 1e-12))
+    ok = np.flatnonzero(np.isfinite(dist))
+    to_spot = sp.csr_matrix((np.ones(ok.size), (near[ok], ok)), (len(spots), len(centres)))
+    sums = np.asarray((to_spot @ counts).todense())
+    return SectionInputs(geometry, tissue, "visium", spots, sums, diameter, "circle", pitch, hr)
+
+
+def _spot_counts(table: Any, genes: tuple[str, ...]) -> sp.csr_matrix:
+    """``[n, G]`` counts of ``genes`` (matched by id first, then by name), float64 CSR."""
+    table.require_raw_counts()
+    column = {g: k for k, g in enumerate(table.genes)}
+    column.update({g: k for k, g in enumerate(table.gene_ids)})  # ids are unique, names may not be
+    return sp.csr_matrix(table.counts[:, [column[g] for g in genes]], dtype=np.float64)
 
 
 def build_section_inputs(
@@ -409,8 +448,16 @@ def build_section_inputs(
         Checkpoint ``store_meta`` (geometry, normalisation, LR layout).
     """
     layout, _, _ = _lr_layout(meta)
+    spots = sample.spots
+    if sample.transcripts is None and spots is not None and spots.n_spots == 0:
+        raise InputError(f"{spots.path or sample.name}: field spots is empty (no tissue)")
     if sample.transcripts is not None:
         inputs = _inputs_from_transcripts(sample, genes, meta)
+    elif (
+        spots is not None
+        and float(spots.pitch_um or spots.diameter_um) <= meta["geometry"]["hr_um"]
+    ):
+        inputs = _inputs_from_dense_spots(sample, genes, meta)
     else:
         if layout != "visium":
             _log.warning(

@@ -148,3 +148,42 @@ def test_empty_split_and_too_few_patches(tmp_path: Path) -> None:
     few = write_synthetic_store(tmp_path / "few", n_train=3)
     with pytest.raises(InputError, match=r"3 patches are too few for one global batch of 4"):
         train(few, tmp_path / "r2", tiny_config("train.batch_size=4"), progress=False)
+
+
+def test_validation_averages_draws_on_count_scale(
+    run_a: tuple[Path, loop.TrainResult], store: Path
+) -> None:
+    from diffst.data import PatchDataset
+    from diffst.data.transforms import NormStats, inverse_normalise
+
+    out, _ = run_a
+    bundle = load_for_inference(out, "cpu")
+    cfg = dataclasses.replace(
+        bundle.config, train=dataclasses.replace(bundle.config.train, val_samples=2)
+    )
+    ds = PatchDataset(store, "val")
+    batch = {k: torch.stack([ds[i][k] for i in (0, 1)]) for k in ds[0]}
+    stats = NormStats.from_dict(bundle.store_meta["normalisation"])
+    m = bundle.model
+    with torch.no_grad():
+        cond = m.encode_condition(batch["lr"], batch["tissue"], batch["cells"], batch["cell_score"])
+        mean = loop._mean_sample_counts(m, bundle.schedule, cond, batch, [0, 1], cfg, stats, "cpu")
+        draws = [
+            inverse_normalise(_one_draw(m, bundle, cond.select([i]), cfg, 2 * i + j), stats)
+            for i in (0, 1)
+            for j in (0, 1)
+        ]
+    tol = {"rtol": 1e-4, "atol": 1e-3}  # counts; batched and single draws differ in rounding
+    torch.testing.assert_close(mean[0], (draws[0][0] + draws[1][0]) / 2, **tol)
+    torch.testing.assert_close(mean[1], (draws[2][0] + draws[3][0]) / 2, **tol)
+    result = loop.validate(m, bundle.schedule, ds, cfg, bundle.store_meta, torch.device("cpu"))
+    assert result["val_patches"] == 2 and -1 <= result["val_pcc"] <= 1
+
+
+def _one_draw(model, bundle, cond, cfg, offset: int) -> torch.Tensor:
+    from diffst.diffusion import sample
+
+    return sample(
+        model, bundle.schedule, cond, (1, 4, 8, 8), sampler="ddim", steps=cfg.train.val_steps,
+        seeds=[cfg.train.val_seed + offset], device="cpu",
+    )  # fmt: skip

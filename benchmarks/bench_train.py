@@ -1,0 +1,241 @@
+"""Training speed and memory → the "train" section of BENCHMARKS.md.
+
+Two modes:
+
+``small``
+    ``diffst train --preset small`` on the bundled MERFISH crop, prepared as in ``diffst demo``:
+    throughput (patches/s, all steps after the first) and peak RSS of the whole process.
+
+``step``
+    One training step of a paper-shaped network on synthetic inputs (labelled synthetic),
+    measured the way the official release was timed (``/work/shared/PEERS.md``): encode the
+    condition, sample t, hybrid loss (Charbonnier + 0.01·disentangling + VB), backward, AdamW.
+    Defaults are the paper configuration: 128 channels, HR 256, LR 26, G = 25, tissue view
+    256 px, 16×16 cell tiles of 16 px, 3 image channels. Each (batch size) runs in a fresh
+    subprocess so that the peak RSS belongs to that configuration alone. On a GPU
+    (``--device cuda``) compare ``--amp none`` with ``--amp bf16`` and ``--compile``.
+
+Examples
+--------
+``python benchmarks/bench_train.py small --steps 30``
+``python benchmarks/bench_train.py step --batch 1 4 --repeats 3``
+``python benchmarks/bench_train.py step --channels 64 --hr 128 --lr 13``
+``python benchmarks/bench_train.py step --device cuda --amp bf16 --compile --batch 4 16``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+
+def peak_rss_gib() -> float:
+    """Peak resident set size of this process, GiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def run_small(steps: int, threads: int) -> dict:
+    """Prepare the bundled MERFISH crop like the demo and train ``small`` for ``steps`` steps."""
+    import torch
+
+    from diffst.datasets import merfish_mini
+    from diffst.evaluate.demo import demo_configs
+    from diffst.prepare.api import prepare
+    from diffst.train.config import resolve_run_config
+    from diffst.train.loop import train
+
+    torch.set_num_threads(threads)
+    prepare_cfg, _ = demo_configs(False)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = prepare(merfish_mini(), Path(tmp) / "store", prepare_cfg).path
+        cfg = resolve_run_config(
+            "small", None, [f"train.max_steps={steps}", "train.val_every=0", "train.log_every=1",
+                            "train.device=cpu"],
+        )  # fmt: skip
+        train(store, Path(tmp) / "run", cfg, progress=False)
+        rows = (Path(tmp) / "run" / "log.csv").read_text().splitlines()[1:]
+    rates = [float(r.split(",")[8]) for r in rows[1:]]  # column patches_per_s, first step skipped
+    return {
+        "mode": "small",
+        "steps": steps,
+        "batch": cfg.train.batch_size,
+        "patches_per_s_median": statistics.median(rates),
+        "peak_rss_gib": peak_rss_gib(),
+        "calib_conv_gflops": conv_calibration_gflops(threads),
+    }
+
+
+def conv_calibration_gflops(threads: int) -> float:
+    """Achieved GFLOP/s of a plain 64→64 3×3 convolution forward + backward at 128×128.
+
+    Recorded beside every CPU timing: on a shared machine it shows how much of the CPU the
+    measurement actually got.
+    """
+    import torch
+
+    torch.set_num_threads(threads)
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1)
+    x = torch.randn(1, 64, 128, 128, requires_grad=True)
+    flop = 3 * 2 * 64 * 64 * 9 * 128 * 128  # forward + two backward convolutions
+    conv(x).sum().backward()
+    t0 = time.perf_counter()
+    for _ in range(3):
+        conv(x).sum().backward()
+    return 3 * flop / (time.perf_counter() - t0) / 1e9
+
+
+def _synthetic_batch(args: argparse.Namespace, batch: int, device: str) -> dict:
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    n = args.cell_grid
+    out = {
+        "hr": torch.rand(batch, args.genes, args.hr, args.hr, generator=g) * 2 - 1,
+        "lr": torch.rand(batch, args.genes, args.lr, args.lr, generator=g) * 2 - 1,
+        "tissue": torch.rand(batch, 3, args.tissue, args.tissue, generator=g),
+        "cells": torch.rand(batch, n * n, 3, args.tile, args.tile, generator=g),
+        "cell_score": torch.rand(batch, n * n, generator=g) * 8,
+        "mask": torch.ones(batch, 1, args.hr, args.hr),
+    }
+    return {k: v.to(device) for k, v in out.items()}
+
+
+def _forward_gflop_per_patch(model, batch: dict) -> float:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    t = torch.full((1,), 500, dtype=torch.int64, device=batch["hr"].device)
+    one = {k: v[:1] for k, v in batch.items()}
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        cond = model.encode_condition(one["lr"], one["tissue"], one["cells"], one["cell_score"])
+        model(one["hr"], t, cond)
+    return counter.get_total_flops() / 1e9
+
+
+def run_step(args: argparse.Namespace, batch: int) -> dict:
+    """Time ``args.repeats`` training steps (after one warm-up) at one batch size.
+
+    Wall time and process CPU time are both recorded: on a shared machine the wall time grows
+    with the load average, the CPU time (summed over threads) much less.
+    """
+    import dataclasses
+
+    import torch
+
+    from diffst.diffusion import NoiseSchedule, training_losses
+    from diffst.models import DiffSTModel, coexpression_adjacency, count_parameters
+    from diffst.train.config import resolve_run_config
+
+    torch.set_num_threads(args.threads)
+    device = args.device
+    cfg = resolve_run_config("paper")
+    mcfg = dataclasses.replace(
+        cfg.model, base_channels=args.channels, tissue_size=args.tissue,
+        cell_grid=args.cell_grid, cell_tile_size=args.tile,
+    )  # fmt: skip
+    adjacency = coexpression_adjacency(totals=torch.arange(1.0, args.genes + 1))
+    model = DiffSTModel(mcfg, args.genes, 3, args.lr, args.hr, adjacency).to(device)
+    model.set_training_progress(1.0)
+    cuda_amp = device == "cuda" and args.amp == "bf16"
+    if cuda_amp:
+        model = model.to(memory_format=torch.channels_last)
+    schedule = NoiseSchedule.from_config(cfg.diffusion)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-5)
+    data = _synthetic_batch(args, batch, device)
+    gflop = _forward_gflop_per_patch(model, data)
+
+    def step(seed: int) -> None:
+        gen = torch.Generator(device).manual_seed(seed)
+        amp = torch.autocast("cuda", dtype=torch.bfloat16) if cuda_amp else nullcontext()
+        with amp:
+            cond = model.encode_condition(data["lr"], data["tissue"], data["cells"],
+                                          data["cell_score"])  # fmt: skip
+            terms = training_losses(model, schedule, data["hr"], cond, data["mask"],
+                                    cfg.diffusion, gen)  # fmt: skip
+        terms.total.float().backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    if args.compile:
+        step = torch.compile(step)  # type: ignore[assignment]
+    times, cpu = [], []
+    for i in range(args.repeats + 1):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0, c0 = time.perf_counter(), time.process_time()
+        step(i)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    out = {
+        "mode": "step", "device": device, "amp": args.amp, "compile": args.compile,
+        "channels": args.channels, "hr": args.hr, "lr": args.lr, "genes": args.genes,
+        "batch": batch, "params_m": count_parameters(model) / 1e6,
+        "fwd_gflop_per_patch": gflop, "step_s_median": statistics.median(times[1:]),
+        "step_s_all": times, "step_cpu_s_median": statistics.median(cpu[1:]),
+        "load_avg_1min": os.getloadavg()[0], "patches_per_s": batch / statistics.median(times[1:]),
+        "peak_rss_gib": peak_rss_gib(), "calib_conv_gflops": conv_calibration_gflops(args.threads),
+    }  # fmt: skip
+    if device == "cuda":
+        out["peak_cuda_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("mode", choices=["small", "step"])
+    p.add_argument("--steps", type=int, default=30, help="small: training steps")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 4], help="step: batch sizes")
+    p.add_argument("--repeats", type=int, default=3, help="step: timed steps after 1 warm-up")
+    p.add_argument("--channels", type=int, default=128, help="step: UNet base channels")
+    p.add_argument("--hr", type=int, default=256, help="step: HR patch side (bins)")
+    p.add_argument("--lr", type=int, default=26, help="step: LR side (cells)")
+    p.add_argument("--genes", type=int, default=25)
+    p.add_argument("--tissue", type=int, default=256, help="step: tissue view side (px)")
+    p.add_argument("--cell-grid", type=int, default=16, help="step: cell tiles per side")
+    p.add_argument("--tile", type=int, default=16, help="step: cell tile side (px)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--amp", default="none", choices=["none", "bf16"])
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the benchmark; print one JSON line per measurement."""
+    args = _parser().parse_args(argv)
+    header = {"machine": platform.node(), "python": platform.python_version(),
+              "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+              "command": " ".join(["python", *sys.argv])}  # fmt: skip
+    if args.mode == "small":
+        print(json.dumps({**header, **run_small(args.steps, args.threads)}), flush=True)
+        return
+    if args.child:
+        print(json.dumps({**header, **run_step(args, args.batch[0])}), flush=True)
+        return
+    for batch in args.batch:  # one subprocess per batch size: its own peak RSS
+        argv_child = [a for a in (argv or sys.argv[1:]) if a]
+        idx = argv_child.index("--batch") if "--batch" in argv_child else None
+        if idx is not None:
+            end = idx + 1
+            while end < len(argv_child) and not argv_child[end].startswith("--"):
+                end += 1
+            argv_child = argv_child[:idx] + argv_child[end:]
+        cmd = [sys.executable, __file__, *argv_child, "--batch", str(batch), "--child"]
+        subprocess.run(cmd, check=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -446,7 +446,7 @@ def run_benchmark(
     from rich.console import Console
 
     from diffst.evaluate.api import baseline_predictions, load_store_split
-    from diffst.evaluate.report import write_report
+    from diffst.evaluate.report import analysis_notes, write_report
     from diffst.evaluate.scoring import score_method
     from diffst.train.config import resolve_run_config
 
@@ -491,7 +491,8 @@ def run_benchmark(
     )
     stages.timings["total"] = time.perf_counter() - start
     lines = [*context, *_context_lines(train_samples, held_out, run_config, cfg, stages.timings)]
-    notes = analysis_notes(scores, truth, run_config, len(data), _n_train(store))
+    ablated = [ABLATIONS[a][0] for a in cfg.ablations]
+    notes = analysis_notes(scores, truth, run_config, len(data), _n_train(store), ablated)
     files = write_report(
         scores, preds, truth, out, cfg.evaluate, title=title, context=lines, notes=notes
     )
@@ -541,69 +542,3 @@ def _context_lines(
         f"K = {cfg.n_samples} samples per patch.",
         f"Wall-clock times: {time_text}.",
     ]
-
-
-def _means(scores: Sequence[Any]) -> dict[tuple[str, str], float]:
-    from diffst.evaluate.report import summary_frame
-
-    frame = summary_frame(scores)
-    return {(r.method, r.metric): float(r["mean"]) for _, r in frame.iterrows()}
-
-
-def analysis_notes(
-    scores: Sequence[Any], truth: PatchSet, run_config: Any, n_test: int, n_train: int
-) -> list[str]:
-    """Data-driven explanations of where and why diffst does not beat a baseline."""
-    m = _means(scores)
-    values = truth.hr.transpose(1, 0, 2, 3)[:, truth.mask.astype(bool)]
-    depth, zeros = float(values.mean()), float((values == 0).mean())
-    tc = run_config.train
-    epochs = tc.max_steps * tc.batch_size / max(n_train, 1)
-    notes = [
-        f"- Data depth: {n_train} training and {n_test} held-out patches; the held-out truth has "
-        f"{depth:.2f} counts per in-tissue HR bin and gene on average and {zeros:.0%} of its "
-        "values are 0. At this depth the measured HR map is dominated by Poisson counting noise, "
-        "which caps every method's correlation and favours smooth predictions.",
-        f"- Training budget: {tc.max_steps} steps of batch {tc.batch_size} (~{epochs:.0f} epochs "
-        "over the training patches), orders of magnitude below the paper's runs.",
-    ]
-    pcc = {name: v for (name, metric), v in m.items() if metric == "pcc"}
-    ref = pcc.get("diffst", float("nan"))
-    better = sorted(k for k, v in pcc.items() if k != "diffst" and v > ref)
-    if better:
-        notes.append(
-            f"- diffst's PCC (counts, {ref:.3f}) is below {', '.join(better)}. The reported "
-            "diffst map is the mean of K samples: each sample carries its own sampling noise "
-            "and the mean keeps 1/K of it, while interpolation and regression give one smooth "
-            "map; with noisy, shallow truth a smooth map correlates better. A short training "
-            "run also leaves the denoiser far from converged."
-        )
-    rm = {name: v for (name, metric), v in m.items() if metric == "rmse"}
-    if "regression" in rm and rm["regression"] < rm.get("diffst", float("inf")):
-        notes.append(
-            f"- The regression network has the lower RMSE ({rm['regression']:.3f} vs "
-            f"{rm.get('diffst', float('nan')):.3f}): it is trained to minimise squared error, so "
-            "it estimates the conditional mean, the RMSE-optimal answer; diffusion models the "
-            "whole distribution and is judged on calibration (coverage, CRPS) as well."
-        )
-    cov = m.get(("diffst", "coverage90"))
-    if cov is not None and np.isfinite(cov):
-        verdict = (
-            "well calibrated"
-            if abs(cov - 0.9) <= 0.05
-            else "over-confident (intervals too narrow)"
-            if cov < 0.9
-            else "under-confident (intervals too wide)"
-        )
-        notes.append(
-            f"- Uncertainty: the 90% interval covers {cov:.1%} of held-out values: {verdict}."
-        )
-    for name, _ in ABLATIONS.values():
-        if (name, "pcc") in m and m[(name, "pcc")] >= ref:
-            notes.append(
-                f"- Ablation `{name}` scores at least as well as the full model (PCC "
-                f"{m[(name, 'pcc')]:.3f} vs {ref:.3f}); one short run per variant with one seed "
-                "cannot separate such differences from training noise, so this table does not "
-                "establish the component's value on this data."
-            )
-    return notes

@@ -67,7 +67,7 @@ def demo_configs(fast: bool) -> tuple[object, BenchmarkConfig]:
 
 
 def run_demo(
-    out_dir: str | os.PathLike[str] = "demo_out", *, fast: bool = False
+    out_dir: str | os.PathLike[str] = "demo_out", *, fast: bool = False, threads: int | None = None
 ) -> BenchmarkResult:
     """Run the end-to-end demo and write ``<out_dir>/report.md`` with figures and tables.
 
@@ -79,6 +79,9 @@ def run_demo(
     fast
         Seconds-long variant (``tiny`` preset, 2 steps, 4 genes): checks that every stage runs
         and every report file is written; its numbers mean nothing.
+    threads
+        CPU threads used by torch (default: 2, or fewer on a 1-core machine). On a busy shared
+        machine 1 thread avoids the cost of threads waiting for each other.
 
     Returns
     -------
@@ -89,7 +92,7 @@ def run_demo(
 
     from diffst.datasets import merfish_mini
 
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(threads or max(1, min(2, os.cpu_count() or 1)))
     console = Console()
     prepare_cfg, bench = demo_configs(fast)
     console.rule("diffst demo" + (" (fast)" if fast else ""))

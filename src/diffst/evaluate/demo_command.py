@@ -17,13 +17,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--fast", action="store_true",
         help="seconds-long smoke run (tiny preset, 2 steps): every file, meaningless numbers",
     )  # fmt: skip
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 2)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run :func:`diffst.evaluate.demo.run_demo` and print where the report is."""
     from diffst.evaluate.demo import run_demo
 
-    result = run_demo(args.out, fast=args.fast)
+    result = run_demo(args.out, fast=args.fast, threads=args.threads)
     total = result.timings_s.get("total", float("nan"))
     print(f"diffst demo: report written to {result.report} ({total:.0f} s)")
     return 0

@@ -28,6 +28,7 @@ def alignment_figure(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.collections import EllipseCollection
     from matplotlib.patches import Rectangle
 
     geo = section.geometry
@@ -42,10 +43,21 @@ def alignment_figure(
         ax.set_ylabel("y (µm)")
     shown = np.ma.masked_where(density <= 0, density)
     axes[0].imshow(shown, cmap="magma", alpha=0.5, extent=extent, interpolation="nearest")
-    axes[0].set_title("image + log1p transcript density (panel genes)")
+    axes[0].set_title("image + log1p transcript density (panel genes), LR spots (cyan)")
     if section.spot_centres_um is not None and len(section.spot_centres_um):
-        c = section.spot_centres_um
-        axes[0].scatter(c[:, 0], c[:, 1], s=4, facecolors="none", edgecolors="cyan", linewidths=0.5)
+        d = section.spot_diameter_um  # circles drawn at their true size in µm
+        spots = EllipseCollection(
+            d,
+            d,
+            0.0,
+            units="xy",
+            offsets=section.spot_centres_um,
+            offset_transform=axes[0].transData,
+            facecolors="none",
+            edgecolors="cyan",
+            linewidths=0.6,
+        )
+        axes[0].add_collection(spots)
     axes[1].contour(
         section.geometry.bin_centres_um()[0],
         section.geometry.bin_centres_um()[1],

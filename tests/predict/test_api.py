@@ -246,3 +246,15 @@ def test_config_rejects_bad_values() -> None:
                 {"sampler": "euler"}, {"overlap_bins": -1}):  # fmt: skip
         with pytest.raises(ConfigError, match=next(iter(bad))):
             PredictConfig(**bad)  # type: ignore[arg-type]
+
+
+def test_cli_parser_does_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from diffst.cli import build_parser; build_parser();"
+        "import diffst.predict; print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

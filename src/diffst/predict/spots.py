@@ -235,7 +235,7 @@ class SectionInputs:
     spot_diameter_um: float  # spot diameter, or LR cell side for "grid", µm
     spot_shape: str  # "circle" | "square"
     spot_pitch_um: float  # lattice pitch, µm (LR rasterisation reach)
-    hr: np.ndarray | None = None  # [G, H, W] HR counts ("grid" only: the LR is pooled from it)
+    hr: np.ndarray | None = None  # [G, H, W] binned HR counts (transcripts, bin arrays)
 
     def lr_window(self, row: int, col: int, size: int) -> tuple[np.ndarray, np.ndarray]:
         """Raw LR counts ``[G, p, p]`` float32 and mask ``[p, p]`` of the HR window at

@@ -250,7 +250,7 @@ def write_spatialdata_atomic(adata: anndata.AnnData, path: Path) -> Path:
     import spatialdata
 
     target = path.with_suffix(".zarr")
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp.zarr")  # writers want .zarr
     try:
         sdata = spatialdata.SpatialData(tables={"table": adata})
         sdata.write(tmp)

@@ -51,7 +51,7 @@ def test_binning_matches_naive_reference(local: bool) -> None:
     src = _source(6000, 1, local=local)
     geo = GridGeometry((0.0, 0.0), 7.0, 3, (11, 14))
     genes = ("C", "A")
-    hr, stats, density = bin_transcripts_with_stats(src, genes, geo, density=True)
+    hr, stats, density = bin_transcripts_with_stats(src, genes, geo, density=True, max_chunk=300)
     assert hr.dtype == np.int32 and hr.shape == (2, 11, 14)
     np.testing.assert_array_equal(hr, _naive(src, genes, geo))
     assert density is not None  # all non-control genes, whatever the panel

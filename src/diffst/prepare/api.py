@@ -158,7 +158,11 @@ def build_section_inputs(
             "alone cannot be binned)"
         )
     hr, stats, density = bin_transcripts_with_stats(
-        sample.transcripts, genes, geometry, density=cfg.tissue.source != "mask"
+        sample.transcripts,
+        genes,
+        geometry,
+        density=cfg.tissue.source != "mask",
+        max_chunk=cfg.chunk_size,
     )
     check_outside(sample, stats, cfg, scan)
     tissue = tissue_mask_bins(sample, geometry, cfg.tissue, density=density)

@@ -214,10 +214,12 @@ def bin_transcripts_with_stats(
     geometry: GridGeometry,
     *,
     density: bool = False,
+    max_chunk: int = 2_000_000,
 ) -> tuple[np.ndarray, BinningStats, np.ndarray | None]:
     """:func:`bin_transcripts` plus a :class:`BinningStats` of kept and dropped molecules and,
     with ``density=True``, ``[H, W]`` int32 molecules of *all* non-control genes per bin (a
-    tissue signal that does not depend on the panel)."""
+    tissue signal that does not depend on the panel). Chunks longer than ``max_chunk`` are
+    processed in pieces, bounding the temporary memory whatever the reader's chunk size."""
     gmap = gene_index_map(source.genes, genes)
     h, w = geometry.shape_hr
     out = np.zeros((len(genes), h, w), dtype=np.int32)
@@ -225,11 +227,16 @@ def bin_transcripts_with_stats(
     dens = np.zeros((1, h, w), dtype=np.int32) if density else None
     dmap = np.where(np.asarray(source.control, dtype=bool), -1, 0).astype(np.int64)
     for chunk in source.iter_chunks():
-        if len(chunk):
-            _check_chunk(chunk, source)
-            accumulate_chunk(out, chunk, gmap, geometry, stats)
+        _check_chunk(chunk, source)
+        for start in range(0, len(chunk), max_chunk):
+            piece = TranscriptChunk(
+                chunk.x_um[start : start + max_chunk],
+                chunk.y_um[start : start + max_chunk],
+                chunk.gene[start : start + max_chunk],
+            )
+            accumulate_chunk(out, piece, gmap, geometry, stats)
             if dens is not None:
-                accumulate_chunk(dens, chunk, dmap, geometry, BinningStats())
+                accumulate_chunk(dens, piece, dmap, geometry, BinningStats())
     return out, stats, None if dens is None else dens[0]
 
 

@@ -98,7 +98,7 @@ class PrepareConfig:
     stride: int = 256  # step between patch origins in HR bins (< patch overlaps)
     normalisation: NormKind = "log1p_gene"  # dataset transform recorded in the manifest
     max_outside_fraction: float = 0.01  # transcripts allowed outside the image before erroring
-    chunk_size: int = 2_000_000  # transcripts per streamed chunk (memory bound)
+    chunk_size: int = 2_000_000  # molecules binned at once (bounds temporary memory)
     seed: int = 0  # seed recorded in the manifest (split seed lives in ``split.seed``)
     views: ViewConfig = field(default_factory=ViewConfig)
     split: SplitConfig = field(default_factory=SplitConfig)

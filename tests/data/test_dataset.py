@@ -88,6 +88,16 @@ def test_normalisation_override(store: Path) -> None:
         PatchDataset(store, "val", normalisation="zscore")
 
 
+def test_pickles_without_array_data(store: Path) -> None:
+    import pickle
+
+    ds = PatchDataset(store, "train", augment=True, seed=2)
+    blob = pickle.dumps(ds)
+    assert len(blob) < 20_000  # paths and metadata only, not the patches
+    clone = pickle.loads(blob)
+    torch.testing.assert_close(clone[1][BatchKey.HR], ds[1][BatchKey.HR])
+
+
 def test_store_info(store: Path) -> None:
     info = StoreInfo.load(store)
     assert info.factor == 2 and info.patch == 8 and info.lr_size == 4

@@ -137,7 +137,8 @@ class PatchDataset(torch.utils.data.Dataset):
         self.crop = crop
         self.epoch = 0
         folder = Path(store_dir) / split
-        self._arrays = {k: np.load(folder / f.value, mmap_mode="r") for k, f in _ARRAYS.items()}
+        self._folder = folder
+        self._arrays = self._open()
         self._unit = self._check_crop(crop)
 
     def _check_crop(self, crop: int | None) -> int:
@@ -149,6 +150,19 @@ class PatchDataset(torch.utils.data.Dataset):
                 f"got {crop}"
             )
         return unit
+
+    def _open(self) -> dict[str, np.ndarray]:
+        return {k: np.load(self._folder / f.value, mmap_mode="r") for k, f in _ARRAYS.items()}
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle without the memory maps (DataLoader workers re-open the files)."""
+        state = self.__dict__.copy()
+        state.pop("_arrays")
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._arrays = self._open()
 
     def set_epoch(self, epoch: int) -> None:
         """Select the augmentation stream of ``epoch``."""

@@ -233,9 +233,9 @@ def read_store_meta(store_dir: str | os.PathLike[str], adjacency_kind: str, spli
     adjacency = coexpression_adjacency(
         totals=coexpr.get("s"), pearson=coexpr.get("pearson"), kind=adjacency_kind
     )
-    shapes = {name: _array_shape(store / split / name) for name in (StoreFile.HR, StoreFile.LR)}
-    shapes["cells"] = _array_shape(store / split / StoreFile.CELLS)
-    shapes["tissue"] = _array_shape(store / split / StoreFile.TISSUE)
+    files = {"hr": StoreFile.HR, "lr": StoreFile.LR, "cells": StoreFile.CELLS,
+             "tissue": StoreFile.TISSUE}  # fmt: skip
+    shapes = {key: _array_shape(store / split / name) for key, name in files.items()}
     n_cells = shapes["cells"][1]
     return {
         "genes": [str(g) for g in manifest["genes"]],
@@ -246,8 +246,8 @@ def read_store_meta(store_dir: str | os.PathLike[str], adjacency_kind: str, spli
         "adjacency": adjacency,
         "adjacency_kind": adjacency_kind,
         "image_channels": int(shapes["tissue"][1]),
-        "hr_size": int(shapes[StoreFile.HR][-1]),
-        "lr_size": int(shapes[StoreFile.LR][-1]),
+        "hr_size": int(shapes["hr"][-1]),
+        "lr_size": int(shapes["lr"][-1]),
         "tissue_size": int(shapes["tissue"][-1]),
         "cell_grid": math.isqrt(n_cells),
         "cell_tile_size": int(shapes["cells"][-1]),

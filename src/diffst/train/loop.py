@@ -16,7 +16,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -125,6 +125,10 @@ class _State:
     epoch_step: int = 0
 
 
+def _ema_model(st: _State) -> DiffSTModel:
+    return cast(DiffSTModel, st.ema.module)
+
+
 def _prepare_config(config: RunConfig, meta: dict[str, Any]) -> RunConfig:
     """Take the image view sizes from the store; check that variance settings agree."""
     if config.model.learn_sigma != config.diffusion.learn_sigma:
@@ -156,7 +160,7 @@ def _build_state(env: DistEnv, config: RunConfig, meta: dict[str, Any], out_dir:
     model = build_model(config, meta).to(env.device)
     use_cuda_amp = env.device.type == "cuda" and tc.amp == "bf16"
     if use_cuda_amp:
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     ema = EMA(model, decay=tc.ema_decay, warmup=tc.ema_warmup)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay
@@ -209,7 +213,9 @@ def _optimiser_step(st: _State, micro_batches: list[dict[str, torch.Tensor]]) ->
         micro = st.env.rank * tc.grad_accum + a
         gen = torch.Generator(st.env.device).manual_seed(micro_batch_seed(tc.seed, st.step, micro))
         last = a == len(micro_batches) - 1
-        sync = nullcontext() if last or not st.env.distributed else st.loss_module.no_sync()
+        sync = (
+            nullcontext() if last or not st.env.distributed else cast(Any, st.loss_module).no_sync()
+        )
         amp = torch.autocast("cuda", dtype=torch.bfloat16) if cuda_amp else nullcontext()
         with sync, amp:
             out = st.loss_module(_to_device(batch, st), gen).float()
@@ -239,7 +245,7 @@ def _check_finite(st: _State, values: torch.Tensor, what: str, names: tuple[str,
 def _save(st: _State) -> Path | None:
     path = None
     if st.env.is_main:
-        st.ema.module.set_training_progress(min(1.0, st.step / st.config.train.max_steps))
+        _ema_model(st).set_training_progress(min(1.0, st.step / st.config.train.max_steps))
         state = training_state(
             st.model, st.ema, st.optimizer, (st.step, st.epoch, st.epoch_step), st.config,
             st.store_meta,
@@ -501,8 +507,8 @@ def _validate_rank0(st: _State, val_ds: Any, logger: RunLogger) -> dict[str, flo
     tc = st.config.train
     val: dict[str, float] = {}
     if st.env.is_main:
-        st.ema.module.set_training_progress(st.step / tc.max_steps if tc.curriculum else 1.0)
-        val = validate(st.ema.module, st.schedule, val_ds, st.config, st.store_meta, st.env.device)
+        _ema_model(st).set_training_progress(st.step / tc.max_steps if tc.curriculum else 1.0)
+        val = validate(_ema_model(st), st.schedule, val_ds, st.config, st.store_meta, st.env.device)
         logger.message(
             f"step {st.step}: val PCC {val['val_pcc']:.4f} "
             f"(bicubic LR {val['val_pcc_bicubic']:.4f}, {int(val['val_patches'])} patches)"

@@ -64,6 +64,8 @@ class ModelConfig:
     use_modulation: bool = True  # cross-modal adaptive modulation
     use_histology: bool = True  # image branch (tissue view and cell tiles)
     use_lr: bool = True  # LR expression branch (False: histology only)
+    lr_input_concat: bool = True  # upsampled LR map concatenated to x_t at the UNet input
+    # (2G input channels, as the released super-resolution UNet intends); needs use_lr
 
     def __post_init__(self) -> None:
         _positive(self, "base_channels", "num_res_blocks", "num_heads", "time_embed_mult")

@@ -64,14 +64,16 @@ class ConditionalUNet(nn.Module):
     Works for any ``H, W`` divisible by ``2^(levels − 1)``; no layer depends on the map size.
     """
 
-    def __init__(self, cfg: ModelConfig, n_genes: int, cond_channels: int) -> None:
+    def __init__(
+        self, cfg: ModelConfig, n_genes: int, cond_channels: int, extra_in: int = 0
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         self.n_genes = n_genes
         base = cfg.base_channels
         emb = cfg.time_embed_mult * base
         self.time_embed = TimestepEmbedding(base, emb)
-        self.input_conv = nn.Conv2d(n_genes, base, 3, padding=1)
+        self.input_conv = nn.Conv2d(n_genes + extra_in, base, 3, padding=1)
         widths = [base * m for m in cfg.channel_mult]
         skips, ch = [base], base
         self.cond_proj = nn.ModuleList()
@@ -116,7 +118,7 @@ class ConditionalUNet(nn.Module):
         Parameters
         ----------
         x
-            ``[B, G, H, W]`` noisy HR map ``x_t``.
+            ``[B, G (+ G), H, W]`` noisy HR map ``x_t`` (with the upsampled LR map appended).
         t
             ``[B]`` integer timesteps.
         cond_features

@@ -28,6 +28,8 @@ class Condition:
     """``[B, T, C_c]`` conditioning pooled to at most ``cond_token_grid²`` tokens."""
     disentangle_loss: torch.Tensor
     """Scalar float32 disentangling loss of the batch (0 when disentangling is off)."""
+    lr_up: torch.Tensor | None = None
+    """``[B, G, H, W]`` LR map upsampled to the HR grid (nearest, exact cell footprint), or None."""
 
     @property
     def batch_size(self) -> int:
@@ -40,16 +42,21 @@ class Condition:
             self,
             features=self.features.repeat_interleave(k, dim=0),
             tokens=self.tokens.repeat_interleave(k, dim=0),
+            lr_up=None if self.lr_up is None else self.lr_up.repeat_interleave(k, dim=0),
         )
 
     def select(self, index: torch.Tensor | slice | list[int]) -> Condition:
         """The samples at ``index`` (a slice, index list or boolean/integer tensor)."""
-        return replace(self, features=self.features[index], tokens=self.tokens[index])
+        lr_up = None if self.lr_up is None else self.lr_up[index]
+        return replace(self, features=self.features[index], tokens=self.tokens[index], lr_up=lr_up)
 
     def detach(self) -> Condition:
         """A copy cut from the autograd graph (for sampling)."""
         return Condition(
-            self.features.detach(), self.tokens.detach(), self.disentangle_loss.detach()
+            self.features.detach(),
+            self.tokens.detach(),
+            self.disentangle_loss.detach(),
+            None if self.lr_up is None else self.lr_up.detach(),
         )
 
 
@@ -70,6 +77,9 @@ class DiffSTModel(nn.Module):
         Side of the HR patch (HR bins); must be divisible by ``2^(len(channel_mult) − 1)``.
     adjacency
         ``[G, G]`` row-normalised gene adjacency (needed with the LR branch and graph on).
+    lr_factor
+        HR bins per LR cell side, for the input concatenation of the upsampled LR map;
+        default ``ceil(hr_size / lr_size)`` (exact for ``lr_size = ceil(hr_size / factor)``).
     """
 
     def __init__(
@@ -80,6 +90,7 @@ class DiffSTModel(nn.Module):
         lr_size: int,
         hr_size: int,
         adjacency: torch.Tensor | None = None,
+        lr_factor: int | None = None,
     ) -> None:
         super().__init__()
         _check_sizes(cfg, n_genes, image_channels, lr_size, hr_size)
@@ -88,6 +99,8 @@ class DiffSTModel(nn.Module):
         self.cfg = cfg
         self.n_genes, self.image_channels = n_genes, image_channels
         self.lr_size, self.hr_size = lr_size, hr_size
+        self.lr_factor = lr_factor or -(-hr_size // lr_size)
+        self.concat_lr = cfg.use_lr and cfg.lr_input_concat
         self.grid = hr_size // cfg.downsampling
         self.token_grid = min(cfg.cond_token_grid, self.grid)
         width = cfg.cond_channels
@@ -117,7 +130,9 @@ class DiffSTModel(nn.Module):
                 groups=cfg.norm_groups,
             )
             cond_channels = self.fusion.out_channels
-        self.denoiser = ConditionalUNet(cfg, n_genes, cond_channels)
+        self.denoiser = ConditionalUNet(
+            cfg, n_genes, cond_channels, extra_in=n_genes * self.concat_lr
+        )
 
     def set_training_progress(self, frac: float) -> None:
         """Training progress ``frac`` ∈ [0, 1]; selects the share of cell tiles used."""
@@ -164,7 +179,13 @@ class DiffSTModel(nn.Module):
             assert features is not None
             loss = torch.zeros((), device=features.device, dtype=torch.float32)
         pooled = F.adaptive_avg_pool2d(features, self.token_grid)
-        return Condition(features, pooled.flatten(2).transpose(1, 2), loss)
+        lr_up = self._upsample_lr(lr) if self.concat_lr and lr is not None else None
+        return Condition(features, pooled.flatten(2).transpose(1, 2), loss, lr_up)
+
+    def _upsample_lr(self, lr: torch.Tensor) -> torch.Tensor:
+        """``[B, G, h, w] → [B, G, h·f, w·f]``: each LR cell copied onto its f×f HR bins."""
+        f = self.lr_factor
+        return lr.repeat_interleave(f, dim=2).repeat_interleave(f, dim=3)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: Condition) -> DenoiserOutput:
         """Denoise ``x_t [B, G, H, W]`` at timesteps ``t [B]`` given an encoded condition."""
@@ -172,6 +193,14 @@ class DiffSTModel(nn.Module):
             raise ValueError(
                 f"cond: batch of {cond.batch_size} does not match x_t batch {x_t.shape[0]}"
             )
+        if cond.lr_up is not None:
+            h, w = x_t.shape[-2:]
+            if cond.lr_up.shape[-2] < h or cond.lr_up.shape[-1] < w:
+                raise ValueError(
+                    f"lr: upsampled LR {tuple(cond.lr_up.shape[-2:])} does not cover x_t {(h, w)}; "
+                    f"lr_factor {self.lr_factor} is wrong for this LR size"
+                )
+            x_t = torch.cat([x_t, cond.lr_up[..., :h, :w].to(x_t.dtype)], dim=1)
         return self.denoiser(x_t, t, cond.features, cond.tokens)
 
 

@@ -105,3 +105,10 @@ def test_shape_mismatch_errors() -> None:
         M.pearson_per_gene(np.zeros((2, 3, 3)), np.zeros((3, 3, 3)))
     with pytest.raises(ValueError, match="mask"):
         M.rmse_per_gene(np.zeros((2, 3, 3)), np.zeros((2, 3, 3)), np.ones((2, 2), bool))
+
+
+def test_mass_ratio() -> None:
+    truth = np.array([[[1.0, 3.0]], [[0.0, 0.0]]])
+    pred = np.array([[[2.0, 6.0]], [[1.0, 1.0]]])
+    out = M.mass_ratio_per_gene(pred, truth)
+    assert out[0] == pytest.approx(2.0) and np.isnan(out[1])

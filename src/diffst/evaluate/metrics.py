@@ -25,6 +25,7 @@ from skimage.metrics import structural_similarity
 __all__ = [
     "MetricSummary",
     "masked_values",
+    "mass_ratio_per_gene",
     "minmax_scale",
     "paper_protocol",
     "pearson_per_gene",
@@ -135,6 +136,20 @@ def rmse_per_gene(
     if d.shape[1] == 0:
         return np.full(d.shape[0], np.nan)
     return np.sqrt((d * d).mean(axis=1))
+
+
+def mass_ratio_per_gene(
+    pred: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None
+) -> np.ndarray:
+    """Predicted over measured total counts per gene on the mask → ``[G]`` (1 = no bias).
+
+    NaN where the gene has no measured counts on the mask.
+    """
+    m = _check(pred, truth, mask)
+    p, t = masked_values(pred, m).sum(axis=1), masked_values(truth, m).sum(axis=1)
+    out = np.full(len(t), np.nan)
+    np.divide(p, t, out=out, where=t > 0)
+    return out
 
 
 def _ssim_window(shape: tuple[int, int], window: int) -> int | None:

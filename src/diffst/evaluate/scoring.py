@@ -180,7 +180,8 @@ def score_method(pred: MethodPrediction, truth: PatchSet, cfg: EvaluateConfig) -
     """All metrics of one method, per gene.
 
     Columns of ``MethodScores.genes`` (one row per gene):
-    ``pcc``, ``spearman``, ``ssim``, ``rmse`` (counts protocol over the stitched region),
+    ``pcc``, ``spearman``, ``ssim``, ``rmse``, ``mass_ratio`` (counts protocol over the stitched
+    region),
     ``pcc_patch`` (signed PCC per patch, averaged), ``pcc_paper``, ``ssim_paper`` (paper
     protocol), ``spot_consistency``, and with uncertainty ``coverage90``, ``std_err_corr``,
     ``crps``, ``diversity``.
@@ -205,6 +206,7 @@ def score_method(pred: MethodPrediction, truth: PatchSet, cfg: EvaluateConfig) -
         "spearman": met.spearman_per_gene(region_pred, region_truth, region_mask),
         "ssim": met.ssim_per_gene(region_pred, region_truth, region_mask, window=cfg.ssim_window),
         "rmse": met.rmse_per_gene(region_pred, region_truth, region_mask),
+        "mass_ratio": met.mass_ratio_per_gene(region_pred, region_truth, region_mask),
         "pcc_patch": _per_patch_pcc(pred.mean, truth),
         "pcc_paper": paper["pcc"],
         "ssim_paper": paper["ssim"],

@@ -48,3 +48,13 @@ def test_tesla_reported_unavailable_not_zero() -> None:
     assert INSTALL_HINT in (pred.unavailable or "")
     scores = score_method(pred, truth, EvaluateConfig())
     assert scores.unavailable is not None and scores.genes.empty
+
+
+def test_benchmark_cli_rejects_bad_input(tmp_path, capsys) -> None:
+    from diffst.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["benchmark", "--sample", "x", "--out", str(tmp_path), "--ablation", "use_magic"])
+    assert exit_info.value.code == 2
+    code = main(["benchmark", "--sample", str(tmp_path / "missing"), "--out", str(tmp_path / "o")])
+    assert code == 2 and "missing" in capsys.readouterr().err

@@ -237,7 +237,9 @@ def calibration_figure(scores: Sequence[MethodScores], cfg: EvaluateConfig, path
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="ideal")
     for s in scores:
         if s.calibration is not None:
-            ax.plot(levels, s.calibration, marker="o", markersize=3, label=s.name)
+            gaussian = s.calibration_source.startswith("Gaussian")
+            label = f"{s.name} (mean ± z·std)" if gaussian else s.name
+            ax.plot(levels, s.calibration, marker="o", markersize=3, label=label)
     ax.set_xlabel("nominal coverage")
     ax.set_ylabel("empirical coverage")
     ax.set_xlim(0, 1)

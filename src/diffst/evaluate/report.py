@@ -447,6 +447,13 @@ def analysis_notes(
         notes.append(
             f"- Uncertainty: the 90% interval covers {cov:.1%} of held-out values: {verdict}."
         )
+    histology = m.get(("histology_only", "pcc"))
+    if histology is not None and np.isfinite(histology) and histology < 0.2:
+        notes.append(
+            f"- Histology-only PCC is {histology:.3f}: without the LR map the image alone does "
+            "not identify which genes are expressed where, at least with this image and "
+            "training budget; the LR input carries most of the signal."
+        )
     for name in ablation_names:
         if (name, "pcc") in m and m[(name, "pcc")] >= ref:
             notes.append(

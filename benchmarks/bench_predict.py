@@ -146,12 +146,13 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--store", type=Path, required=True, help="prepared store (validation split)")
+    p.add_argument("--store", type=Path, default=None, help="prepared store (validation split)")
     p.add_argument("--checkpoint", required=True, help="checkpoint .pt or run folder")
     p.add_argument("--split", default="val")
     p.add_argument("--max-patches", type=int, default=16)
     p.add_argument("--steps", type=int, nargs="+", default=[5, 10, 20, 50])
     p.add_argument("--no-full-ddpm", action="store_true", help="skip the T-step DDPM row")
+    p.add_argument("--no-accuracy", action="store_true", help="speed run only")
     p.add_argument("--section", default=None, help="section path/dataset for the speed run")
     p.add_argument("--speed-sampler", default="dpmpp", choices=SAMPLERS)
     p.add_argument("--speed-steps", type=int, default=10)
@@ -170,6 +171,12 @@ def main() -> None:
     }  # fmt: skip
     if args.section:
         result["speed"] = speed(args)
+        print(json.dumps(result["speed"]), file=sys.stderr, flush=True)
+    if args.no_accuracy:
+        print(json.dumps(result, indent=1))
+        return
+    if args.store is None:
+        p.error("--store is needed for the accuracy table (or pass --no-accuracy)")
     bundle = load_for_inference(args.checkpoint, args.device)
     result["checkpoint_step"] = bundle.step
     result["accuracy"] = accuracy(

@@ -327,6 +327,8 @@ def _markdown(
         "",
         headline_markdown(scores, summary),
         "",
+        "Methods: " + "; ".join(f"`{s.name}` {s.description}".rstrip() for s in scores) + ".",
+        "",
         "Metric definitions: *PCC counts*, *Spearman*, *SSIM* (data range = the truth's range "
         "per gene) and *RMSE* (counts per HR bin) are computed per gene on the count scale over "
         "the whole held-out region; *count ratio* is predicted / measured total counts (1 = "

@@ -8,7 +8,7 @@ scored on exactly the same bins.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -88,7 +88,6 @@ class MethodScores:
     calibration_source: str = ""
     description: str = ""
     unavailable: str | None = None
-    extra: dict[str, float] = field(default_factory=dict)
 
 
 def stitch(

@@ -174,7 +174,9 @@ def sample_split(
         lo.astype(np.float32),
         hi.astype(np.float32),
         samples,
-        description=description or f"{n_samples} samples/patch, {sampler} {steps} steps",
+        description=", ".join(
+            x for x in (description, f"{n_samples} samples per patch, {sampler} {steps} steps") if x
+        ),
     )
 
 
@@ -368,7 +370,11 @@ def _regression(
         "test",
         train_store=store,
     )
-    return MethodPrediction("regression", mean, description="same encoders + UNet, MSE, no noise")
+    return MethodPrediction(
+        "regression",
+        mean,
+        description="same encoders and UNet as diffst, trained with MSE, no noise",
+    )
 
 
 def _section_prediction(
@@ -401,8 +407,8 @@ def _section_prediction(
         grid,
         shifted,
         "diffst_section",
-        f"`diffst predict` on the whole section ({cfg.n_samples} samples, "
-        "tiles blended); the AnnData is prediction.h5ad",
+        f"`diffst predict` on the whole section ({cfg.n_samples} samples per tile, tiles "
+        "blended), cut at the held-out patches; output `prediction.h5ad`",
     )
     return pred, shifted
 

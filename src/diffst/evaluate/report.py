@@ -327,7 +327,9 @@ def _markdown(
         "",
         headline_markdown(scores, summary),
         "",
-        "Methods: " + "; ".join(f"`{s.name}` {s.description}".rstrip() for s in scores) + ".",
+        "Methods:",
+        "",
+        *(f"- `{s.name}`: {s.description or 'no description'}" for s in scores),
         "",
         "Metric definitions: *PCC counts*, *Spearman*, *SSIM* (data range = the truth's range "
         "per gene) and *RMSE* (counts per HR bin) are computed per gene on the count scale over "

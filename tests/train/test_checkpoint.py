@@ -133,3 +133,36 @@ def test_read_store_meta_missing_split(store: Path, tmp_path: Path) -> None:
         read_store_meta(store, "intensity", "nosuch")
     with pytest.raises(InputError, match=r"manifest\.json: store manifest not found"):
         read_store_meta(tmp_path, "intensity", "train")
+
+
+_WRITER = """
+import sys, torch
+from diffst.train.checkpoint import CHECKPOINT_FORMAT, write_run_checkpoint
+big = torch.randn(4_000_000)  # 16 MB per checkpoint: the kill lands mid-write most of the time
+for step in range(1, 10_000):
+    state = {"format": CHECKPOINT_FORMAT, "version": 1, "model": {"w": big + step},
+             "ema": {"weights": {}, "num_updates": step}, "step": step, "config": {},
+             "store_meta": {}}
+    write_run_checkpoint(state, sys.argv[1], keep_last=2)
+"""
+
+
+def test_kill_9_during_writes_leaves_a_loadable_last(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path)])
+    try:
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob("step_0000002.pt")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    state = load_checkpoint(tmp_path / LAST)
+    assert state["step"] >= 2
+    step_file = load_checkpoint(tmp_path / f"step_{state['step']:07d}.pt")
+    assert torch.equal(step_file["model"]["w"], state["model"]["w"])

@@ -19,6 +19,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "simple_loss": ("charbonnier", "mse"),
     "decoder_nll": ("gaussian", "discretised"),
     "sampler": get_args(SamplerName),
+    "target": ("hr", "residual"),
 }
 
 
@@ -37,6 +38,10 @@ class DiffusionConfig:
     beta_schedule: BetaSchedule = "linear"
     """``linear``: β from 1e-4 to 0.02 (Ho et al. 2020), both scaled by 1000/T as in improved DDPM;
     ``cosine``: improved DDPM eq. (17) with offset s = 0.008 and β ≤ 0.999."""
+    target: Literal["hr", "residual"] = "hr"
+    """What is diffused: the HR map itself (paper), or its residual over the LR map copied onto the
+    HR grid (``x0 − lr_up``, as in residual super-resolution diffusion): the network then has to
+    generate only what the LR map does not say. ``residual`` needs ``model.lr_input_concat``."""
     prediction: Prediction = "eps"
     """What the network predicts: the noise ε, or v = √ᾱ·ε − √(1−ᾱ)·x0 (Salimans & Ho 2022)."""
     learn_sigma: bool = True

@@ -120,7 +120,11 @@ def training_losses(
         t = torch.randint(0, schedule.num_steps, (x0.shape[0],), generator=generator, device=device)
     t = t.to(x0.device)
     noise = torch.randn(x0.shape, generator=generator, device=device, dtype=x0.dtype).to(x0.device)
-    # 2. x_t from q(x_t | x0) (DDPM eq. 4), with out-of-mask bins of x0 zeroed.
+    # 2. x_t from q(x_t | x0) (DDPM eq. 4), with out-of-mask bins of x0 zeroed; for the residual
+    #    process x0 is first replaced by its residual over the LR map on the HR grid.
+    offset = schedule.data_offset(cond, x0)
+    if offset is not None:
+        x0 = x0 - offset
     x0 = torch.where(mask > 0, x0, torch.zeros((), dtype=x0.dtype, device=x0.device))
     x_t = schedule.q_sample(x0, t, noise)
     out = model(x_t, schedule.model_timesteps(t), cond)

@@ -76,7 +76,10 @@ def _denoise(
     """One network evaluation at schedule index ``index`` → p(x_{t−1} | x_t) and x̂0."""
     t = torch.full((x.shape[0],), index, dtype=torch.int64, device=x.device)
     out = model(x, schedule.model_timesteps(t), cond)
-    return schedule.p_mean_variance(out.prediction, out.variance, x, t, clip_denoised=clip_denoised)
+    offset = schedule.data_offset(cond, x)
+    return schedule.p_mean_variance(
+        out.prediction, out.variance, x, t, clip_denoised=clip_denoised, offset=offset
+    )
 
 
 @torch.no_grad()
@@ -271,6 +274,8 @@ def sample(
 
     ``seeds[i]`` seeds sample i, so a sample is identical whether drawn alone or in a batch.
     ``eta`` is used by ``ddim`` only. ``schedule`` is the T-step schedule of training.
+    For a residual process the samplers draw the residual and the LR offset is added here, so
+    the result is always data.
     """
     if sampler not in _SAMPLERS:
         raise ValueError(
@@ -280,7 +285,7 @@ def sample(
         raise ValueError(f"need one seed per sample: got {len(seeds)} seeds for batch {shape[0]}")
     generators = make_generators(seeds, device)
     extra = {"eta": eta} if sampler == "ddim" else {}
-    return _SAMPLERS[sampler](
+    x0 = _SAMPLERS[sampler](
         model,
         schedule,
         cond,
@@ -293,3 +298,5 @@ def sample(
         progress=progress,
         **extra,
     )
+    offset = schedule.data_offset(cond, x0)
+    return x0 if offset is None else x0 + offset

@@ -104,6 +104,7 @@ class NoiseSchedule:
         timestep_map: np.ndarray | None = None,
         *,
         prediction: Prediction = "eps",
+        residual: bool = False,
     ) -> None:
         betas = np.asarray(betas, dtype=np.float64)
         if betas.ndim != 1 or betas.size == 0 or not ((betas > 0) & (betas <= 1)).all():
@@ -114,6 +115,7 @@ class NoiseSchedule:
         if steps.shape != betas.shape or (np.diff(steps) <= 0).any():
             raise ValueError("timestep_map must be increasing with one entry per beta")
         self.prediction: Prediction = prediction
+        self.residual = residual
         self.betas = betas
         self.timestep_map = steps.astype(np.int64)
         self.alphas_cumprod = np.cumprod(1.0 - betas)
@@ -139,7 +141,11 @@ class NoiseSchedule:
     @classmethod
     def from_config(cls, cfg: DiffusionConfig) -> NoiseSchedule:
         """The T-step schedule of ``cfg`` (β schedule and prediction type)."""
-        return cls(make_betas(cfg.beta_schedule, cfg.num_steps), prediction=cfg.prediction)
+        return cls(
+            make_betas(cfg.beta_schedule, cfg.num_steps),
+            prediction=cfg.prediction,
+            residual=cfg.target == "residual",
+        )
 
     @property
     def num_steps(self) -> int:
@@ -162,14 +168,35 @@ class NoiseSchedule:
         if not 1 <= steps <= self.num_steps:
             raise ValueError(f"steps must be in [1, {self.num_steps}], got {steps}")
         if steps == self.num_steps:
-            return NoiseSchedule(self.betas, self.timestep_map, prediction=self.prediction)
+            return NoiseSchedule(
+                self.betas, self.timestep_map, prediction=self.prediction, residual=self.residual
+            )
         if steps == 1:
             keep = np.array([self.num_steps - 1])
         else:
             keep = np.floor(np.linspace(0, self.num_steps - 1, steps) + 0.5).astype(np.int64)
         kept_alphas = self.alphas_cumprod[keep]
         betas = 1.0 - kept_alphas / np.append(1.0, kept_alphas[:-1])
-        return NoiseSchedule(betas, self.timestep_map[keep], prediction=self.prediction)
+        return NoiseSchedule(
+            betas, self.timestep_map[keep], prediction=self.prediction, residual=self.residual
+        )
+
+    def data_offset(self, cond: Any, like: Tensor) -> Tensor | None:
+        """Offset between data and the diffused variable: data = x + offset.
+
+        ``None`` for the plain process; for the residual process the LR map on the HR grid,
+        ``cond.lr_up`` cropped to ``like``'s ``[H, W]``.
+        """
+        if not self.residual:
+            return None
+        lr_up = getattr(cond, "lr_up", None)
+        if lr_up is None:
+            raise ValueError(
+                "diffusion.target='residual' needs the LR map on the HR grid (cond.lr_up); "
+                "enable model.lr_input_concat"
+            )
+        h, w = like.shape[-2:]
+        return lr_up[..., :h, :w].to(like.dtype)
 
     def model_timesteps(self, t: Tensor) -> Tensor:
         """``[B]`` int64 original timesteps (denoiser input) of schedule indices ``t``."""
@@ -266,8 +293,12 @@ class NoiseSchedule:
         t: Tensor,
         *,
         clip_denoised: bool,
+        offset: Tensor | None = None,
     ) -> PMeanVariance:
         """Reverse step p(x_{t−1} | x_t) from the network output at schedule indices ``t``.
+
+        With ``offset`` (residual process, data = x + offset) clipping keeps the *data* in
+        [-1, 1]: x̂0 ← clip(x̂0 + offset) − offset.
 
         x̂0 is derived from ε or v (optionally clipped to [-1, 1]); the mean is the posterior
         mean given x̂0 (DDPM eq. 7, equivalent to eq. 11 for ε); ε̂ is re-derived from the
@@ -275,7 +306,10 @@ class NoiseSchedule:
         """
         pred_x0 = self.predict_x0(prediction, x_t, t)
         if clip_denoised:
-            pred_x0 = pred_x0.clamp(-1.0, 1.0)
+            if offset is None:
+                pred_x0 = pred_x0.clamp(-1.0, 1.0)
+            else:
+                pred_x0 = (pred_x0 + offset).clamp(-1.0, 1.0) - offset
         mean, _ = self.q_posterior(pred_x0, x_t, t)
         return PMeanVariance(
             mean=mean,

@@ -109,10 +109,10 @@ def _image(
         channels = ("R", "G", "B")[: pixels.shape[2]]
         return SpatialImage(pixels, channels, fullres.scaled(scalef))
     file = Path(image)
-    pixels = read_image(file, what="full-resolution image")
-    n = pixels.shape[2]
+    full = read_image(file, what="full-resolution image")
+    n = full.shape[2]
     channels = ("R", "G", "B") if n == 3 else tuple(f"c{i}" for i in range(n))
-    return SpatialImage(pixels, channels, fullres, path=file)
+    return SpatialImage(full, channels, fullres, path=file)
 
 
 def _nn_pitch_um(centers_um: np.ndarray) -> float | None:

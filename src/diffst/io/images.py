@@ -69,7 +69,10 @@ def _lazy_tiff(path: Path, series: int = 0, level: int = 0) -> tuple[ArrayLike, 
     import zarr
 
     store = tifffile.imread(path, aszarr=True, series=series, level=level)
-    return zarr.open(store, mode="r"), axes
+    arr = zarr.open(store, mode="r")
+    if not isinstance(arr, zarr.Array):
+        raise InputError(f"{path}: series {series} level {level} is not a single image array")
+    return arr, axes
 
 
 def _to_cyx(arr: ArrayLike, axes: str, path: Path) -> ChannelLast:

@@ -35,6 +35,10 @@ DEMO_BLOCK_UM = 200.0
 DEMO_GENES, FAST_GENES = 10, 4
 #: training steps of the `small` preset in the demo (the preset's 400 exceed the time budget)
 DEMO_STEPS = 300
+#: torch threads: the demo's 16×16-bin patches are too small to gain from intra-op threads, and on
+#: a 2-core machine a second thread mostly waits (measured: 300 steps in 43 s with 1 thread vs
+#: 209 s with 2 threads on a shared 2-core machine); the second core keeps the rest responsive
+DEMO_THREADS = 1
 #: ablations that fit the time budget: the gene-graph switch (each ablation is one more training)
 DEMO_ABLATIONS: tuple[AblationSwitch, ...] = ("use_graph",)
 
@@ -89,8 +93,7 @@ def run_demo(
         Seconds-long variant (``tiny`` preset, 2 steps, 4 genes): checks that every stage runs
         and every report file is written; its numbers mean nothing.
     threads
-        CPU threads used by torch (default: 2, or fewer on a 1-core machine). On a busy shared
-        machine 1 thread avoids the cost of threads waiting for each other.
+        CPU threads used by torch (default :data:`DEMO_THREADS`).
 
     Returns
     -------
@@ -101,7 +104,7 @@ def run_demo(
 
     from diffst.datasets import merfish_mini
 
-    torch.set_num_threads(threads or max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(threads or DEMO_THREADS)
     console = Console()
     prepare_cfg, bench = demo_configs(fast)
     console.rule("diffst demo" + (" (fast)" if fast else ""))

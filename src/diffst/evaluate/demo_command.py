@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--fast", action="store_true",
         help="seconds-long smoke run (tiny preset, 2 steps): every file, meaningless numbers",
     )  # fmt: skip
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 2)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1)")
 
 
 def run(args: argparse.Namespace) -> int:

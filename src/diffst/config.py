@@ -25,14 +25,14 @@ import yaml
 
 __all__ = [
     "ConfigError",
-    "to_dict",
+    "apply_overrides",
+    "atomic_write_text",
+    "available_presets",
     "from_dict",
+    "load_preset",
     "load_yaml",
     "save_yaml",
-    "apply_overrides",
-    "load_preset",
-    "available_presets",
-    "atomic_write_text",
+    "to_dict",
 ]
 
 T = TypeVar("T")
@@ -128,9 +128,7 @@ def from_dict(cls: type[T], data: dict[str, Any], *, where: str = "") -> T:
         raise ConfigError(
             f"{where or cls.__name__}: unknown key(s) {unknown}; valid keys: {sorted(names)}"
         )
-    kwargs = {
-        k: _coerce(hints[k], v, f"{where}.{k}" if where else k) for k, v in data.items()
-    }
+    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}" if where else k) for k, v in data.items()}
     return cls(**kwargs)
 
 

@@ -26,14 +26,14 @@ import scipy.sparse as sp
 from diffst.geometry import AffineTransform, GeometryError
 
 __all__ = [
+    "InMemoryTranscripts",
     "InputError",
     "SpatialImage",
-    "TranscriptChunk",
-    "TranscriptSource",
-    "InMemoryTranscripts",
+    "SpatialSample",
     "SpotTable",
     "TissueMask",
-    "SpatialSample",
+    "TranscriptChunk",
+    "TranscriptSource",
 ]
 
 
@@ -156,7 +156,9 @@ class InMemoryTranscripts:
         if len(self.x_um) != n or len(self.y_um) != n:
             raise InputError(f"{self.path or 'transcripts'}: x_um, y_um and gene differ in length")
         if len(self.control) != len(self.genes):
-            raise InputError(f"{self.path or 'transcripts'}: control mask length != number of genes")
+            raise InputError(
+                f"{self.path or 'transcripts'}: control mask length != number of genes"
+            )
         for name, arr in (("x_um", self.x_um), ("y_um", self.y_um)):
             if n and not np.all(np.isfinite(arr)):
                 raise InputError(f"{self.path or 'transcripts'}: field {name} contains NaN or Inf")
@@ -164,7 +166,9 @@ class InMemoryTranscripts:
     def iter_chunks(self) -> Iterator[TranscriptChunk]:
         for start in range(0, len(self.gene), self.chunk_size):
             stop = start + self.chunk_size
-            yield TranscriptChunk(self.x_um[start:stop], self.y_um[start:stop], self.gene[start:stop])
+            yield TranscriptChunk(
+                self.x_um[start:stop], self.y_um[start:stop], self.gene[start:stop]
+            )
 
 
 @dataclass
@@ -260,9 +264,10 @@ class SpotTable:
                 "diffst needs raw integer UMI counts here"
             )
         data = self.counts.data
-        if data.size and not np.allclose(data, np.round(data)):
+        bad = data[~np.isclose(data, np.round(data))]
+        if bad.size:
             raise InputError(
-                f"{where}: counts are not integers (e.g. {data[~np.isclose(data, np.round(data))][:3]}); "
+                f"{where}: counts are not integers (e.g. {bad[:3]}); "
                 "log-normalised data cannot be used where raw counts are required"
             )
 

@@ -43,3 +43,10 @@ def test_file_then_overrides(tmp_path: Path) -> None:
 def test_bad_values_are_named(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         resolve_run_config("tiny", None, [override])
+
+
+def test_residual_process_needs_the_lr_input() -> None:
+    with pytest.raises(ConfigError, match="residual"):
+        resolve_run_config("small", overrides=["model.use_lr=false"])
+    cfg = resolve_run_config("small", overrides=["model.use_lr=false", "diffusion.target=hr"])
+    assert cfg.diffusion.target == "hr" and not cfg.model.use_lr

@@ -64,6 +64,9 @@ class BenchmarkConfig:
     seed: int = 0
     # also run whole-section `diffst predict` with the full model and score it on the patches
     predict_section: bool = True
+    # whole-section prediction rescaled so that each LR cell's predicted total matches its
+    # measured count (`diffst predict --project`); the patch-sampled `diffst` row stays raw
+    project_section: bool = True
     # try the TESLA adapter (reported unavailable when the package is not installed)
     tesla: bool = True
     # scoring and report options
@@ -230,11 +233,13 @@ def _diffusion_methods(cfg: BenchmarkConfig, base: Any) -> list[tuple[str, Any, 
     out = [("diffst", base, "full model")]
     if cfg.histology_only:
         model = dataclasses.replace(base.model, use_lr=False)
+        # without the LR map there is no residual to diffuse: the HR map itself is generated
+        diffusion = dataclasses.replace(base.diffusion, target="hr")
         out.append(
             (
                 "histology_only",
-                dataclasses.replace(base, model=model),
-                "no LR input (model.use_lr=false)",
+                dataclasses.replace(base, model=model, diffusion=diffusion),
+                "no LR input (model.use_lr=false, diffusion.target=hr)",
             )
         )
     for switch in cfg.ablations:
@@ -385,7 +390,12 @@ def _section_prediction(
     from diffst.predict.api import predict
     from diffst.predict.config import PredictConfig
 
-    pcfg = PredictConfig(n_samples=cfg.n_samples, seed=cfg.seed, n_figure_genes=0)
+    pcfg = PredictConfig(
+        n_samples=cfg.n_samples,
+        seed=cfg.seed,
+        n_figure_genes=0,
+        project_to_spots=cfg.project_section,
+    )
     if cfg.sampler is not None:
         pcfg = dataclasses.replace(pcfg, sampler=cfg.sampler)
     if cfg.steps is not None:
@@ -408,7 +418,13 @@ def _section_prediction(
         shifted,
         "diffst_section",
         f"`diffst predict` on the whole section ({cfg.n_samples} samples per tile, tiles "
-        "blended), cut at the held-out patches; output `prediction.h5ad`",
+        "blended"
+        + (
+            ", bins rescaled so each LR cell's total matches its measurement"
+            if cfg.project_section
+            else ""
+        )
+        + "), cut at the held-out patches; output `prediction.h5ad`",
     )
     return pred, shifted
 

@@ -97,6 +97,15 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)  # optimisation and logging
     data: DataConfig = field(default_factory=DataConfig)  # store splits and augmentation
 
+    def __post_init__(self) -> None:
+        if self.diffusion.target == "residual" and not (
+            self.model.use_lr and self.model.lr_input_concat
+        ):
+            raise ConfigError(
+                "diffusion.target='residual' diffuses HR − LR map, so it needs model.use_lr and "
+                "model.lr_input_concat; set diffusion.target=hr for a model without the LR input"
+            )
+
 
 def run_config_from_dict(data: dict[str, Any]) -> RunConfig:
     """Strictly build a :class:`RunConfig` from a nested mapping (unknown keys are errors)."""

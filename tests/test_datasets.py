@@ -47,3 +47,15 @@ def test_loaders() -> None:
     h = datasets.visium_h5ad_mini(image="lowres")
     assert h.spots is not None and not h.spots.is_raw_counts
     assert h.image is not None and h.image.shape_hw == (88, 49)
+
+
+def test_load_sample_takes_bundled_names_and_paths(tmp_path: Path) -> None:
+    assert "visium_mini" in datasets.BUNDLED
+    load_sample = datasets.load_sample
+    by_name = load_sample("visium_mini")
+    assert by_name.spots is not None and by_name.spots.n_spots == 100
+    outs = datasets.data_root() / "squidpy_visium" / "visium_outs"
+    with pytest.raises(InputError, match="placeholder"):  # a path goes to the reader (hires)
+        load_sample(outs, platform="visium")
+    with pytest.raises(InputError):
+        load_sample(tmp_path / "nothing_here")

@@ -15,9 +15,11 @@ from typing import Literal
 from diffst.io.sample import InputError, SpatialSample
 
 __all__ = [
+    "BUNDLED",
     "COSMX_ASSUMED_UM_PER_PX",
     "cosmx_mini",
     "data_root",
+    "load_sample",
     "merfish_mini",
     "visium_h5ad_mini",
     "visium_mini",
@@ -114,3 +116,22 @@ def visium_h5ad_mini(image: Literal["lowres", "fullres"] = "fullres") -> Spatial
     folder = _dataset_dir(VISIUM_DIR)
     full = folder / "test_img.jpg" if image == "fullres" else None
     return read_h5ad(folder / "test_data.h5ad", image="lowres" if full is None else full)
+
+
+#: bundled datasets that command-line ``--input``/``--sample`` options accept by name
+BUNDLED: tuple[str, ...] = ("merfish_mini", "cosmx_mini", "visium_mini", "visium_h5ad_mini")
+
+
+def load_sample(spec: str | os.PathLike[str], platform: str = "auto") -> SpatialSample:
+    """A bundled dataset by name (:data:`BUNDLED`), else the section at path ``spec``.
+
+    An existing path always wins over a bundled name; ``platform`` selects the reader of a path
+    (``"auto"`` detects it from the files present).
+    """
+    if str(spec) in BUNDLED and not Path(spec).exists():
+        loader = globals()[str(spec)]
+        sample: SpatialSample = loader()
+        return sample
+    from diffst.io import read_sample
+
+    return read_sample(spec, platform=platform)

@@ -15,7 +15,11 @@ _ABLATIONS = ("use_graph", "use_cross_attention", "use_disentangle", "use_modula
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the options of ``diffst benchmark`` (no heavy imports here)."""
-    parser.add_argument("--sample", required=True, help="training section (any reader's input)")
+    parser.add_argument(
+        "--sample", required=True, action="append",
+        help="training section: a path any reader accepts or a bundled dataset name; repeat it "
+        "for several training sections (spot-array stores, with --held-out)",
+    )  # fmt: skip
     parser.add_argument("--held-out", default=None, help="section evaluated as a whole")
     parser.add_argument("--platform", default="auto", help="reader (default: auto)")
     parser.add_argument("--out", required=True, help="output folder")
@@ -48,8 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Read the sections, build the configurations and call ``run_benchmark``."""
     from diffst.config import apply_overrides, from_dict
+    from diffst.datasets import load_sample
     from diffst.evaluate.benchmark import BenchmarkConfig, run_benchmark
-    from diffst.io import read_sample
     from diffst.prepare.config import PrepareConfig
 
     prepare_cfg = from_dict(PrepareConfig, apply_overrides({}, args.prepare_overrides))
@@ -58,8 +62,9 @@ def run(args: argparse.Namespace) -> int:
         histology_only=not args.no_histology_only, ablations=tuple(args.ablation),
         n_samples=args.samples, predict_section=not args.no_section,
     )  # fmt: skip
-    sample = read_sample(args.sample, platform=args.platform)
-    held = read_sample(args.held_out, platform=args.platform) if args.held_out else None
-    result = run_benchmark(sample, args.out, prepare_cfg, cfg, held_out=held)
+    samples = [load_sample(spec, platform=args.platform) for spec in args.sample]
+    held = load_sample(args.held_out, platform=args.platform) if args.held_out else None
+    training = samples[0] if len(samples) == 1 else samples
+    result = run_benchmark(training, args.out, prepare_cfg, cfg, held_out=held)
     print(f"diffst benchmark: report written to {result.report}")
     return 0

@@ -47,9 +47,9 @@ def run(args: argparse.Namespace) -> int:
     truth: Any = args.truth
     path = Path(args.truth)
     if not ((path / StoreFile.MANIFEST).is_file() or (path.parent / StoreFile.MANIFEST).is_file()):
-        from diffst.io import read_sample
+        from diffst.datasets import load_sample
 
-        truth = read_sample(path, platform=args.platform)
+        truth = load_sample(args.truth, platform=args.platform)
     report = evaluate(args.pred, truth, cfg, out_dir=args.out, split=args.split)
     print(report.summary().to_string(index=False))
     print(f"diffst evaluate: report written to {report.files['report']}")

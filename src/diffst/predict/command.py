@@ -10,21 +10,15 @@ Examples
 from __future__ import annotations
 
 import argparse
-import os
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from diffst.io.sample import SpatialSample
-
-#: bundled datasets accepted by ``--input`` instead of a path (functions of ``diffst.datasets``)
-DATASETS = ("merfish_mini", "cosmx_mini", "visium_mini", "visium_h5ad_mini")
+from diffst.datasets import BUNDLED
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the options of ``diffst predict`` (no heavy imports here)."""
     parser.add_argument("--checkpoint", required=True, help="checkpoint .pt or training run folder")
     parser.add_argument(
-        "--input", required=True, help=f"section folder/file, or a bundled dataset {DATASETS}"
+        "--input", required=True, help=f"section folder/file, or a bundled dataset {BUNDLED}"
     )
     parser.add_argument("--platform", default="auto", help="reader to use (default: auto-detect)")
     parser.add_argument("--out", required=True, help="output .h5ad (written atomically)")
@@ -52,18 +46,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _load_sample(spec: str, platform: str) -> SpatialSample:
-    """A bundled dataset by name, else ``diffst.io.read_sample(spec, platform)``."""
-    if spec in DATASETS and not os.path.exists(spec):
-        from diffst import datasets
-
-        sample: SpatialSample = getattr(datasets, spec)()
-        return sample
-    from diffst.io import read_sample
-
-    return read_sample(spec, platform=platform)
-
-
 def run(args: argparse.Namespace) -> int:
     """Build the configuration, read the section and predict."""
     from diffst.predict.api import predict
@@ -83,7 +65,9 @@ def run(args: argparse.Namespace) -> int:
         figure_genes=tuple(args.figure_genes),
         write_spatialdata=args.spatialdata,
     )
-    sample = _load_sample(args.input, args.platform)
+    from diffst.datasets import load_sample
+
+    sample = load_sample(args.input, platform=args.platform)
     adata = predict(
         args.checkpoint,
         sample,

@@ -7,15 +7,10 @@ import shlex
 import sys
 from typing import Any
 
+from diffst.datasets import BUNDLED
+
 __all__ = ["add_arguments", "build_config", "run"]
 
-#: bundled datasets accepted by ``--input`` (name → loader in :mod:`diffst.datasets`)
-BUNDLED = {
-    "merfish_mini": "merfish_mini",
-    "cosmx_mini": "cosmx_mini",
-    "visium_mini": "visium_mini",
-    "visium_h5ad_mini": "visium_h5ad_mini",
-}
 
 #: command-line flag → PrepareConfig field (flags override --config and --set)
 _FLAGS = {
@@ -85,13 +80,9 @@ def build_config(args: argparse.Namespace) -> Any:
 
 
 def _load_sample(args: argparse.Namespace) -> Any:
-    if args.input in BUNDLED:
-        import diffst.datasets
+    from diffst.datasets import load_sample
 
-        return getattr(diffst.datasets, BUNDLED[args.input])()
-    from diffst.io import read_sample
-
-    return read_sample(args.input, platform=args.platform)
+    return load_sample(args.input, platform=args.platform)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,7 +18,6 @@ Steps (all validation happens before any network evaluation):
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -30,6 +29,7 @@ from diffst.config import ConfigError, to_dict
 from diffst.io.sample import InputError, SpatialSample
 from diffst.predict.config import PredictConfig
 from diffst.predict.spots import build_section_inputs, spot_report
+from diffst.prepare.store import sha256_file
 
 if TYPE_CHECKING:
     import anndata
@@ -131,14 +131,6 @@ def _fullres_um_per_px(sample: SpatialSample) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _check_image(sample: SpatialSample, bundle: Any, views: Any) -> tuple[Any, Any]:
     """The image the model needs and the view config with its channels, checked up front.
 
@@ -209,7 +201,7 @@ def _metadata(
     return {
         "config": to_dict(cfg),
         "checkpoint": str(bundle.path),
-        "checkpoint_sha256": _sha256(Path(bundle.path)),
+        "checkpoint_sha256": sha256_file(Path(bundle.path)),
         "checkpoint_step": int(bundle.step),
         "sampler": cfg.sampler,
         "steps": cfg.steps,

@@ -126,6 +126,7 @@ def test_read_store_meta(store: Path) -> None:
     assert adj.shape == (4, 4)
     torch.testing.assert_close(adj.sum(1), torch.ones(4))
     assert len(meta["manifest_sha256"]) == 64
+    assert meta["image"] == {"channels": ["DAPI", "PolyT"]}  # passed on for predict's checks
 
 
 def test_read_store_meta_missing_split(store: Path, tmp_path: Path) -> None:

@@ -208,7 +208,8 @@ def read_store_meta(store_dir: str | os.PathLike[str], adjacency_kind: str, spli
     Returns
     -------
     dict
-        ``genes``, ``geometry``, ``views``, ``channels`` (image channel names),
+        ``genes``, ``geometry``, ``views``, ``channels`` (image channel names), ``image``
+        (the training image's µm/px, transform, channels and intensity range),
         ``normalisation``, ``adjacency`` (tensor ``[G, G]``), ``image_channels`` (C),
         ``hr_size`` (P, HR bins), ``lr_size`` (p, LR cells),
         ``tissue_size`` (S, px), ``cell_grid`` (n), ``cell_tile_size`` (t, px),
@@ -242,6 +243,7 @@ def read_store_meta(store_dir: str | os.PathLike[str], adjacency_kind: str, spli
         "geometry": manifest["geometry"],
         "views": manifest.get("views", {}),
         "channels": list(manifest.get("image", {}).get("channels", [])),
+        "image": manifest.get("image", {}),
         "normalisation": manifest["normalisation"],
         "adjacency": adjacency,
         "adjacency_kind": adjacency_kind,

@@ -134,4 +134,4 @@ def load_sample(spec: str | os.PathLike[str], platform: str = "auto") -> Spatial
         return sample
     from diffst.io import read_sample
 
-    return read_sample(spec, platform=platform)
+    return read_sample(Path(spec), platform=platform)

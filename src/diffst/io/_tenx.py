@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from diffst.geometry import AffineTransform
 from diffst.io._constants import H5Matrix, ScaleFactor, VisiumColumn, VisiumFile
 from diffst.io._tables import csv_columns, iter_parquet
-from diffst.io.checks import check_counts, require_columns, require_file
+from diffst.io.checks import Extent, check_counts, check_inside_image, require_columns, require_file
 from diffst.io.images import read_image
 from diffst.io.sample import InputError, SpatialImage
 
@@ -186,3 +186,17 @@ def spaceranger_image(
     if pixels.shape[2] > 3:
         pixels = np.asarray(pixels[:, :, :3])
     return SpatialImage(pixels=pixels, channels=channels, um_to_px=transform, path=path, kind="he")
+
+
+def check_spots_in_image(image: SpatialImage, centers_um: np.ndarray, pos_path: Path) -> None:
+    """Raise unless every spot centre ``[n, 2]`` (µm) maps inside ``image`` (10x positions)."""
+    extent = Extent()
+    extent.update(image.um_to_px.apply(centers_um))
+    check_inside_image(
+        extent,
+        image.shape_hw,
+        file=pos_path,
+        field=f"{VisiumColumn.PXL_COL}/{VisiumColumn.PXL_ROW}",
+        image=image.path,
+        transform=image.um_to_px,
+    )

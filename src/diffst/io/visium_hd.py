@@ -11,12 +11,13 @@ from diffst.geometry import AffineTransform, GeometryError
 from diffst.io._constants import Platform, ScaleFactor, VisiumColumn, VisiumFile, is_control
 from diffst.io._tenx import (
     align_positions,
+    check_spots_in_image,
     read_10x_h5,
     read_positions,
     read_scalefactors,
     spaceranger_image,
 )
-from diffst.io.checks import Extent, check_inside_image, check_pixel_size, fit_lattice_pitch
+from diffst.io.checks import check_pixel_size, fit_lattice_pitch
 from diffst.io.sample import InputError, SpatialSample, SpotTable
 
 __all__ = ["bin_folder_name", "read_visium_hd"]
@@ -119,16 +120,7 @@ def read_visium_hd(
         spatial_image = spaceranger_image(
             spatial_dir, image, sf, AffineTransform.from_pixel_size(um_per_px)
         )
-        extent = Extent()
-        extent.update(spatial_image.um_to_px.apply(spots.centers_um))
-        check_inside_image(
-            extent,
-            spatial_image.shape_hw,
-            file=pos_path,
-            field=f"{VisiumColumn.PXL_COL}/{VisiumColumn.PXL_ROW}",
-            image=spatial_image.path,
-            transform=spatial_image.um_to_px,
-        )
+        check_spots_in_image(spatial_image, spots.centers_um, pos_path)
         files["image"] = spatial_image.path or pos_path
     return SpatialSample(
         name=folder.parent.parent.name

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from diffst.config import ConfigError
 from diffst.geometry import AffineTransform, GeometryError
 from diffst.io.sample import (
     InMemoryTranscripts,
@@ -106,3 +107,16 @@ def test_tile_entropy_bits() -> None:
     tiles = np.zeros((2, 1, 2, 2), np.uint8)
     tiles[1, 0, 0] = 255  # half 0, half 255 → 1 bit
     np.testing.assert_allclose(tile_entropy(tiles), [0.0, 1.0])
+
+
+def test_split_rows_and_columns_layouts_span_the_section() -> None:
+    rows_split, row_edges, col_edges = split_blocks((47, 53), 1.0, SplitConfig(10.0, layout="rows"))
+    assert rows_split.shape == (4, 1) and col_edges.tolist() == [0, 53]
+    assert row_edges[0] == 0 and row_edges[-1] == 47 and np.all(np.diff(row_edges) >= 10)
+    assert set(rows_split.ravel().tolist()) == {0, 1, 2}
+    cols_split, row_edges, col_edges = split_blocks(
+        (47, 53), 1.0, SplitConfig(10.0, layout="columns")
+    )
+    assert cols_split.shape == (1, 5) and row_edges.tolist() == [0, 47]
+    with pytest.raises(ConfigError, match="layout"):
+        SplitConfig(10.0, layout="diagonal").validate()  # type: ignore[arg-type]

@@ -51,11 +51,17 @@ class SplitConfig:
     block_um: float = 1088.0  # block side, µm (paper-size default: 1 patch of 256 × 4.25 µm)
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)  # share of blocks: train, val, test
     seed: int = 0  # permutation seed of the block assignment
+    layout: Literal["blocks", "rows", "columns"] = "blocks"  # square blocks, or full-width rows /
+    # full-height columns of block_um (stripes across a tissue gradient put it in every split)
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` on bad fractions or block size."""
         if not self.block_um > 0:
             raise ConfigError(f"split.block_um must be > 0 µm, got {self.block_um}")
+        if self.layout not in ("blocks", "rows", "columns"):
+            raise ConfigError(
+                f"split.layout: {self.layout!r} is not one of ['blocks', 'rows', 'columns']"
+            )
         if any(f < 0 for f in self.fractions) or abs(sum(self.fractions) - 1.0) > 1e-6:
             raise ConfigError(f"split.fractions must be ≥ 0 and sum to 1, got {self.fractions}")
 

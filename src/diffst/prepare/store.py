@@ -253,6 +253,7 @@ def _split_meta(plan: PatchPlan, cfg: PrepareConfig) -> dict[str, Any]:
         "splits": splits,
         "split_blocks": {
             "block_um": cfg.split.block_um,
+            "layout": cfg.split.layout,
             "row_edges": plan.row_edges.tolist(),
             "col_edges": plan.col_edges.tolist(),
             "fractions": list(cfg.split.fractions),

@@ -239,6 +239,10 @@ def split_blocks(
     """
     side = max(1, round(cfg.block_um / hr_um))
     row_edges, col_edges = block_edges(shape_hr[0], side), block_edges(shape_hr[1], side)
+    if cfg.layout == "rows":
+        col_edges = np.array([0, shape_hr[1]])
+    elif cfg.layout == "columns":
+        row_edges = np.array([0, shape_hr[0]])
     bh, bw = len(row_edges) - 1, len(col_edges) - 1
     return _assign_blocks(bh * bw, cfg).reshape(bh, bw), row_edges, col_edges
 

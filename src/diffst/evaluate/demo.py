@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from diffst.evaluate.benchmark import (
     AblationSwitch,
@@ -33,7 +34,8 @@ DEMO_PATCH, DEMO_STRIDE = 8, 2
 #: tissue changes from left (Gfap-rich) to right (Slc17a7-rich); square blocks put one tissue in
 #: training and the other in val/test (mean Slc17a7 counts per bin 0.11 train vs 7.34 test), while
 #: stripes across that gradient give every split both tissues (BENCHMARKS.md, "demo")
-DEMO_BLOCK_UM, DEMO_SPLIT_LAYOUT = 90.0, "rows"
+DEMO_BLOCK_UM = 90.0
+DEMO_SPLIT_LAYOUT: Literal["rows"] = "rows"
 #: genes of the demo panel (top by total count) and of the fast variant
 DEMO_GENES, FAST_GENES = 10, 4
 #: training steps of each learned method in the demo (four trainings share the time budget)

@@ -26,6 +26,16 @@ def _conv_stages(width: int, n_down: int, groups: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def _feature_extractor(
+    in_channels: int, *, width: int, n_down: int, groups: int, backbone: ExternalBackbone | None
+) -> tuple[nn.Module, int]:
+    """The built-in CNN (stem + ``n_down`` strided stages) or ``backbone``, and its channels."""
+    if backbone is None:
+        stem = nn.Conv2d(in_channels, width, 3, padding=1)
+        return nn.Sequential(stem, _conv_stages(width, n_down, groups)), width
+    return backbone, backbone.out_channels
+
+
 class TissueEncoder(nn.Module):
     """Tissue-level view ``[B, C, S, S]`` → feature grid ``[B, D, g, g]``.
 
@@ -44,14 +54,9 @@ class TissueEncoder(nn.Module):
         backbone: ExternalBackbone | None,
     ) -> None:
         super().__init__()
-        if backbone is None:
-            self.features: nn.Module = nn.Sequential(
-                nn.Conv2d(in_channels, width, 3, padding=1), _conv_stages(width, n_down, groups)
-            )
-            feat_channels = width
-        else:
-            self.features = backbone
-            feat_channels = backbone.out_channels
+        self.features, feat_channels = _feature_extractor(
+            in_channels, width=width, n_down=n_down, groups=groups, backbone=backbone
+        )
         self.out = nn.Conv2d(feat_channels, out_channels, 1)
 
     def forward(self, tissue: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -72,14 +77,9 @@ class CellEncoder(nn.Module):
         backbone: ExternalBackbone | None,
     ) -> None:
         super().__init__()
-        if backbone is None:
-            self.features: nn.Module = nn.Sequential(
-                nn.Conv2d(in_channels, width, 3, padding=1), _conv_stages(width, n_down, groups)
-            )
-            feat_channels = width
-        else:
-            self.features = backbone
-            feat_channels = backbone.out_channels
+        self.features, feat_channels = _feature_extractor(
+            in_channels, width=width, n_down=n_down, groups=groups, backbone=backbone
+        )
         self.out = nn.Linear(feat_channels, out_channels)
 
     def forward(self, tiles: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,10 @@ instrument release is a one-line change here.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from enum import StrEnum
+
+import numpy as np
 
 
 class Platform(StrEnum):
@@ -187,3 +190,8 @@ CONTROL_PATTERN = re.compile(
 def is_control(name: str) -> bool:
     """True when ``name`` is a control probe or a control/unassigned codeword."""
     return CONTROL_PATTERN.match(name) is not None
+
+
+def control_mask(genes: Sequence[str]) -> np.ndarray:
+    """Bool ``[len(genes)]``: :func:`is_control` of every gene name."""
+    return np.array([is_control(g) for g in genes], dtype=bool)

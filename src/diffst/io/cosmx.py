@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from diffst.geometry import AffineTransform
-from diffst.io._constants import CosmxColumn, CosmxFile, Platform, is_control
+from diffst.io._constants import CosmxColumn, CosmxFile, Platform, control_mask
 from diffst.io._tables import iter_csv
 from diffst.io.checks import Extent, check_inside_image, require_columns
 from diffst.io.images import read_image
@@ -217,7 +217,7 @@ def read_cosmx(
     tx = _one(root, [CosmxFile.TX_SUFFIX, CosmxFile.TX_SUFFIX_GZ], "transcript file")
     frames = _fov_frames(root, _resolve_fovs(root, fovs))
     genes, n = _scan(tx, frames, chunk_rows)
-    control = np.array([is_control(g) for g in genes], dtype=bool)
+    control = control_mask(genes)
     source = ChunkedTranscripts(
         genes=genes,
         control=control,

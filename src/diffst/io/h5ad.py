@@ -9,7 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from diffst.geometry import AffineTransform
-from diffst.io._constants import AnnDataKey, Platform, ScaleFactor, is_control
+from diffst.io._constants import AnnDataKey, Platform, ScaleFactor, control_mask
 from diffst.io.checks import Extent, check_axes, check_counts, check_pixel_size, require_file
 from diffst.io.images import read_image
 from diffst.io.sample import InputError, SpatialImage, SpatialSample, SpotTable
@@ -185,7 +185,7 @@ def read_h5ad(
         pitch_um=_nn_pitch_um(centers),
         is_raw_counts=is_int,
         gene_ids=() if ids is None else tuple(str(i) for i in ids),
-        control=np.array([is_control(g) for g in genes], dtype=bool),
+        control=control_mask(genes),
         path=path,
     )
     fullres = AffineTransform.from_pixel_size(scale)

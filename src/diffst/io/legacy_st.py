@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from diffst.geometry import AffineTransform, GeometryError
-from diffst.io._constants import LegacyStColumn, Platform, is_control
+from diffst.io._constants import LegacyStColumn, Platform, control_mask
 from diffst.io._tables import csv_columns
 from diffst.io.checks import (
     Extent,
@@ -169,7 +169,7 @@ def read_legacy_st(
         array_coords=array_rc,
         lattice="square",
         pitch_um=pitch_um,
-        control=np.array([is_control(g) for g in genes], dtype=bool),
+        control=control_mask(genes),
         path=counts_path,
     )
     files = {"counts": counts_path, "spots": spots_path}

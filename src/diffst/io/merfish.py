@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from diffst.geometry import AffineTransform, GeometryError
-from diffst.io._constants import MerfishColumn, MerfishFile, Platform, is_control
+from diffst.io._constants import MerfishColumn, MerfishFile, Platform, control_mask
 from diffst.io._tables import iter_csv
 from diffst.io.checks import Extent, check_inside_image, require_file
 from diffst.io.images import read_image, stack_channels
@@ -199,7 +199,7 @@ def read_merfish(
         transform = read_micron_to_pixel(tf_path)
     scan = _scan(tx_path, None if z_planes is None else tuple(z_planes), chunk_rows, transform)
     genes = scan.genes
-    control = np.array([is_control(g) for g in genes], dtype=bool)
+    control = control_mask(genes)
     source = ChunkedTranscripts(
         genes=genes,
         control=control,

@@ -8,7 +8,7 @@ from typing import Literal
 import numpy as np
 
 from diffst.geometry import AffineTransform, GeometryError
-from diffst.io._constants import Platform, ScaleFactor, VisiumColumn, VisiumFile, is_control
+from diffst.io._constants import Platform, ScaleFactor, VisiumColumn, VisiumFile, control_mask
 from diffst.io._tenx import (
     align_positions,
     check_spots_in_image,
@@ -111,7 +111,7 @@ def read_visium_hd(
         pitch_um=float(bin_um),
         is_raw_counts=mat.is_integer,
         gene_ids=mat.gene_ids,
-        control=np.array([is_control(g) for g in mat.genes], dtype=bool),
+        control=control_mask(mat.genes),
         path=h5,
     )
     files = {"matrix": h5, "positions": pos_path, "scalefactors": sf_path}

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from diffst.geometry import AffineTransform, GeometryError
-from diffst.io._constants import Platform, XeniumColumn, XeniumFile, is_control
+from diffst.io._constants import Platform, XeniumColumn, XeniumFile, control_mask
 from diffst.io._tables import iter_csv, iter_parquet
 from diffst.io.checks import Extent, check_inside_image, check_pixel_size, require_file
 from diffst.io.images import ome_pixel_size_um, read_image
@@ -61,7 +61,7 @@ def _filter(frame: pd.DataFrame, min_qv: float, keep_controls: bool) -> pd.DataF
     keep = frame[XeniumColumn.QV].to_numpy(np.float64) >= min_qv
     if not keep_controls:
         names = frame[XeniumColumn.GENE]
-        ctrl = np.array([is_control(str(c)) for c in names.cat.categories], dtype=bool)
+        ctrl = control_mask([str(c) for c in names.cat.categories])
         codes = names.cat.codes.to_numpy()
         keep &= (codes >= 0) & ~ctrl[codes]
     return frame[keep]
@@ -221,7 +221,7 @@ def read_xenium(
     transform = None if spatial_image is None else spatial_image.um_to_px
     scan = _scan(tx, min_qv, keep_controls, chunk_rows, transform)
     genes = scan.genes
-    control = np.array([is_control(g) for g in genes], dtype=bool)
+    control = control_mask(genes)
     source = ChunkedTranscripts(
         genes=genes,
         control=control,

@@ -241,9 +241,8 @@ class SectionInputs:
         """Raw LR counts ``[G, p, p]`` float32 and mask ``[p, p]`` of the HR window at
         ``(row, col)`` with side ``size`` bins, made as in training (``p = ceil(size/factor)``):
         grid pooling of the window, or the spots rasterised onto the window's LR cells."""
-        from diffst.prepare.binning import pool_grid, rasterise_spots
+        from diffst.prepare.binning import pool_window, rasterise_spots
 
-        f = self.geometry.factor
         if self.lr_layout != "grid":
             sub = self.geometry.sub_grid(row, col, size)
             return rasterise_spots(
@@ -254,14 +253,7 @@ class SectionInputs:
                 self.spot_pitch_um,
             )
         assert self.hr is not None
-        p = -(-size // f)
-        lr = np.zeros((self.hr.shape[0], p, p), dtype=np.float32)
-        mask = np.zeros((p, p), dtype=bool)
-        pooled = pool_grid(self.hr[:, row : row + size, col : col + size], f)
-        pooled_mask = pool_grid(self.tissue[row : row + size, col : col + size], f) > 0
-        lr[:, : pooled.shape[1], : pooled.shape[2]] = pooled
-        mask[: pooled.shape[1], : pooled.shape[2]] = pooled_mask
-        return lr, mask
+        return pool_window(self.hr, self.tissue, self.geometry.factor, row, col, size)
 
     def lr_section(self) -> tuple[np.ndarray, np.ndarray]:
         """Whole-section LR raster ``[G, h, w]`` and mask ``[h, w]`` (for figures)."""

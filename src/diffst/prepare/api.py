@@ -26,7 +26,7 @@ from diffst.prepare.binning import (
     GridGeometry,
     SourceScan,
     bin_transcripts_with_stats,
-    pool_grid,
+    pool_window,
     rasterise_spots,
     scan_transcripts,
     spot_sums_from_transcripts,
@@ -87,10 +87,7 @@ class SectionInputs:
                 sub,
                 self.spot_pitch_um,
             )
-        f = self.geometry.factor
-        hr = self.hr[:, row : row + size, col : col + size]
-        lr_mask = pool_grid(self.tissue[row : row + size, col : col + size], f) > 0
-        return pool_grid(hr, f).astype(np.float32), lr_mask
+        return pool_window(self.hr, self.tissue, self.geometry.factor, row, col, size)
 
 
 def select_genes(sample: SpatialSample, cfg: PrepareConfig, scan: SourceScan) -> tuple[str, ...]:

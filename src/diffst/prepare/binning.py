@@ -26,6 +26,7 @@ __all__ = [
     "bin_transcripts_with_stats",
     "gene_index_map",
     "pool_grid",
+    "pool_window",
     "rasterise_spots",
     "scan_transcripts",
     "spot_sums_from_transcripts",
@@ -393,6 +394,25 @@ def spot_sums_from_transcripts(
         inside = np.isfinite(dist) & (dist <= r)
         np.add.at(out, (idx[inside], g[keep][inside]), 1)
     return out
+
+
+def pool_window(
+    hr: np.ndarray, tissue: np.ndarray, factor: int, row: int, col: int, size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Grid-pooled LR of the HR window at ``(row, col)`` with side ``size`` bins.
+
+    Returns raw LR counts ``[G, p, p]`` float32 and the LR mask ``[p, p]`` (cells holding any
+    in-tissue bin), ``p = ceil(size / factor)``; a window cut short by the section border is
+    zero-padded (masked) to ``p × p``. Sums are exact, so HR and LR totals agree per window.
+    """
+    p = -(-size // factor)
+    lr = np.zeros((hr.shape[0], p, p), dtype=np.float32)
+    mask = np.zeros((p, p), dtype=bool)
+    pooled = pool_grid(hr[:, row : row + size, col : col + size], factor)
+    pooled_mask = pool_grid(tissue[row : row + size, col : col + size], factor) > 0
+    lr[:, : pooled.shape[1], : pooled.shape[2]] = pooled
+    mask[: pooled.shape[1], : pooled.shape[2]] = pooled_mask
+    return lr, mask
 
 
 def rasterise_spots(

@@ -280,6 +280,21 @@ class PreparedStore:
         return int(self.manifest["splits"][split]["n_patches"])
 
 
+def plan_section(
+    sample: SpatialSample, cfg: PrepareConfig
+) -> tuple[SourceScan, SectionInputs, PatchPlan]:
+    """Scan the transcripts, choose the genes, rasterise the section and plan its patches.
+
+    Everything :func:`prepare` computes before writing (``diffst prepare --dry-run`` prints it).
+    """
+    if sample.transcripts is None:
+        raise InputError(f"sample {sample.name!r}: no transcripts were read")
+    scan = scan_transcripts(sample.transcripts)
+    genes = select_genes(sample, cfg, scan)
+    section = build_section_inputs(sample, genes, section_geometry(sample, cfg, scan), cfg, scan)
+    return scan, section, plan_patches(section, cfg)
+
+
 def prepare(
     sample: SpatialSample,
     out_dir: str | Path,
@@ -315,12 +330,7 @@ def prepare(
         raise InputError(
             f"sample {sample.name!r}: no image was read; diffst prepare needs histology"
         )
-    if sample.transcripts is None:
-        raise InputError(f"sample {sample.name!r}: no transcripts were read")
-    scan = scan_transcripts(sample.transcripts)
-    genes = select_genes(sample, cfg, scan)
-    section = build_section_inputs(sample, genes, section_geometry(sample, cfg, scan), cfg, scan)
-    plan = plan_patches(section, cfg)
+    scan, section, plan = plan_section(sample, cfg)
     provenance = {
         "command": command,
         "diffst_version": __version__,

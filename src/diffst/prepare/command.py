@@ -127,23 +127,10 @@ def _print_plan(sample: Any, cfg: Any) -> int:
 
         print("\n".join(spot_plan_lines(sample, cfg)))
         return 0
-    from diffst.prepare.api import (
-        build_section_inputs,
-        plan_patches,
-        section_geometry,
-        select_genes,
-    )
-    from diffst.prepare.binning import scan_transcripts
+    from diffst.prepare.api import plan_section
 
-    if sample.transcripts is None:
-        from diffst.io.sample import InputError
-
-        raise InputError(f"sample {sample.name!r}: no transcripts were read")
-    scan = scan_transcripts(sample.transcripts)
-    genes = select_genes(sample, cfg, scan)
-    section = build_section_inputs(sample, genes, section_geometry(sample, cfg, scan), cfg, scan)
-    plan = plan_patches(section, cfg)
-    print(f"# genes: {', '.join(genes)}")
+    _, section, plan = plan_section(sample, cfg)
+    print(f"# genes: {', '.join(section.genes)}")
     print(f"# grid: {section.geometry.shape_hr} HR bins; tissue {section.tissue.mean():.1%}")
     print("# patches: " + ", ".join(f"{s} {plan.count(s)}" for s in ("train", "val", "test")))
     return 0

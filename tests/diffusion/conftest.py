@@ -60,6 +60,8 @@ class GaussianOracle:
         if self.prediction == "v":
             ab = self.ab[t].to(x_t.dtype).reshape(-1, 1, 1, 1)
             pred = ab.sqrt() * eps - (1 - ab).sqrt() * x0
+        elif self.prediction == "x0":
+            pred = x0
         else:
             pred = eps
         var = None if self.variance is None else torch.full_like(x_t, self.variance)

@@ -35,6 +35,8 @@ class Oracle:
         eps = self.schedule.eps_from_x0(x_t, t, cond.x0)
         if self.schedule.prediction == "v":
             pred = self.schedule.v_target(cond.x0, eps, t)
+        elif self.schedule.prediction == "x0":
+            pred = cond.x0
         else:
             pred = eps
         var = None if self.variance is None else torch.full_like(x_t, self.variance)
@@ -92,7 +94,7 @@ def test_masked_bins_do_not_affect_loss_or_gradients(schedule: NoiseSchedule) ->
         torch.testing.assert_close(g_bad, g_clean, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("prediction", ["eps", "v"])
+@pytest.mark.parametrize("prediction", ["eps", "v", "x0"])
 def test_perfect_oracle_has_near_zero_simple_loss(prediction: str) -> None:
     schedule = NoiseSchedule.from_config(DiffusionConfig(prediction=prediction))  # type: ignore[arg-type]
     x0, mask = _batch(1)

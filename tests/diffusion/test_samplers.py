@@ -85,12 +85,15 @@ def test_dpmpp_10_steps_is_already_close(schedule: NoiseSchedule, ode_reference:
     assert rms(dpmpp) < rms(ddim) / 5
 
 
-def test_v_prediction_gives_the_same_samples(schedule: NoiseSchedule) -> None:
-    v_schedule = NoiseSchedule(schedule.betas, prediction="v")
+@pytest.mark.parametrize("prediction", ["v", "x0"])
+def test_v_and_x0_prediction_give_the_same_samples(
+    schedule: NoiseSchedule, prediction: str
+) -> None:
+    other = NoiseSchedule(schedule.betas, prediction=prediction)  # type: ignore[arg-type]
     for sampler in ("ddpm", "ddim", "dpmpp"):
         eps = _draw(schedule, sampler, 20)
-        v = _draw(v_schedule, sampler, 20, prediction="v")
-        torch.testing.assert_close(v, eps, rtol=0, atol=1e-9)
+        drawn = _draw(other, sampler, 20, prediction=prediction)
+        torch.testing.assert_close(drawn, eps, rtol=0, atol=1e-9)
 
 
 def test_ddim_eta0_is_deterministic_given_seeds(schedule: NoiseSchedule) -> None:

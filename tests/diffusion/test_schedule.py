@@ -69,6 +69,8 @@ def test_x0_eps_v_conversions_invert(schedule: NoiseSchedule) -> None:
     torch.testing.assert_close(v_schedule.predict_x0(v, x_t, t), x0, rtol=0, atol=1e-12)
     assert v_schedule.target(x0, eps, t) is not eps
     torch.testing.assert_close(v_schedule.target(x0, eps, t), v)
+    x0_schedule = NoiseSchedule(schedule.betas, prediction="x0")
+    assert x0_schedule.predict_x0(x0, x_t, t) is x0 and x0_schedule.target(x0, eps, t) is x0
 
 
 def test_respace_to_all_steps_is_the_original(schedule: NoiseSchedule) -> None:
@@ -207,4 +209,4 @@ def test_schedule_rejects_bad_betas() -> None:
     with pytest.raises(ValueError, match="betas"):
         NoiseSchedule(np.array([0.1, 1.5]))
     with pytest.raises(ValueError, match="prediction"):
-        NoiseSchedule(np.array([0.1, 0.2]), prediction="x0")  # type: ignore[arg-type]
+        NoiseSchedule(np.array([0.1, 0.2]), prediction="x_start")  # type: ignore[arg-type]

@@ -10,7 +10,7 @@ from diffst.config import ConfigError
 __all__ = ["BetaSchedule", "DiffusionConfig", "Prediction", "SamplerName"]
 
 BetaSchedule = Literal["linear", "cosine"]
-Prediction = Literal["eps", "v"]
+Prediction = Literal["eps", "v", "x0"]
 SamplerName = Literal["ddpm", "ddim", "dpmpp"]
 
 _CHOICES: dict[str, tuple[str, ...]] = {
@@ -43,7 +43,10 @@ class DiffusionConfig:
     HR grid (``x0 − lr_up``, as in residual super-resolution diffusion): the network then has to
     generate only what the LR map does not say. ``residual`` needs ``model.lr_input_concat``."""
     prediction: Prediction = "eps"
-    """What the network predicts: the noise ε, or v = √ᾱ·ε − √(1−ᾱ)·x0 (Salimans & Ho 2022)."""
+    """What the network predicts: the noise ε (paper), v = √ᾱ·ε − √(1−ᾱ)·x0 (Salimans & Ho
+    2022), or x0 itself. With ``x0`` the network output at large t is directly the regression
+    estimate E[x0 | x_t, condition], which stays well conditioned where ε-prediction divides by
+    √ᾱ_t → 0."""
     learn_sigma: bool = True
     """The network also outputs v ∈ [-1, 1] interpolating log β and log β̃ (improved DDPM eq. 15);
     when False the reverse variance is fixed to the posterior variance β̃."""

@@ -95,7 +95,7 @@ class NoiseSchedule:
         ``[S]`` int, index of each step in the original T-step process (what the denoiser is
         given as ``t``); identity for an unrespaced schedule.
     prediction
-        What the denoiser predicts: ``"eps"`` or ``"v"``.
+        What the denoiser predicts: ``"eps"``, ``"v"`` or ``"x0"``.
     """
 
     def __init__(
@@ -109,8 +109,8 @@ class NoiseSchedule:
         betas = np.asarray(betas, dtype=np.float64)
         if betas.ndim != 1 or betas.size == 0 or not ((betas > 0) & (betas <= 1)).all():
             raise ValueError("betas must be a non-empty 1-D array with values in (0, 1]")
-        if prediction not in ("eps", "v"):
-            raise ValueError(f"prediction must be 'eps' or 'v', got {prediction!r}")
+        if prediction not in ("eps", "v", "x0"):
+            raise ValueError(f"prediction must be 'eps', 'v' or 'x0', got {prediction!r}")
         steps = np.arange(betas.size) if timestep_map is None else np.asarray(timestep_map)
         if steps.shape != betas.shape or (np.diff(steps) <= 0).any():
             raise ValueError("timestep_map must be increasing with one entry per beta")
@@ -253,14 +253,20 @@ class NoiseSchedule:
         )
 
     def predict_x0(self, prediction: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
-        """x0 implied by the network output (ε or v per :attr:`prediction`)."""
+        """x0 implied by the network output (ε, v or x0 per :attr:`prediction`)."""
         if self.prediction == "eps":
             return self.x0_from_eps(x_t, t, prediction)
+        if self.prediction == "x0":
+            return prediction
         return self.x0_from_v(x_t, t, prediction)
 
     def target(self, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
-        """Regression target of the network: ε, or v."""
-        return noise if self.prediction == "eps" else self.v_target(x0, noise, t)
+        """Regression target of the network: ε, v or x0."""
+        if self.prediction == "eps":
+            return noise
+        if self.prediction == "x0":
+            return x0
+        return self.v_target(x0, noise, t)
 
     # --- reverse process -----------------------------------------------------------------
 

@@ -49,3 +49,36 @@ def test_switches_remove_the_concatenation() -> None:
         assert model.denoiser.input_conv.in_channels == N_GENES
         cond = model.encode_condition(**tiny_inputs(cfg=cfg))
         assert cond.lr_up is None
+
+
+def test_bicubic_lr_map_passes_through_cell_centres_and_is_smooth() -> None:
+    cfg = tiny_config(lr_upsample="bicubic")
+    model = tiny_model(cfg).eval()  # factor 3: bin 3a + 1 is the centre of LR cell a
+    inputs = tiny_inputs(cfg=cfg)
+    lr = inputs["lr"].clamp(-0.9, 0.9)
+    inputs["lr"] = lr
+    up = model.encode_condition(**inputs).lr_up
+    assert up is not None and up.shape[-2:] == (3 * LR, 3 * LR)
+    centres = up[:, :, 1::3, 1::3]
+    torch.testing.assert_close(centres, lr, rtol=0, atol=1e-5)
+    # between two cells the map takes intermediate values, unlike the nearest copy
+    nearest = tiny_model().encode_condition(**inputs).lr_up
+    assert nearest is not None and not torch.allclose(up, nearest)
+    # a constant map stays constant; values below −1 (zero counts) are clamped
+    inputs["lr"] = torch.full_like(lr, 0.25)
+    flat = model.encode_condition(**inputs).lr_up
+    assert flat is not None
+    torch.testing.assert_close(flat, torch.full_like(flat, 0.25))
+    inputs["lr"] = torch.full_like(lr, -1.0)
+    inputs["lr"][:, :, 1, 1] = 1.0  # the cubic kernel's negative lobes undershoot next to a peak
+    low = model.encode_condition(**inputs).lr_up
+    assert low is not None and low.min().item() == -1.0
+
+
+def test_unknown_lr_upsample_is_rejected() -> None:
+    import pytest
+
+    from diffst.config import ConfigError
+
+    with pytest.raises(ConfigError, match="lr_upsample"):
+        tiny_config(lr_upsample="linear")

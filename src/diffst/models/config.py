@@ -66,6 +66,9 @@ class ModelConfig:
     use_lr: bool = True  # LR expression branch (False: histology only)
     lr_input_concat: bool = True  # upsampled LR map concatenated to x_t at the UNet input
     # (2G input channels, as the released super-resolution UNet intends); needs use_lr
+    lr_upsample: Literal["nearest", "bicubic"] = "nearest"  # how that map (and the residual
+    # process's offset) is put on the HR grid: each LR cell copied onto its f×f bins, or bicubic
+    # interpolation of the normalised LR map between cell centres (clamped to ≥ −1, zero counts)
 
     def __post_init__(self) -> None:
         _positive(self, "base_channels", "num_res_blocks", "num_heads", "time_embed_mult")
@@ -94,6 +97,10 @@ class ModelConfig:
         if not (self.use_histology or self.use_lr):
             raise ConfigError(
                 "model: use_histology and use_lr are both false; nothing to condition on"
+            )
+        if self.lr_upsample not in ("nearest", "bicubic"):
+            raise ConfigError(
+                f"model.lr_upsample: 'nearest' or 'bicubic', got {self.lr_upsample!r}"
             )
         parse_backbone(self.backbone)
 

@@ -183,8 +183,16 @@ class DiffSTModel(nn.Module):
         return Condition(features, pooled.flatten(2).transpose(1, 2), loss, lr_up)
 
     def _upsample_lr(self, lr: torch.Tensor) -> torch.Tensor:
-        """``[B, G, h, w] → [B, G, h·f, w·f]``: each LR cell copied onto its f×f HR bins."""
+        """``[B, G, h, w] → [B, G, h·f, w·f]`` on the normalised scale.
+
+        ``nearest``: each LR cell copied onto its f×f HR bins. ``bicubic``: cubic convolution
+        between cell centres (``align_corners=False`` puts cell centres on the centres of their
+        f×f blocks; edges replicate), clamped to ≥ −1, the normalised value of zero counts.
+        """
         f = self.lr_factor
+        if self.cfg.lr_upsample == "bicubic":
+            up = F.interpolate(lr, scale_factor=f, mode="bicubic", align_corners=False)
+            return up.clamp(min=-1.0)
         return lr.repeat_interleave(f, dim=2).repeat_interleave(f, dim=3)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: Condition) -> DenoiserOutput:

@@ -12,6 +12,7 @@ from diffst.diffusion.samplers import (
     ddpm_sample,
     dpm_solver_pp_sample,
     make_generators,
+    posterior_mean_draws,
     sample,
 )
 from diffst.diffusion.schedule import Denoiser, NoiseSchedule, PMeanVariance
@@ -27,6 +28,7 @@ __all__ = [
     "ddpm_sample",
     "dpm_solver_pp_sample",
     "make_generators",
+    "posterior_mean_draws",
     "sample",
     "training_losses",
 ]

@@ -167,7 +167,11 @@ def test_validation_averages_draws_on_count_scale(
     m = bundle.model
     with torch.no_grad():
         cond = m.encode_condition(batch["lr"], batch["tissue"], batch["cells"], batch["cell_score"])
-        mean = loop._mean_sample_counts(m, bundle.schedule, cond, batch, [0, 1], cfg, stats, "cpu")
+        seeds = [cfg.train.val_seed + i for i in range(4)]
+        shape = tuple(batch["hr"].shape)
+        mean = loop._mean_sample_counts(
+            m, bundle.schedule, cond, shape, seeds, cfg, stats, None, torch.device("cpu")
+        )
         draws = [
             inverse_normalise(_one_draw(m, bundle, cond.select([i]), cfg, 2 * i + j), stats)
             for i in (0, 1)
@@ -178,6 +182,46 @@ def test_validation_averages_draws_on_count_scale(
     torch.testing.assert_close(mean[1], (draws[2][0] + draws[3][0]) / 2, **tol)
     result = loop.validate(m, bundle.schedule, ds, cfg, bundle.store_meta, torch.device("cpu"))
     assert result["val_patches"] == 2 and -1 <= result["val_pcc"] <= 1
+    assert 0 < result["val_pcc_nearest"] <= 1 and 0 < result["val_pcc_bicubic"] <= 1
+    assert np.isnan(result["val_pcc_posterior"])  # an ε-network has no posterior-mean estimate
+
+
+def test_validation_scores_the_posterior_mean_of_v_networks(
+    run_a: tuple[Path, loop.TrainResult], store: Path
+) -> None:
+    from diffst.data import PatchDataset
+    from diffst.data.transforms import NormStats, inverse_normalise
+    from diffst.diffusion import NoiseSchedule, posterior_mean_draws
+    from diffst.evaluate.metrics import pearson_per_gene
+
+    out, _ = run_a
+    bundle = load_for_inference(out, "cpu")
+    cfg = dataclasses.replace(
+        bundle.config,
+        diffusion=dataclasses.replace(bundle.config.diffusion, prediction="v"),
+        train=dataclasses.replace(bundle.config.train, val_samples=2, val_max_patches=2),
+    )
+    schedule = NoiseSchedule.from_config(cfg.diffusion)
+    ds = PatchDataset(store, "val")
+    result = loop.validate(bundle.model, schedule, ds, cfg, bundle.store_meta, torch.device("cpu"))
+    # the same estimate by hand: draws seeded like the samples, averaged on the model scale
+    stats = NormStats.from_dict(bundle.store_meta["normalisation"])
+    batch = {k: torch.stack([ds[i][k] for i in range(2)]) for k in ds[0]}
+    with torch.no_grad():
+        cond = bundle.model.encode_condition(
+            batch["lr"], batch["tissue"], batch["cells"], batch["cell_score"]
+        ).repeat(2)
+        seeds = [cfg.train.val_seed + i for i in range(4)]
+        draws = posterior_mean_draws(
+            bundle.model, schedule, cond, (4, 4, 8, 8), seeds=seeds, device="cpu"
+        )
+    mean = inverse_normalise(draws.reshape(2, 2, 4, 8, 8).mean(1), stats).numpy()
+    mask = batch["mask"][:, 0].numpy() > 0
+    pcc = pearson_per_gene(
+        np.concatenate(list(mean), -1), np.concatenate(list(batch["hr_counts"].numpy()), -1),
+        np.concatenate(list(mask), -1),
+    )  # fmt: skip
+    assert result["val_pcc_posterior"] == pytest.approx(float(np.nanmean(pcc)), abs=1e-4)
 
 
 def _one_draw(model, bundle, cond, cfg, offset: int) -> torch.Tensor:

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")
         return 0
-    from diffst.train.loop import TrainingDivergedError, train
+    from diffst.train.loop import TrainingDivergedError, format_validation, train
 
     try:
         result = train(
@@ -71,7 +71,11 @@ def run(args: argparse.Namespace) -> int:
     if os.environ.get("RANK", "0") == "0":
         val = ""
         if result.val_pcc is not None and result.val_pcc_bicubic is not None:
-            val = f"; val PCC {result.val_pcc:.4f} (bicubic LR {result.val_pcc_bicubic:.4f})"
+            val = "; " + format_validation({
+                "val_pcc": result.val_pcc, "val_pcc_bicubic": result.val_pcc_bicubic,
+                "val_pcc_posterior": result.val_pcc_posterior or float("nan"),
+                "val_pcc_nearest": result.val_pcc_nearest or float("nan"),
+            })  # fmt: skip
         print(
             f"trained to step {result.step}: loss {result.loss:.4f}, "
             f"{result.patches_per_s:.2f} patches/s{val}; checkpoint {result.checkpoint}"

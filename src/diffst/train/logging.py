@@ -30,7 +30,9 @@ CSV_COLUMNS = (
     "patches_per_s",
     "ema_decay",
     "val_pcc",
+    "val_pcc_posterior",
     "val_pcc_bicubic",
+    "val_pcc_nearest",
     "val_patches",
 )
 

@@ -71,6 +71,8 @@ class TrainResult:
     patches_per_s: float  # training throughput over the whole run (all processes)
     val_pcc: float | None  # last validation PCC of the model (count scale, in-mask bins)
     val_pcc_bicubic: float | None  # same PCC for bicubic upsampling of the LR map
+    val_pcc_posterior: float | None = None  # same PCC for the posterior-mean estimate (v/x0 nets)
+    val_pcc_nearest: float | None = None  # same PCC for nearest upsampling of the LR map
 
 
 def build_model(config: RunConfig, store_meta: dict[str, Any]) -> DiffSTModel:
@@ -280,23 +282,30 @@ def validate(
     model: DiffSTModel, schedule: NoiseSchedule, dataset: Any, config: RunConfig,
     store_meta: dict[str, Any], device: torch.device,
 ) -> dict[str, float]:  # fmt: skip
-    """PCC of few-step samples and of bicubic LR upsampling against the truth, count scale.
+    """PCC of the model's predictions and of LR interpolation against the truth, count scale.
 
-    Uses the first ``train.val_max_patches`` patches, sampler ``train.val_sampler`` with
-    ``train.val_steps`` steps, ``train.val_samples`` samples per patch (seeds from
-    ``val_seed``, patch index and draw) mapped back to counts with the store's normalisation and
-    averaged. Per gene, the PCC is taken over the in-mask
-    HR bins of all patches pooled; the mean over genes is reported.
+    Uses the first ``train.val_max_patches`` patches and ``train.val_samples`` draws per patch
+    (seeds from ``val_seed``, patch index and draw). Reported, each as the mean over genes of the
+    per-gene PCC over the in-mask HR bins of all patches pooled:
+
+    * ``val_pcc``: the mean of complete samples (sampler ``train.val_sampler``,
+      ``train.val_steps`` steps), mapped back to counts and averaged;
+    * ``val_pcc_posterior`` (v- and x0-networks only, else NaN): the network's posterior-mean
+      estimate, :func:`~diffst.diffusion.posterior_mean_draws` averaged on the model scale;
+    * ``val_pcc_bicubic`` and ``val_pcc_nearest``: bicubic and nearest upsampling of the LR map.
     """
-    from diffst.data.transforms import NormStats
-    from diffst.evaluate.baselines import bicubic_upsample
+    from diffst.data.transforms import NormStats, inverse_normalise
+    from diffst.diffusion import posterior_mean_draws
+    from diffst.evaluate.baselines import bicubic_upsample, nearest_upsample
     from diffst.evaluate.metrics import pearson_per_gene
 
     tc = config.train
     n = min(len(dataset), tc.val_max_patches)
     factor = int(store_meta["geometry"]["factor"])
     stats = NormStats.from_dict(store_meta["normalisation"])
-    preds, bicubics, truths, masks = [], [], [], []
+    with_posterior = schedule.prediction != "eps"
+    preds: dict[str, list[np.ndarray]] = {"": [], "_posterior": [], "_bicubic": [], "_nearest": []}
+    truths, masks = [], []
     for start in range(0, n, tc.batch_size):
         idx = list(range(start, min(n, start + tc.batch_size)))
         items = [dataset[i] for i in idx]
@@ -305,41 +314,65 @@ def validate(
             batch[BatchKey.LR], batch[BatchKey.TISSUE], batch[BatchKey.CELLS],
             batch[BatchKey.CELL_SCORE],
         )  # fmt: skip
-        pred = _mean_sample_counts(model, schedule, cond, batch, idx, config, stats, device)
+        k, shape = tc.val_samples, tuple(batch[BatchKey.HR].shape)
+        seeds = [tc.val_seed + i * k + j for i in idx for j in range(k)]
+        scale = batch.get(BatchKey.NORM_SCALE)
+        preds[""] += list(_mean_sample_counts(model, schedule, cond, shape, seeds, config, stats,
+                                              scale, device).float().cpu().numpy())  # fmt: skip
+        if with_posterior:
+            draws = posterior_mean_draws(
+                model, schedule, cond.repeat(k), (shape[0] * k, *shape[1:]), seeds=seeds,
+                device=device, clip_denoised=config.diffusion.clip_denoised,
+            )  # fmt: skip
+            mean = draws.reshape(shape[0], k, *shape[1:]).mean(1)
+            preds["_posterior"] += list(inverse_normalise(mean, stats, scale).float().cpu().numpy())
         truth = batch[BatchKey.HR_COUNTS].cpu().numpy()
-        preds += list(pred.float().cpu().numpy())
         truths += list(truth)
         masks += list(batch[BatchKey.MASK][:, 0].cpu().numpy() > 0)
         lr = batch[BatchKey.LR_COUNTS].cpu().numpy()
-        bicubics += [bicubic_upsample(x, factor, truth.shape[-2:]) for x in lr]
+        preds["_bicubic"] += [bicubic_upsample(x, factor, truth.shape[-2:]) for x in lr]
+        preds["_nearest"] += [nearest_upsample(x, factor, truth.shape[-2:]) for x in lr]
     truth_all, mask_all = np.concatenate(truths, -1), np.concatenate(masks, -1)
-    pcc = pearson_per_gene(np.concatenate(preds, -1), truth_all, mask_all)
-    pcc_bicubic = pearson_per_gene(np.concatenate(bicubics, -1), truth_all, mask_all)
-    return {
-        "val_pcc": float(np.nanmean(pcc)) if np.isfinite(pcc).any() else float("nan"),
-        "val_pcc_bicubic": float(np.nanmean(pcc_bicubic))
-        if np.isfinite(pcc_bicubic).any()
-        else float("nan"),
-        "val_patches": float(n),
-    }
+    out = {"val_patches": float(n)}
+    for suffix, values in preds.items():
+        pcc = (
+            pearson_per_gene(np.concatenate(values, -1), truth_all, mask_all)
+            if values
+            else np.array([np.nan])
+        )
+        out[f"val_pcc{suffix}"] = float(np.nanmean(pcc)) if np.isfinite(pcc).any() else float("nan")
+    return out
+
+
+def format_validation(val: dict[str, float]) -> str:
+    """One line with the validation PCCs of :func:`validate`."""
+    posterior = val.get("val_pcc_posterior", float("nan"))
+    model = f"val PCC samples {val['val_pcc']:.4f}"
+    if np.isfinite(posterior):
+        model += f", posterior mean {posterior:.4f}"
+    patches = val.get("val_patches", float("nan"))
+    where = f"; {int(patches)} patches" if np.isfinite(patches) else ""
+    return (
+        f"{model} (LR bicubic {val['val_pcc_bicubic']:.4f}, "
+        f"nearest {val.get('val_pcc_nearest', float('nan')):.4f}{where})"
+    )
 
 
 def _mean_sample_counts(
-    model: DiffSTModel, schedule: NoiseSchedule, cond: Any, batch: dict[str, torch.Tensor],
-    idx: list[int], config: RunConfig, stats: Any, device: torch.device,
+    model: DiffSTModel, schedule: NoiseSchedule, cond: Any, shape: tuple[int, ...],
+    seeds: list[int], config: RunConfig, stats: Any, scale: torch.Tensor | None,
+    device: torch.device,
 ) -> torch.Tensor:  # fmt: skip
     """Mean over ``val_samples`` draws of the sampled HR counts ``[B, G, H, W]``."""
     from diffst.data.transforms import inverse_normalise
     from diffst.diffusion import sample
 
     tc, k = config.train, config.train.val_samples
-    shape = tuple(batch[BatchKey.HR].shape)
     x0 = sample(
         model, schedule, cond.repeat(k), (shape[0] * k, *shape[1:]), sampler=tc.val_sampler,
-        steps=tc.val_steps, seeds=[tc.val_seed + i * k + j for i in idx for j in range(k)],
-        device=device, clip_denoised=config.diffusion.clip_denoised,
+        steps=tc.val_steps, seeds=seeds, device=device,
+        clip_denoised=config.diffusion.clip_denoised,
     )  # fmt: skip
-    scale = batch.get(BatchKey.NORM_SCALE)
     if scale is not None:
         scale = scale.repeat_interleave(k, dim=0)
     counts = inverse_normalise(x0, stats, scale)
@@ -462,6 +495,8 @@ def _loop(st: _State, train_ds: Any, val_ds: Any, logger: RunLogger, out_dir: Pa
         patches_per_s=patches / elapsed,
         val_pcc=last_val.get("val_pcc"),
         val_pcc_bicubic=last_val.get("val_pcc_bicubic"),
+        val_pcc_posterior=last_val.get("val_pcc_posterior"),
+        val_pcc_nearest=last_val.get("val_pcc_nearest"),
     )
 
 
@@ -509,9 +544,6 @@ def _validate_rank0(st: _State, val_ds: Any, logger: RunLogger) -> dict[str, flo
     if st.env.is_main:
         _ema_model(st).set_training_progress(st.step / tc.max_steps if tc.curriculum else 1.0)
         val = validate(_ema_model(st), st.schedule, val_ds, st.config, st.store_meta, st.env.device)
-        logger.message(
-            f"step {st.step}: val PCC {val['val_pcc']:.4f} "
-            f"(bicubic LR {val['val_pcc_bicubic']:.4f}, {int(val['val_patches'])} patches)"
-        )
+        logger.message(f"step {st.step}: {format_validation(val)}")
     barrier()
     return val

@@ -62,5 +62,7 @@ class AnnDataKey(StrEnum):
     STD = "std"
     Q05 = "q05"
     Q95 = "q95"
+    SAMPLE_MEAN = "sample_mean"
+    """``layers['sample_mean']``: mean of the K samples (``X`` is the point estimate)."""
     UNS = "diffst"
     """``uns['diffst']``: config, checkpoint checksum, sampler, steps, seed."""

@@ -69,7 +69,8 @@ def store_meta(
 
 @pytest.fixture(scope="session")
 def make_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
-    """``make_checkpoint(genes, lr="visium", channels=3, hr_um=25) -> Path`` (tiny, saved)."""
+    """``make_checkpoint(genes, lr="visium", channels=3, hr_um=25) -> Path`` (tiny, saved);
+    ``overrides`` are ``section.key=value`` changes of the tiny preset."""
 
     def make(
         genes: list[str],
@@ -77,9 +78,10 @@ def make_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., P
         channels: int = 3,
         hr_um: float = HR_UM,
         image: dict | None = None,
+        overrides: tuple[str, ...] = (),
     ) -> Path:
         torch.manual_seed(0)
-        config = resolve_run_config("tiny")
+        config = resolve_run_config("tiny", None, list(overrides))
         meta = store_meta(genes, lr, channels, hr_um)
         if image is not None:  # the manifest's "image" entry (channels, µm/px of training)
             meta["image"] = image

@@ -72,8 +72,11 @@ def test_predict_writes_documented_h5ad(
     back = anndata.read_h5ad(out)
     np.testing.assert_array_equal(back.X, adata.X)
     assert back.n_vars == 100 and back.var_names[0].startswith("ENSG")
-    assert set(back.layers) == {"std", "q05", "q95"}
+    assert set(back.layers) == {"std", "q05", "q95", "sample_mean"}
     assert np.isfinite(back.X).all() and (back.X >= 0).all()
+    # an ε-checkpoint: X is the mean of the samples
+    assert back.uns["diffst"]["mean_estimator"] == "samples"
+    np.testing.assert_array_equal(back.X, back.layers["sample_mean"])
     # K = 2: q05 ≤ mean ≤ q95 per tile, and blending keeps the order
     assert (back.layers["q05"] <= back.X + 1e-5).all() and (
         back.X <= back.layers["q95"] + 1e-5
@@ -89,6 +92,32 @@ def test_predict_writes_documented_h5ad(
     np.testing.assert_allclose(
         back.obsm["spatial"], back.obs[["x_um", "y_um"]] / um_per_px, rtol=1e-6
     )
+
+
+def test_v_checkpoints_predict_the_denoiser_posterior_mean(
+    make_checkpoint: Callable[..., Path], visium: SpatialSample, small_visium: SpatialSample,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    assert visium.spots is not None
+    genes = list(visium.spots.gene_ids)
+    v_ckpt = make_checkpoint(genes, overrides=("diffusion.prediction=v",))
+    auto = predict(v_ckpt, small_visium, tmp_path / "v.h5ad", FAST)
+    assert auto is not None and auto.uns["diffst"]["mean_estimator"] == "denoiser"
+    # the point estimate is not the samples' mean, which is still written
+    assert not np.allclose(auto.X, auto.layers["sample_mean"])
+    assert np.isfinite(auto.X).all() and (auto.X >= 0).all()
+    samples = predict(
+        v_ckpt, small_visium, tmp_path / "s.h5ad", replace(FAST, mean_estimator="samples")
+    )
+    assert samples is not None and samples.uns["diffst"]["mean_estimator"] == "samples"
+    np.testing.assert_array_equal(samples.X, samples.layers["sample_mean"])
+    np.testing.assert_allclose(samples.X, auto.layers["sample_mean"], rtol=1e-6, atol=1e-7)
+    # an ε-checkpoint cannot give the denoiser estimate: refused before any computation
+    eps_ckpt = make_checkpoint(genes)
+    out = tmp_path / "e.h5ad"
+    with pytest.raises(ConfigError, match=r"mean_estimator.*prediction v or x0"):
+        predict(eps_ckpt, small_visium, out, replace(FAST, mean_estimator="denoiser"))
+    assert not out.exists()
 
 
 def test_results_do_not_depend_on_batching(

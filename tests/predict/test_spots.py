@@ -68,7 +68,8 @@ def test_overlapping_spots_give_each_bin_to_the_nearest() -> None:
 def _stats(rng: np.random.Generator, g: int, shape: tuple[int, int]) -> np.ndarray:
     mean = rng.gamma(2.0, 1.0, size=(g, *shape))
     std = rng.gamma(1.0, 0.3, size=(g, *shape))
-    return np.stack([mean, std, mean - std, mean + std]).astype(np.float32)
+    sample_mean = mean * rng.uniform(0.8, 1.2, size=mean.shape)  # X and samples' mean differ
+    return np.stack([mean, std, mean - std, mean + std, sample_mean]).astype(np.float32)
 
 
 def test_projection_conserves_spot_totals_and_leaves_other_bins() -> None:
@@ -87,6 +88,8 @@ def test_projection_conserves_spot_totals_and_leaves_other_bins() -> None:
     ratio = out[Stat.MEAN, 0][in0] / stats[Stat.MEAN, 0][in0]
     np.testing.assert_allclose(out[Stat.STD, 0][in0], stats[Stat.STD, 0][in0] * ratio, rtol=1e-5)
     np.testing.assert_allclose(out[Stat.Q95, 0][in0], stats[Stat.Q95, 0][in0] * ratio, rtol=1e-5)
+    sample_mean = stats[Stat.SAMPLE_MEAN, 0][in0] * ratio
+    np.testing.assert_allclose(out[Stat.SAMPLE_MEAN, 0][in0], sample_mean, rtol=1e-5)
     # zero prediction with a measurement → spread uniformly, std untouched
     in1 = spot_of_bin == 1
     np.testing.assert_allclose(out[Stat.MEAN, 2][in1], 12.0 / in1.sum(), rtol=1e-6)

@@ -32,7 +32,7 @@ def _image(kind: str = "he", channels: int = 3) -> SpatialImage:
 
 def _adata(image: SpatialImage | None = None) -> tuple[anndata.AnnData, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(1)
-    stats = rng.gamma(2.0, 1.0, size=(4, 3, 6, 9)).astype(np.float32)
+    stats = rng.gamma(2.0, 1.0, size=(5, 3, 6, 9)).astype(np.float32)
     tissue = np.zeros((6, 9), dtype=bool)
     tissue[1:5, 2:8] = True
     meta = {
@@ -66,7 +66,12 @@ def test_layout_matches_documentation() -> None:
     r, c = int(first["bin_row"]), int(first["bin_col"])
     assert (r, c) == (1, 2)
     np.testing.assert_allclose(adata.X[0], stats[Stat.MEAN, :, r, c])
-    for name, stat in (("std", Stat.STD), ("q05", Stat.Q05), ("q95", Stat.Q95)):
+    for name, stat in (
+        ("std", Stat.STD),
+        ("q05", Stat.Q05),
+        ("q95", Stat.Q95),
+        ("sample_mean", Stat.SAMPLE_MEAN),
+    ):
         np.testing.assert_allclose(adata.layers[name][0], stats[stat, :, r, c])
     # bin (1, 2) centre: x = 20 + 2.5·8 = 40 µm, y = 40 + 1.5·8 = 52 µm → px (60, 44)
     assert (first["x_um"], first["y_um"]) == (40.0, 52.0)

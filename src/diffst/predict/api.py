@@ -197,6 +197,7 @@ def _metadata(
 ) -> dict[str, Any]:
     """``uns['diffst']``: how this prediction was made."""
     from diffst.diffusion import count_network_evaluations
+    from diffst.predict.config import resolve_estimator
 
     return {
         "config": to_dict(cfg),
@@ -208,6 +209,7 @@ def _metadata(
         "eta": cfg.eta,
         "seed": cfg.seed,
         "n_samples": cfg.n_samples,
+        "mean_estimator": resolve_estimator(cfg.mean_estimator, bundle.schedule.prediction),
         "network_evaluations_per_sample": count_network_evaluations(cfg.sampler, cfg.steps),
         "geometry": ctx.inputs.geometry.to_dict(),
         "lr_layout": ctx.inputs.lr_layout,
@@ -278,6 +280,7 @@ def _set_up(
     Every input error is raised here, before any network evaluation.
     """
     from diffst.data.transforms import NormStats
+    from diffst.predict.config import resolve_estimator
     from diffst.predict.tiled import TileContext
     from diffst.prepare.views import channel_indices, intensity_range
     from diffst.train.checkpoint import load_for_inference
@@ -285,6 +288,7 @@ def _set_up(
     bundle = load_for_inference(checkpoint, device)
     meta = bundle.store_meta
     _check_options(cfg, list(meta["genes"]))
+    resolve_estimator(cfg.mean_estimator, bundle.schedule.prediction)
     norm = NormStats.from_dict(meta["normalisation"])
     if norm.kind == "minmax_patch":
         raise ConfigError(

@@ -26,6 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=20, help="sampling steps (default: 20)")
     parser.add_argument("--eta", type=float, default=0.0, help="DDIM η (default: 0)")
     parser.add_argument("--samples", type=int, default=8, help="samples per tile, K (default: 8)")
+    parser.add_argument(
+        "--mean-estimator",
+        choices=("auto", "denoiser", "samples"),
+        default="auto",
+        help="point prediction X: the network's posterior mean at t = T (denoiser; v/x0 "
+        "checkpoints) or the mean of the K samples; auto picks denoiser where possible",
+    )
     parser.add_argument("--seed", type=int, default=0, help="base seed (default: 0)")
     parser.add_argument("--overlap", type=int, default=None, help="tile overlap, HR bins")
     parser.add_argument("--batch-size", type=int, default=4, help="tiles per batch (default: 4)")
@@ -56,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         steps=args.steps,
         eta=args.eta,
         n_samples=args.samples,
+        mean_estimator=args.mean_estimator,
         seed=args.seed,
         overlap_bins=args.overlap,
         batch_size=args.batch_size,

@@ -7,11 +7,19 @@ from typing import Literal
 
 from diffst.config import ConfigError
 
-__all__ = ["BlendWindow", "Precision", "PredictConfig", "Sampler"]
+__all__ = [
+    "BlendWindow",
+    "MeanEstimator",
+    "Precision",
+    "PredictConfig",
+    "Sampler",
+    "resolve_estimator",
+]
 
 Sampler = Literal["ddpm", "ddim", "dpmpp"]
 BlendWindow = Literal["cosine", "uniform"]
 Precision = Literal["fp32", "bf16"]
+MeanEstimator = Literal["auto", "denoiser", "samples"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +38,12 @@ class PredictConfig:
     # DDIM stochasticity η (0 = deterministic DDIM; ignored by the other samplers)
     n_samples: int = 8
     # K samples drawn per tile → mean, std, q05, q95 per bin and gene
+    mean_estimator: MeanEstimator = "auto"
+    # the point prediction X: "samples" = mean of the K samples (estimates E[counts | inputs]);
+    # "denoiser" = the network's posterior mean on the normalised (log) scale at t = T, averaged
+    # over K draws and mapped back to counts (one more network evaluation per draw; far less
+    # noisy, totals below the samples'; v- and x0-networks only); "auto" = "denoiser" where the
+    # checkpoint allows it, else "samples". layers['sample_mean'] always holds the samples' mean
     seed: int = 0
     # base seed; per-tile seeds derive from (seed, tile index), independent of batching/GPUs
     overlap_bins: int | None = None
@@ -75,5 +89,25 @@ class PredictConfig:
             raise ConfigError(f"predict.hires_max_px must be ≥ 16, got {self.hires_max_px}")
         if self.precision not in ("fp32", "bf16"):
             raise ConfigError(f"predict.precision: {self.precision!r} is not fp32 or bf16")
+        if self.mean_estimator not in ("auto", "denoiser", "samples"):
+            raise ConfigError(
+                f"predict.mean_estimator: {self.mean_estimator!r} is not auto, denoiser or samples"
+            )
         if self.blend not in ("cosine", "uniform"):
             raise ConfigError(f"predict.blend: {self.blend!r} is not cosine or uniform")
+
+
+def resolve_estimator(choice: str, prediction: str, where: str = "predict.mean_estimator") -> str:
+    """``auto`` → ``denoiser`` for v- and x0-networks, ``samples`` for ε-networks.
+
+    Raises :class:`ConfigError` for ``denoiser`` with an ε-network (its x̂0 at t = T is
+    ill-conditioned).
+    """
+    if choice == "auto":
+        return "samples" if prediction == "eps" else "denoiser"
+    if choice == "denoiser" and prediction == "eps":
+        raise ConfigError(
+            f"{where}: 'denoiser' needs a checkpoint trained with diffusion.prediction v or x0; "
+            "this one predicts ε; use 'samples' (or 'auto')"
+        )
+    return choice

@@ -188,7 +188,9 @@ def project_to_spots(
     Parameters
     ----------
     stats
-        ``[4, G, H, W]`` statistics (axis 0 ordered as :class:`~diffst.predict.uncertainty.Stat`).
+        ``[S, G, H, W]`` statistics (axis 0 ordered as :class:`~diffst.predict.uncertainty.Stat`;
+        the scale comes from ``MEAN`` and is applied to every other statistic, ``SAMPLE_MEAN``
+        included when present).
     spot_of_bin
         ``[H, W]`` from :func:`assign_bins_to_spots`.
     measured
@@ -216,7 +218,10 @@ def project_to_spots(
         rescaled = has_total[owner]
         new_mean = np.where(rescaled, mean * scale, uniform)
         shift = np.where(rescaled, 0.0, new_mean - mean)
-        for stat in (Stat.Q05, Stat.Q95):
+        shifted = [Stat.Q05, Stat.Q95] + (
+            [Stat.SAMPLE_MEAN] if len(view) > Stat.SAMPLE_MEAN else []
+        )
+        for stat in shifted:
             view[stat, g, bins] = view[stat, g, bins].astype(np.float64) * scale + shift
         view[Stat.STD, g, bins] = view[Stat.STD, g, bins].astype(np.float64) * scale
         view[Stat.MEAN, g, bins] = new_mean
@@ -467,7 +472,7 @@ def build_section_inputs(
 def spot_report(
     stats: np.ndarray, tissue: np.ndarray, inputs: SectionInputs, genes: list[str], project: bool
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Consistency of ``stats [4, G, H, W]`` with the measured spots, and the projection onto them
+    """Consistency of ``stats [5, G, H, W]`` with the measured spots, and the projection onto them
     when ``project`` (bins restricted to ``tissue [H, W]``); returns the (projected) statistics
     and the report of :func:`spot_consistency` plus ``projected``."""
     geo = inputs.geometry

@@ -146,13 +146,14 @@ class TileAccumulator:
     Parameters
     ----------
     n_channels
-        Leading dimensions of each tile's values, e.g. ``(4, G)`` for mean/std/q05/q95 × genes.
+        Leading dimensions of each tile's values, e.g. ``(5, G)`` for the statistics of
+        :class:`~diffst.predict.uncertainty.Stat` × genes.
     shape_hr
         Section grid ``(H, W)`` in HR bins.
     window
         ``[P, P]`` blending weights of one tile.
     dtype
-        Dtype of the value buffer (float32 keeps a ``[4, G, H, W]`` section in 16·G·H·W bytes);
+        Dtype of the value buffer (float32 keeps a ``[5, G, H, W]`` section in 20·G·H·W bytes);
         the weight buffer is float64.
     """
 
@@ -265,12 +266,15 @@ def sample_tiles(
     norm: Any,
     device: torch.device,
 ) -> np.ndarray:
-    """``[b, 4, G, P, P]`` count-scale statistics of K samples for each tile of a batch."""
+    """``[b, 5, G, P, P]`` count-scale statistics for each tile of a batch (axis 1 as
+    :class:`~diffst.predict.uncertainty.Stat`): the point estimate of ``cfg.mean_estimator``,
+    std, q05 and q95 of the K samples, and the samples' mean."""
     import torch
 
     from diffst.data.transforms import inverse_normalise
-    from diffst.diffusion import sample
-    from diffst.predict.uncertainty import sample_statistics
+    from diffst.diffusion import posterior_mean_draws, sample
+    from diffst.predict.config import resolve_estimator
+    from diffst.predict.uncertainty import Stat, sample_statistics
 
     k, patch = cfg.n_samples, ctx.patch
     n_genes = ctx.n_genes
@@ -292,6 +296,15 @@ def sample_tiles(
         )
         counts = inverse_normalise(x0.float(), norm)
         stats = sample_statistics(counts.reshape(len(origins), k, n_genes, patch, patch))
+        point = stats[:, Stat.MEAN]
+        if resolve_estimator(cfg.mean_estimator, bundle.schedule.prediction) == "denoiser":
+            draws = posterior_mean_draws(
+                bundle.model, bundle.schedule, cond, (len(origins) * k, n_genes, patch, patch),
+                seeds=seeds, device=device, clip_denoised=bundle.config.diffusion.clip_denoised,
+            )  # fmt: skip
+            mean = draws.float().reshape(len(origins), k, n_genes, patch, patch).mean(1)
+            point = inverse_normalise(mean, norm)
+        stats = torch.cat([point[:, None], stats[:, 1:], stats[:, :1]], dim=1)
     return stats.cpu().numpy()
 
 
@@ -317,12 +330,14 @@ def run_tiles(
 
     Returns the accumulator (gathered on rank 0), the number of tiles and the stride (bins).
     """
+    from diffst.predict.uncertainty import N_STATS
+
     geometry = ctx.inputs.geometry
     stride = tile_stride(ctx.patch, cfg.overlap_bins, geometry.factor)
     origins = tile_origins(ctx.inputs.tissue, ctx.patch, stride)
     mine = np.arange(env.rank, len(origins), env.world_size)
     n_genes = ctx.n_genes
-    acc = TileAccumulator((4, n_genes), geometry.shape_hr, blend_window(ctx.patch, cfg.blend))
+    acc = TileAccumulator((N_STATS, n_genes), geometry.shape_hr, blend_window(ctx.patch, cfg.blend))
     _log.info(
         "%d tiles of %d bins (stride %d), %d on this rank",
         len(origins),

@@ -2,7 +2,11 @@
 
 Layout (one observation per HR bin inside tissue, row-major over the section grid):
 
-* ``X``: mean prediction, float32, counts per HR bin; ``layers['std' | 'q05' | 'q95']`` likewise;
+* ``X``: the point prediction, float32, counts per HR bin: the estimate of the posterior mean named
+  in ``uns['diffst']['mean_estimator']`` (``samples``: mean of the K samples; ``denoiser``: the
+  network's posterior mean on the log scale, mapped back to counts);
+  ``layers['sample_mean' | 'std' | 'q05' | 'q95']``: mean, standard deviation and 5 % / 95 %
+  quantiles of the K samples, same unit;
 * ``var_names``: genes of the checkpoint;
 * ``obs``: ``bin_row``, ``bin_col`` (HR grid indices), ``x_um``, ``y_um`` (bin centre, µm);
 * ``obsm['spatial']``: bin centres in full-resolution image pixels ``(col, row)`` through the
@@ -154,8 +158,8 @@ def build_anndata(
     Parameters
     ----------
     stats
-        ``[4, G, H, W]`` mean/std/q05/q95 (axis 0 as :class:`~diffst.predict.uncertainty.Stat`),
-        counts per HR bin.
+        ``[5, G, H, W]`` point estimate/std/q05/q95/sample mean (axis 0 as
+        :class:`~diffst.predict.uncertainty.Stat`), counts per HR bin.
     tissue
         ``[H, W]`` bool, bins written as observations.
     geometry
@@ -185,6 +189,7 @@ def build_anndata(
         AnnDataKey.STD.value: stats[Stat.STD][:, rows, cols].T.astype(np.float32),
         AnnDataKey.Q05.value: stats[Stat.Q05][:, rows, cols].T.astype(np.float32),
         AnnDataKey.Q95.value: stats[Stat.Q95][:, rows, cols].T.astype(np.float32),
+        AnnDataKey.SAMPLE_MEAN.value: stats[Stat.SAMPLE_MEAN][:, rows, cols].T.astype(np.float32),
     }
     obs = pd.DataFrame(
         {

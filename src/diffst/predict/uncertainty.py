@@ -17,19 +17,30 @@ from enum import IntEnum
 
 import torch
 
-__all__ = ["QUANTILES", "Stat", "quantile_linear", "sample_statistics"]
+__all__ = ["N_STATS", "QUANTILES", "Stat", "quantile_linear", "sample_statistics"]
 
 QUANTILES: tuple[float, float] = (0.05, 0.95)
 """Lower and upper quantile levels stored in layers ``q05`` and ``q95``."""
 
 
 class Stat(IntEnum):
-    """Index of each statistic along the second axis of :func:`sample_statistics`' output."""
+    """Index of each statistic along the statistics axis of a prediction.
+
+    :func:`sample_statistics` returns the first four, with ``MEAN`` the samples' mean; a whole
+    prediction carries all five, with ``MEAN`` the point estimate (``X``: the samples' mean or
+    the denoiser's posterior mean, see ``PredictConfig.mean_estimator``) and ``SAMPLE_MEAN``
+    the samples' mean.
+    """
 
     MEAN = 0
     STD = 1
     Q05 = 2
     Q95 = 3
+    SAMPLE_MEAN = 4
+
+
+#: statistics of a whole prediction (:class:`Stat`)
+N_STATS = len(Stat)
 
 
 def quantile_linear(sorted_x: torch.Tensor, q: float, dim: int) -> torch.Tensor:

@@ -75,9 +75,48 @@ def test_run_benchmark_with_spot_sections(tmp_path: Path) -> None:
     views = ViewConfig(tissue_px=16, cell_grid=2, tile_px=8)
     cfg = PrepareConfig(genes=4, hr="spots", views=views, spots=SpotHRConfig(split_block=8))
     bench = BenchmarkConfig(
-        preset="tiny", regression=False, histology_only=False, predict_section=False,
-        tesla=False, n_samples=2, evaluate=EvaluateConfig(figures=False),
-    )  # fmt: skip
+        preset="tiny",
+        regression=False,
+        histology_only=False,
+        predict_section=False,
+        tesla=False,
+        n_samples=2,
+        evaluate=EvaluateConfig(figures=False),
+    )
     result = run_benchmark(samples[0], tmp_path / "bench", cfg, bench, held_out=samples[1])
     text = result.report.read_text()
     assert "held-out section `section1_counts`" in text and "| bicubic |" in text
+
+
+def test_sample_split_scores_the_denoiser_mean_of_v_checkpoints(tmp_path: Path) -> None:
+    from diffst.config import ConfigError
+    from diffst.data.dataset import PatchDataset
+    from diffst.evaluate.benchmark import sample_split
+    from diffst.train.config import resolve_run_config
+    from diffst.train.loop import train
+
+    files = write_sections(tmp_path / "raw", n=3)
+    samples = [read_legacy_st(f["counts"], f["spots"], f["image"]) for f in files]
+    views = ViewConfig(tissue_px=16, cell_grid=2, tile_px=8)
+    cfg = PrepareConfig(genes=4, hr="spots", views=views, spots=SpotHRConfig(split_block=8))
+    store = prepare_multi(samples[:2], samples[2], tmp_path / "store", cfg).path
+    data = PatchDataset(store, "test")
+    over = ["train.max_steps=2", "train.val_every=0"]
+    v_run = train(
+        store,
+        tmp_path / "v",
+        resolve_run_config("tiny", None, [*over, "diffusion.prediction=v"]),
+        progress=False,
+    )
+    auto = sample_split(v_run.checkpoint, data, name="d", n_samples=2, seed=0)
+    plain = sample_split(
+        v_run.checkpoint, data, name="d", n_samples=2, seed=0, mean_estimator="samples"
+    )
+    assert auto.samples is not None and plain.samples is not None and auto.mean is not None
+    np.testing.assert_array_equal(auto.samples, plain.samples)  # same draws either way
+    np.testing.assert_array_equal(plain.mean, plain.samples.mean(axis=1))
+    assert not np.allclose(auto.mean, plain.mean) and np.isfinite(auto.mean).all()
+    assert "denoiser posterior mean" in auto.description
+    eps_run = train(store, tmp_path / "e", resolve_run_config("tiny", None, over), progress=False)
+    with pytest.raises(ConfigError, match="mean_estimator"):
+        sample_split(eps_run.checkpoint, data, name="d", n_samples=2, mean_estimator="denoiser")

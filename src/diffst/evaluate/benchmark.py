@@ -62,6 +62,9 @@ class BenchmarkConfig:
     steps: int | None = None
     # base seed of the sampling noise (per patch and sample: seed + 1000·patch + k)
     seed: int = 0
+    # point prediction of the diffusion models (PredictConfig.mean_estimator); with the
+    # denoiser's estimate the full model's mean of samples is scored too, as `diffst_sample_mean`
+    mean_estimator: Literal["auto", "denoiser", "samples"] = "auto"
     # also run whole-section `diffst predict` with the full model and score it on the patches
     predict_section: bool = True
     # whole-section prediction rescaled so that each LR cell's predicted total matches its
@@ -110,6 +113,7 @@ def sample_split(
     batch_size: int = 4,
     description: str = "",
     on_patch: Callable[[int], None] | None = None,
+    mean_estimator: Literal["auto", "denoiser", "samples"] = "auto",
 ) -> MethodPrediction:
     """Draw ``K`` samples for every patch of a dataset with a trained diffusion checkpoint.
 
@@ -122,6 +126,10 @@ def sample_split(
         checkpoint's.
     n_samples
         K samples per patch; sample ``k`` of patch ``i`` is seeded ``seed + 1000·i + k``.
+    mean_estimator
+        The point prediction ``mean``, as ``PredictConfig.mean_estimator``: the samples' mean,
+        or the denoiser's posterior mean at t = T averaged over K draws seeded like the samples
+        (``auto``: the denoiser for v/x0 checkpoints).
 
     Returns
     -------
@@ -131,15 +139,17 @@ def sample_split(
     import torch
 
     from diffst.data import inverse_normalise
-    from diffst.diffusion import sample
+    from diffst.diffusion import posterior_mean_draws, sample
+    from diffst.predict.config import resolve_estimator
     from diffst.train.checkpoint import load_for_inference
 
     bundle = load_for_inference(checkpoint, "cpu")
     model: Any = bundle.model
     dcfg = bundle.config.diffusion
     sampler, steps = sampler or dcfg.sampler, steps or dcfg.sampling_steps
+    estimator = resolve_estimator(mean_estimator, bundle.schedule.prediction, "mean_estimator")
     norm = dataset.info.normalisation
-    out = []
+    out, points = [], []
     with torch.no_grad():
         for start in range(0, len(dataset), batch_size):
             idx = list(range(start, min(len(dataset), start + batch_size)))
@@ -166,19 +176,34 @@ def sample_split(
                 scale = scale.repeat_interleave(n_samples, dim=0)
             counts = inverse_normalise(x0, norm, scale).float().numpy()
             out.append(counts.reshape(len(idx), n_samples, *counts.shape[1:]))
+            if estimator == "denoiser":
+                draws = posterior_mean_draws(
+                    model, bundle.schedule, cond, shape, seeds=seeds, device="cpu",
+                    clip_denoised=dcfg.clip_denoised,
+                )  # fmt: skip
+                mean = draws.reshape(len(idx), n_samples, *shape[1:]).mean(1)
+                scale1 = batch.get(BatchKey.NORM_SCALE)
+                points.append(inverse_normalise(mean, norm, scale1).float().numpy())
             if on_patch is not None:
                 on_patch(len(idx))
     samples = np.concatenate(out).astype(np.float32)
     lo, hi = np.quantile(samples, [0.05, 0.95], axis=1)
+    point = np.concatenate(points).astype(np.float32) if points else samples.mean(axis=1)
+    what = "denoiser posterior mean" if estimator == "denoiser" else "mean of the samples"
     return MethodPrediction(
         name,
-        samples.mean(axis=1),
+        point,
         samples.std(axis=1, ddof=1),
         lo.astype(np.float32),
         hi.astype(np.float32),
         samples,
         description=", ".join(
-            x for x in (description, f"{n_samples} samples per patch, {sampler} {steps} steps") if x
+            x
+            for x in (
+                description,
+                f"{n_samples} samples per patch, {sampler} {steps} steps; point prediction: {what}",
+            )
+            if x
         ),
     )
 
@@ -337,7 +362,7 @@ def _train_and_sample(
             f"sample_{name}", f"sample {name}: {cfg.n_samples} samples per held-out patch",
             sample_split, result.checkpoint, data, name=name, n_samples=cfg.n_samples,
             sampler=cfg.sampler, steps=cfg.steps, seed=cfg.seed, description=description,
-            on_patch=advance,
+            on_patch=advance, mean_estimator=cfg.mean_estimator,
         )  # fmt: skip
     return pred, result.checkpoint
 
@@ -395,6 +420,7 @@ def _section_prediction(
         seed=cfg.seed,
         n_figure_genes=0,
         project_to_spots=cfg.project_section,
+        mean_estimator=cfg.mean_estimator,
     )
     if cfg.sampler is not None:
         pcfg = dataclasses.replace(pcfg, sampler=cfg.sampler)
@@ -470,6 +496,7 @@ def run_benchmark(
     from diffst.evaluate.api import baseline_predictions, load_store_split
     from diffst.evaluate.report import analysis_notes, write_report
     from diffst.evaluate.scoring import score_method
+    from diffst.predict.config import resolve_estimator
     from diffst.train.config import resolve_run_config
 
     cfg = cfg or BenchmarkConfig()
@@ -492,6 +519,16 @@ def run_benchmark(
     for name, rc, what in methods:
         pred, checkpoints[name] = _train_and_sample(name, rc, store, data, out, cfg, what, stages)
         preds.append(pred)
+        estimator = resolve_estimator(cfg.mean_estimator, rc.diffusion.prediction)
+        if name == "diffst" and estimator == "denoiser" and pred.samples is not None:
+            preds.append(
+                dataclasses.replace(
+                    pred,
+                    name="diffst_sample_mean",
+                    mean=pred.samples.mean(axis=1),
+                    description=f"diffst scored on the mean of its {cfg.n_samples} samples",
+                )
+            )
     if cfg.regression:
         preds.append(_regression(run_config, store, eval_store, out, cfg, stages))
     if cfg.predict_section:

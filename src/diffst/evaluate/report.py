@@ -409,13 +409,28 @@ def analysis_notes(
     pcc = {name: v for (name, metric), v in m.items() if metric == "pcc"}
     ref = pcc.get("diffst", float("nan"))
     better = sorted(k for k, v in pcc.items() if not k.startswith("diffst") and v > ref)
-    if better:
+    sample_mean = pcc.get("diffst_sample_mean")
+    if better and sample_mean is None:
         notes.append(
             f"- diffst's PCC (counts, {ref:.3f}) is below {', '.join(better)}. The reported "
             "diffst map is the mean of K samples: each sample carries its own sampling noise "
             "and the mean keeps 1/K of it, while interpolation and regression give one smooth "
             "map; with noisy, shallow truth a smooth map correlates better. A short training "
             "run also leaves the denoiser far from converged."
+        )
+    elif better:
+        notes.append(
+            f"- diffst's PCC (counts, {ref:.3f}, the denoiser's posterior-mean map) is below "
+            f"{', '.join(better)}. A short training run leaves the denoiser far from converged."
+        )
+    if sample_mean is not None and np.isfinite(sample_mean):
+        notes.append(
+            f"- Point prediction: the diffst row is the denoiser's posterior mean (one network "
+            f"evaluation at t = T per draw, averaged); the mean of its K complete samples scores "
+            f"PCC {sample_mean:.3f} (`diffst_sample_mean`). Each sample carries the sampling "
+            "spread of a plausible HR map, including counting noise, and the mean of K keeps 1/K "
+            "of it; the denoiser's estimate has averaged it out already. The samples still give "
+            "the uncertainty (std, quantiles, coverage, CRPS)."
         )
     notes += _conditioning_notes(m)
     notes += _level_notes(m)
@@ -449,10 +464,16 @@ def _level_notes(m: dict[tuple[str, str], float]) -> list[str]:
     notes: list[str] = []
     ratio = m.get(("diffst", "mass_ratio"))
     if ratio is not None and np.isfinite(ratio) and abs(ratio - 1.0) > 0.15:
+        denoiser = ("diffst_sample_mean", "mass_ratio") in m
         cause = (
             "samples live on a log1p scale and the mean of their expm1 exceeds the expm1 of "
             "their mean (Jensen's inequality), so sampling noise turns into excess counts"
             if ratio > 1
+            else "the denoiser's posterior mean is taken on the log1p scale, and the expm1 of a "
+            "mean lies below the mean of the expm1 (Jensen's inequality); the samples' mean "
+            f"has count ratio {m[('diffst_sample_mean', 'mass_ratio')]:.2f}, and "
+            "`diffst predict --project` matches each LR cell's total"
+            if denoiser
             else "the model under-predicts the expression level after this short training"
         )
         notes.append(

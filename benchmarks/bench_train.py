@@ -21,6 +21,9 @@ Examples
 ``python benchmarks/bench_train.py step --batch 1 4 --repeats 3``
 ``python benchmarks/bench_train.py step --channels 64 --hr 128 --lr 13``
 ``python benchmarks/bench_train.py step --device cuda --amp bf16 --compile --batch 4 16``
+``python benchmarks/bench_train.py step --device cuda --compare --batch 4`` (side by side in one
+run: plain fp32 eager, bf16 + channels_last, fp32 + compile, bf16 + compile; a table of patches/s,
+speed-up over plain fp32 and peak memory follows the JSON lines)
 """
 
 from __future__ import annotations
@@ -123,7 +126,7 @@ def _forward_gflop_per_patch(model, batch: dict) -> float:
 
 
 def run_step(args: argparse.Namespace, batch: int) -> dict:
-    """Time ``args.repeats`` training steps (after one warm-up) at one batch size.
+    """Time ``args.repeats`` training steps (after warm-up steps) at one batch size.
 
     Wall time and process CPU time are both recorded: on a shared machine the wall time grows
     with the load average, the CPU time (summed over threads) much less.
@@ -168,8 +171,11 @@ def run_step(args: argparse.Namespace, batch: int) -> dict:
 
     if args.compile:
         step = torch.compile(step)  # type: ignore[assignment]
+    # torch.compile specialises on the first seed and recompiles once with a dynamic one:
+    # three warm-up steps keep both compilations out of the timed steps
+    warmup = 3 if args.compile else 1
     times, cpu = [], []
-    for i in range(args.repeats + 1):
+    for i in range(args.repeats + warmup):
         if device == "cuda":
             torch.cuda.synchronize()
         t0, c0 = time.perf_counter(), time.process_time()
@@ -182,9 +188,11 @@ def run_step(args: argparse.Namespace, batch: int) -> dict:
         "mode": "step", "device": device, "amp": args.amp, "compile": args.compile,
         "channels": args.channels, "hr": args.hr, "lr": args.lr, "genes": args.genes,
         "batch": batch, "params_m": count_parameters(model) / 1e6,
-        "fwd_gflop_per_patch": gflop, "step_s_median": statistics.median(times[1:]),
-        "step_s_all": times, "step_cpu_s_median": statistics.median(cpu[1:]),
-        "load_avg_1min": os.getloadavg()[0], "patches_per_s": batch / statistics.median(times[1:]),
+        "fwd_gflop_per_patch": gflop, "step_s_median": statistics.median(times[warmup:]),
+        "step_s_all": times, "step_cpu_s_median": statistics.median(cpu[warmup:]),
+        "warmup_steps": warmup,
+        "load_avg_1min": os.getloadavg()[0],
+        "patches_per_s": batch / statistics.median(times[warmup:]),
         "peak_rss_gib": peak_rss_gib(), "calib_conv_gflops": conv_calibration_gflops(args.threads),
     }  # fmt: skip
     if device == "cuda":
@@ -209,6 +217,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--amp", default="none", choices=["none", "bf16"])
     p.add_argument("--compile", action="store_true")
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="step: run fp32, bf16, fp32+compile and bf16+compile side by side (ignores --amp, "
+        "--compile) and print a table with the speed-up over plain fp32",
+    )
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     return p
 
@@ -225,16 +239,53 @@ def main(argv: list[str] | None = None) -> None:
     if args.child:
         print(json.dumps({**header, **run_step(args, args.batch[0])}), flush=True)
         return
-    for batch in args.batch:  # one subprocess per batch size: its own peak RSS
-        argv_child = [a for a in (argv or sys.argv[1:]) if a]
-        idx = argv_child.index("--batch") if "--batch" in argv_child else None
-        if idx is not None:
-            end = idx + 1
-            while end < len(argv_child) and not argv_child[end].startswith("--"):
-                end += 1
-            argv_child = argv_child[:idx] + argv_child[end:]
-        cmd = [sys.executable, __file__, *argv_child, "--batch", str(batch), "--child"]
-        subprocess.run(cmd, check=True)
+    variants = (
+        [("none", False), ("bf16", False), ("none", True), ("bf16", True)]
+        if args.compare
+        else [(args.amp, args.compile)]
+    )
+    drop = {"--batch", "--amp", "--compile", "--compare"} if args.compare else {"--batch"}
+    rows = []
+    for batch in args.batch:  # one subprocess per configuration: its own peak memory
+        for amp, compiled in variants:
+            argv_child = _without(list(argv or sys.argv[1:]), drop)
+            if args.compare:
+                argv_child += ["--amp", amp] + (["--compile"] if compiled else [])
+            cmd = [sys.executable, __file__, *argv_child, "--batch", str(batch), "--child"]
+            done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+            print(done.stdout, end="", flush=True)
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    if args.compare:
+        print(_comparison_table(rows))
+
+
+def _without(argv: list[str], options: set[str]) -> list[str]:
+    """``argv`` minus each option in ``options`` and the values that follow it."""
+    out, skip = [], False
+    for a in argv:
+        if a.startswith("--"):
+            skip = a in options
+        if not skip:
+            out.append(a)
+    return out
+
+
+def _comparison_table(rows: list[dict]) -> str:
+    """Markdown table of a ``--compare`` run: throughput relative to plain fp32 eager."""
+    lines = [
+        "| batch | arithmetic | compile | s / step | patches/s | × plain fp32 | peak memory GiB |",
+        "|---:|---|---|---:|---:|---:|---:|",
+    ]
+    base = {r["batch"]: r["patches_per_s"] for r in rows if r["amp"] == "none" and not r["compile"]}
+    for r in rows:
+        memory = r.get("peak_cuda_gib", r["peak_rss_gib"])
+        speedup = r["patches_per_s"] / base[r["batch"]] if r["batch"] in base else float("nan")
+        lines.append(
+            f"| {r['batch']} | {'bf16 autocast' if r['amp'] == 'bf16' else 'fp32'} | "
+            f"{'yes' if r['compile'] else 'no'} | {r['step_s_median']:.3f} | "
+            f"{r['patches_per_s']:.2f} | {speedup:.2f} | {memory:.2f} |"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

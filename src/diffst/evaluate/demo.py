@@ -39,7 +39,7 @@ DEMO_SPLIT_LAYOUT: Literal["rows"] = "rows"
 #: genes of the demo panel (top by total count) and of the fast variant
 DEMO_GENES, FAST_GENES = 10, 4
 #: training steps of each learned method in the demo (four trainings share the time budget)
-DEMO_STEPS = 500
+DEMO_STEPS = 800
 #: torch threads: the demo's 16×16-bin patches are too small to gain from intra-op threads, and on
 #: a 2-core machine a second thread mostly waits (measured: 300 steps in 43 s with 1 thread vs
 #: 209 s with 2 threads on a shared 2-core machine); the second core keeps the rest responsive

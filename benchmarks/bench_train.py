@@ -149,8 +149,8 @@ def run_step(args: argparse.Namespace, batch: int) -> dict:
     adjacency = coexpression_adjacency(totals=torch.arange(1.0, args.genes + 1))
     model = DiffSTModel(mcfg, args.genes, 3, args.lr, args.hr, adjacency).to(device)
     model.set_training_progress(1.0)
-    cuda_amp = device == "cuda" and args.amp == "bf16"
-    if cuda_amp:
+    use_amp = args.amp == "bf16"  # bf16 autocast on CUDA and on CPUs (AVX512-BF16 / AMX)
+    if use_amp and device == "cuda":
         model = model.to(memory_format=torch.channels_last)
     schedule = NoiseSchedule.from_config(cfg.diffusion)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-5)
@@ -159,7 +159,7 @@ def run_step(args: argparse.Namespace, batch: int) -> dict:
 
     def step(seed: int) -> None:
         gen = torch.Generator(device).manual_seed(seed)
-        amp = torch.autocast("cuda", dtype=torch.bfloat16) if cuda_amp else nullcontext()
+        amp = torch.autocast(device, dtype=torch.bfloat16) if use_amp else nullcontext()
         with amp:
             cond = model.encode_condition(data["lr"], data["tissue"], data["cells"],
                                           data["cell_score"])  # fmt: skip

@@ -287,3 +287,16 @@ def test_cli_parser_does_not_import_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_precision_only_where_native(
+    native: bool, ckpt: Path, small_visium: SpatialSample, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    import diffst.precision
+
+    monkeypatch.setattr(diffst.precision, "native_bf16", lambda device: native)
+    adata = predict(ckpt, small_visium, tmp_path / "b.h5ad", replace(FAST, precision="bf16"))
+    assert adata is not None and np.isfinite(adata.X).all()
+    assert adata.uns["diffst"]["precision_used"] == ("bf16" if native else "fp32")

@@ -187,6 +187,14 @@ def _check_options(cfg: PredictConfig, model_genes: list[str]) -> None:
         raise ConfigError(f"predict.figure_genes: {unknown} are not genes of the checkpoint")
 
 
+def _precision_used(cfg: PredictConfig, bundle: Any) -> str:
+    """``bf16`` when asked for and native on the model's device, else ``fp32``."""
+    from diffst.precision import native_bf16
+
+    device = next(bundle.model.parameters()).device
+    return "bf16" if cfg.precision == "bf16" and native_bf16(device) else "fp32"
+
+
 def _metadata(
     cfg: PredictConfig,
     bundle: Any,
@@ -210,6 +218,7 @@ def _metadata(
         "seed": cfg.seed,
         "n_samples": cfg.n_samples,
         "mean_estimator": resolve_estimator(cfg.mean_estimator, bundle.schedule.prediction),
+        "precision_used": _precision_used(cfg, bundle),
         "network_evaluations_per_sample": count_network_evaluations(cfg.sampler, cfg.steps),
         "geometry": ctx.inputs.geometry.to_dict(),
         "lr_layout": ctx.inputs.lr_layout,
@@ -289,6 +298,12 @@ def _set_up(
     meta = bundle.store_meta
     _check_options(cfg, list(meta["genes"]))
     resolve_estimator(cfg.mean_estimator, bundle.schedule.prediction)
+    if cfg.precision == "bf16" and _precision_used(cfg, bundle) == "fp32":
+        log.warning(
+            "predict.precision=bf16: %s has no native bf16 (a CUDA GPU from Ampere on, or a CPU "
+            "with AVX512-BF16 or AMX); computing in fp32",
+            device,
+        )
     norm = NormStats.from_dict(meta["normalisation"])
     if norm.kind == "minmax_patch":
         raise ConfigError(

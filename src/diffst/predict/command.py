@@ -38,7 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=4, help="tiles per batch (default: 4)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     parser.add_argument(
-        "--precision", choices=("fp32", "bf16"), default="fp32", help="bf16 autocast on GPUs"
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="bf16 autocast where native (recent GPUs and CPUs)",
     )
     parser.add_argument(
         "--project", action="store_true", help="rescale bins so spot totals match the measurement"

@@ -59,7 +59,8 @@ class PredictConfig:
     device: str = "auto"
     # torch device ("auto" = CUDA when available, else CPU; under torchrun: cuda:LOCAL_RANK)
     precision: Precision = "fp32"
-    # network arithmetic: "fp32", or "bf16" autocast (faster on GPUs; sampler state stays fp32)
+    # network arithmetic: "fp32", or "bf16" autocast where native (GPUs from Ampere on, CPUs with
+    # AVX512-BF16 or AMX; fp32 elsewhere, with a warning); the sampler state stays fp32
     figure_genes: tuple[str, ...] = ()
     # genes drawn as per-gene PNG figures (empty = the n_figure_genes most expressed)
     n_figure_genes: int = 4

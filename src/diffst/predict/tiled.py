@@ -273,14 +273,15 @@ def sample_tiles(
 
     from diffst.data.transforms import inverse_normalise
     from diffst.diffusion import posterior_mean_draws, sample
+    from diffst.precision import autocast, native_bf16
     from diffst.predict.config import resolve_estimator
     from diffst.predict.uncertainty import Stat, sample_statistics
 
     k, patch = cfg.n_samples, ctx.patch
     n_genes = ctx.n_genes
     seeds = [s for t in tile_index for s in tile_seeds(cfg.seed, int(t), k)]
-    bf16 = cfg.precision == "bf16"
-    with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+    bf16 = cfg.precision == "bf16" and native_bf16(device)
+    with torch.inference_mode(), autocast(device, bf16):
         cond = bundle.model.encode_condition(**tile_batch(ctx, origins, device)).repeat(k)
         x0 = sample(
             bundle.model,

@@ -57,7 +57,8 @@ class TrainConfig:
     keep_last: int = 3  # step_XXXXXXX.pt files kept besides last.pt
     seed: int = 0  # seed of data order, diffusion noise and initial weights
     num_workers: int = 0  # DataLoader worker processes
-    amp: Literal["bf16", "none"] = "bf16"  # bf16 autocast (+ channels_last); CUDA only
+    amp: Literal["bf16", "none"] = "bf16"  # bf16 autocast where native: CUDA (+ channels_last),
+    # CPUs with AVX512-BF16 or AMX; fp32 elsewhere (the run log says which)
     compile: bool = False  # torch.compile the training step
     device: Literal["auto", "cpu", "cuda"] = "auto"  # compute device
     curriculum: bool = True  # widen the share of cell tiles with training progress

@@ -2,7 +2,8 @@
 
 One optimiser step = ``grad_accum`` micro-batches per process (DDP averages over processes):
 condition encoding, hybrid diffusion loss (+ disentangling), backward, gradient clipping,
-AdamW, EMA update. bf16 autocast and channels_last are used on CUDA only. Curriculum progress
+AdamW, EMA update. ``train.amp=bf16`` autocasts to bf16 where it is native (CUDA, and CPUs with
+AVX512-BF16 or AMX; elsewhere fp32 with a logged note); channels_last on CUDA. Curriculum progress
 ``step / max_steps`` is fed to the model before every step. Rank 0 alone logs, validates and
 writes checkpoints.
 """
@@ -28,6 +29,7 @@ from diffst.diffusion import LossTerms, NoiseSchedule, training_losses
 from diffst.io.sample import InputError
 from diffst.keys import BatchKey
 from diffst.models import DiffSTModel
+from diffst.precision import autocast, native_bf16
 from diffst.train.checkpoint import (
     LAST,
     check_resumable,
@@ -160,8 +162,7 @@ def _build_state(env: DistEnv, config: RunConfig, meta: dict[str, Any], out_dir:
     tc = config.train
     seed_everything(tc.seed)  # identical initial weights on every rank
     model = build_model(config, meta).to(env.device)
-    use_cuda_amp = env.device.type == "cuda" and tc.amp == "bf16"
-    if use_cuda_amp:
+    if env.device.type == "cuda" and _use_amp(config, env.device):
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     ema = EMA(model, decay=tc.ema_decay, warmup=tc.ema_warmup)
     optimizer = torch.optim.AdamW(
@@ -193,10 +194,15 @@ def _lr_at(step: int, tc: Any) -> float:
     return float(tc.lr) * min(1.0, (step + 1) / tc.warmup_steps)
 
 
+def _use_amp(config: RunConfig, device: torch.device) -> bool:
+    """bf16 autocast: asked for (``train.amp=bf16``) and native on ``device``."""
+    return config.train.amp == "bf16" and native_bf16(device)
+
+
 def _to_device(batch: dict[str, torch.Tensor], st: _State) -> dict[str, torch.Tensor]:
     cuda = st.env.device.type == "cuda"
     out = {k: v.to(st.env.device, non_blocking=cuda) for k, v in batch.items()}
-    if cuda and st.config.train.amp == "bf16":
+    if cuda and _use_amp(st.config, st.env.device):
         for key in (BatchKey.HR, BatchKey.TISSUE):
             out[key] = out[key].contiguous(memory_format=torch.channels_last)
     return out
@@ -209,7 +215,7 @@ def _optimiser_step(st: _State, micro_batches: list[dict[str, torch.Tensor]]) ->
         group["lr"] = _lr_at(st.step, tc)
     st.model.set_training_progress(st.step / tc.max_steps if tc.curriculum else 1.0)
     st.optimizer.zero_grad(set_to_none=True)
-    cuda_amp = st.env.device.type == "cuda" and tc.amp == "bf16"
+    use_amp = _use_amp(st.config, st.env.device)
     terms = torch.zeros(len(_TERMS), device=st.env.device)
     for a, batch in enumerate(micro_batches):
         micro = st.env.rank * tc.grad_accum + a
@@ -218,8 +224,7 @@ def _optimiser_step(st: _State, micro_batches: list[dict[str, torch.Tensor]]) ->
         sync = (
             nullcontext() if last or not st.env.distributed else cast(Any, st.loss_module).no_sync()
         )
-        amp = torch.autocast("cuda", dtype=torch.bfloat16) if cuda_amp else nullcontext()
-        with sync, amp:
+        with sync, autocast(st.env.device, use_amp):
             out = st.loss_module(_to_device(batch, st), gen).float()
             (out[0] / tc.grad_accum).backward()
         terms += out.detach() / tc.grad_accum
@@ -453,6 +458,13 @@ def _run(
         start_step=st.step,
     )  # fmt: skip
     with logger:
+        if tc.amp == "bf16":
+            logger.message(
+                f"arithmetic: bf16 autocast on {env.device}"
+                if native_bf16(env.device)
+                else f"arithmetic: fp32 (train.amp=bf16, but {env.device} has no native bf16: "
+                "a CUDA GPU from Ampere on, or a CPU with AVX512-BF16 or AMX)"
+            )
         return _loop(st, train_ds, val_ds, logger, out_dir)
 
 

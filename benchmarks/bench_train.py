@@ -1,6 +1,6 @@
 """Training speed and memory → the "train" section of BENCHMARKS.md.
 
-Two modes:
+Three modes:
 
 ``small``
     ``diffst train --preset small`` on the bundled MERFISH crop, prepared as in ``diffst demo``:
@@ -14,6 +14,11 @@ Two modes:
     256 px, 16×16 cell tiles of 16 px, 3 image channels. Each (batch size) runs in a fresh
     subprocess so that the peak RSS belongs to that configuration alone. On a GPU
     (``--device cuda``) compare ``--amp none`` with ``--amp bf16`` and ``--compile``.
+
+``sample``
+    Ancestral DDPM sampling of one patch with the same paper-shaped network (``--sample-steps``,
+    default 20 as the release was timed: "20-step sampling, 1 patch"), condition encoding included,
+    untrained weights (speed does not depend on them).
 
 Examples
 --------
@@ -200,9 +205,64 @@ def run_step(args: argparse.Namespace, batch: int) -> dict:
     return out
 
 
+def run_sample(args: argparse.Namespace, batch: int) -> dict:
+    """Time ancestral sampling of ``batch`` patch(es) with the paper-shaped network."""
+    import dataclasses
+
+    import torch
+
+    from diffst.diffusion import NoiseSchedule, sample
+    from diffst.models import DiffSTModel, coexpression_adjacency
+    from diffst.train.config import resolve_run_config
+
+    torch.set_num_threads(args.threads)
+    device = args.device
+    cfg = resolve_run_config("paper")
+    mcfg = dataclasses.replace(
+        cfg.model, base_channels=args.channels, tissue_size=args.tissue,
+        cell_grid=args.cell_grid, cell_tile_size=args.tile,
+    )  # fmt: skip
+    adjacency = coexpression_adjacency(totals=torch.arange(1.0, args.genes + 1))
+    model = DiffSTModel(mcfg, args.genes, 3, args.lr, args.hr, adjacency).to(device).eval()
+    schedule = NoiseSchedule.from_config(cfg.diffusion)
+    data = _synthetic_batch(args, batch, device)
+    use_amp = args.amp == "bf16"
+
+    def draw() -> None:
+        amp = torch.autocast(device, dtype=torch.bfloat16) if use_amp else nullcontext()
+        with torch.inference_mode(), amp:
+            cond = model.encode_condition(data["lr"], data["tissue"], data["cells"],
+                                          data["cell_score"])  # fmt: skip
+            sample(model, schedule, cond, tuple(data["hr"].shape), sampler="ddpm",
+                   steps=args.sample_steps, seeds=list(range(batch)), device=device)  # fmt: skip
+
+    draw()  # warm-up
+    times = []
+    for _ in range(args.repeats):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        draw()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    out = {
+        "mode": "sample", "device": device, "amp": args.amp, "channels": args.channels,
+        "hr": args.hr, "lr": args.lr, "genes": args.genes, "batch": batch,
+        "sampler": "ddpm", "sample_steps": args.sample_steps,
+        "sample_s_median": statistics.median(times), "sample_s_all": times,
+        "load_avg_1min": os.getloadavg()[0], "peak_rss_gib": peak_rss_gib(),
+        "calib_conv_gflops": conv_calibration_gflops(args.threads),
+    }  # fmt: skip
+    if device == "cuda":
+        out["peak_cuda_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    return out
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("mode", choices=["small", "step"])
+    p.add_argument("mode", choices=["small", "step", "sample"])
+    p.add_argument("--sample-steps", type=int, default=20, help="sample: DDPM steps")
     p.add_argument("--steps", type=int, default=30, help="small: training steps")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--batch", type=int, nargs="+", default=[1, 4], help="step: batch sizes")
@@ -236,8 +296,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.mode == "small":
         print(json.dumps({**header, **run_small(args.steps, args.threads)}), flush=True)
         return
+    if args.mode == "sample" and args.compare:
+        raise SystemExit("--compare is for the step mode")
     if args.child:
-        print(json.dumps({**header, **run_step(args, args.batch[0])}), flush=True)
+        run = run_sample if args.mode == "sample" else run_step
+        print(json.dumps({**header, **run(args, args.batch[0])}), flush=True)
         return
     variants = (
         [("none", False), ("bf16", False), ("none", True), ("bf16", True)]

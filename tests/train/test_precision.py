@@ -49,3 +49,18 @@ def test_training_with_amp_uses_bf16_only_where_native(
     out = capsys.readouterr().out
     assert ("bf16 autocast on cpu" in out) == native
     assert ("has no native bf16" in out) == (not native)
+
+
+@pytest.mark.slow
+def test_compiled_bf16_training_runs_and_resumes(store: Path, tmp_path: Path) -> None:
+    """``train.compile`` with bf16 autocast (a fast path on CPUs and GPUs); minutes on CPU."""
+    cfg = tiny_config(
+        "train.max_steps=2", "train.val_every=0", "train.amp=bf16", "train.compile=true"
+    )
+    first = loop.train(store, tmp_path / "run", cfg, progress=False)
+    assert first.step == 2 and torch.isfinite(torch.tensor(first.loss))
+    more = tiny_config(
+        "train.max_steps=3", "train.val_every=0", "train.amp=bf16", "train.compile=true"
+    )
+    second = loop.train(store, tmp_path / "run", more, resume=True, progress=False)
+    assert second.step == 3 and torch.isfinite(torch.tensor(second.loss))

@@ -58,3 +58,20 @@ def test_benchmark_cli_rejects_bad_input(tmp_path, capsys) -> None:
     assert exit_info.value.code == 2
     code = main(["benchmark", "--sample", str(tmp_path / "missing"), "--out", str(tmp_path / "o")])
     assert code == 2 and "missing" in capsys.readouterr().err
+
+
+def test_coverage_counts_each_patch_interval_not_their_stitched_average() -> None:
+    from diffst.evaluate.scoring import MethodPrediction
+
+    hr = np.zeros((2, 1, 4, 4), np.float32)  # two patches overlapping in 2 columns, truth 0
+    truth = PatchSet(
+        hr, hr.reshape(1 * 2, 1, 1, 4, 1, 4).sum(axis=(3, 5)).reshape(2, 1, 1, 1),
+        np.ones((2, 4, 4), bool), np.ones((2, 1, 1), bool), np.array([[0, 0], [0, 2]]),
+        ("A",), 4,
+    )  # fmt: skip
+    lo = np.stack([np.zeros((1, 4, 4)), np.full((1, 4, 4), 2.0)]).astype(np.float32)
+    pred = MethodPrediction("m", lo.copy(), np.ones_like(lo), lo, lo + 1.0)
+    scores = score_method(pred, truth, EvaluateConfig(figures=False))
+    # patch 1's intervals [0, 1] hold the zeros, patch 2's [2, 3] do not: half of all pairs;
+    # averaging the overlapping columns' bounds first would give [1, 2] there and 0.25
+    assert scores.genes["coverage90"].iloc[0] == pytest.approx(0.5)

@@ -338,7 +338,10 @@ def _markdown(
         "paper* / *SSIM paper* follow the Diff-ST paper (log1p, min-max per patch and gene, "
         "**absolute** PCC per patch, averaged) and are shown only for comparison with published "
         "numbers; *spot consistency* is the PCC between the prediction summed over each LR cell "
-        "and the LR input. Genes where a metric is undefined (constant maps) are counted as NaN "
+        "and the LR input; *coverage 90%* is the share of in-tissue bins of every patch whose "
+        "measured count lies within that patch's 5–95 % sample quantiles (per gene, then the "
+        "mean over genes; the calibration table pools genes). Genes where a metric is undefined "
+        "(constant maps) are counted as NaN "
         "in parentheses and left out of that mean only.",
         "",
         f"## How {cfg.reference_method} compares",

@@ -151,18 +151,20 @@ def _uncertainty_columns(
     hr, origin, m = truth.hr, truth.origin_bins, truth.mask
     region_truth, region_mask, _ = stitch(hr, origin, m)
     region = {k: stitch(v, origin, m)[0] for k, v in (("mean", pred.mean), ("std", pred.std))}
+    n, g, p, _ = hr.shape
+    flat_truth = hr.transpose(1, 0, 2, 3).reshape(g, n * p, p)
+    flat_mask = m.reshape(n * p, p).astype(bool)
     if pred.q05 is not None and pred.q95 is not None:
-        lo, hi = stitch(pred.q05, origin, m)[0], stitch(pred.q95, origin, m)[0]
-        cols["coverage90"] = cal.interval_coverage(lo, hi, region_truth, region_mask)
+        # per patch, not stitched: the average of overlapping patches' quantiles is no quantile
+        lo, hi = (q.transpose(1, 0, 2, 3).reshape(g, n * p, p) for q in (pred.q05, pred.q95))
+        cols["coverage90"] = cal.interval_coverage(lo, hi, flat_truth, flat_mask)
     cols["std_err_corr"] = cal.std_error_correlation(
         region["std"], region["mean"], region_truth, region_mask
     )
     if pred.samples is not None and pred.samples.shape[1] >= 2:
         # patches stacked along rows: samples [K, G, N·P, P], truth [G, N·P, P]
-        n, k, g, p, _ = pred.samples.shape
+        k = pred.samples.shape[1]
         samples = pred.samples.transpose(1, 2, 0, 3, 4).reshape(k, g, n * p, p)
-        flat_truth = hr.transpose(1, 0, 2, 3).reshape(g, n * p, p)
-        flat_mask = m.reshape(n * p, p).astype(bool)
         cols["crps"] = cal.crps_from_samples(samples, flat_truth, flat_mask)
         cols["diversity"] = cal.sample_diversity(samples, flat_mask)
         curve = cal.coverage_curve(samples, flat_truth, flat_mask, cfg.calibration_levels)

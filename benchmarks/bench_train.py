@@ -130,34 +130,45 @@ def _forward_gflop_per_patch(model, batch: dict) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def run_step(args: argparse.Namespace, batch: int) -> dict:
-    """Time ``args.repeats`` training steps (after warm-up steps) at one batch size.
-
-    Wall time and process CPU time are both recorded: on a shared machine the wall time grows
-    with the load average, the CPU time (summed over threads) much less.
-    """
+def _paper_model(args: argparse.Namespace) -> tuple:
+    """The ``paper`` preset's run config, its network at the benchmark's shapes on
+    ``args.device`` (torch threads set), and the noise schedule."""
     import dataclasses
 
     import torch
 
-    from diffst.diffusion import NoiseSchedule, training_losses
-    from diffst.models import DiffSTModel, coexpression_adjacency, count_parameters
+    from diffst.diffusion import NoiseSchedule
+    from diffst.models import DiffSTModel, coexpression_adjacency
     from diffst.train.config import resolve_run_config
 
     torch.set_num_threads(args.threads)
-    device = args.device
     cfg = resolve_run_config("paper")
     mcfg = dataclasses.replace(
         cfg.model, base_channels=args.channels, tissue_size=args.tissue,
         cell_grid=args.cell_grid, cell_tile_size=args.tile,
     )  # fmt: skip
     adjacency = coexpression_adjacency(totals=torch.arange(1.0, args.genes + 1))
-    model = DiffSTModel(mcfg, args.genes, 3, args.lr, args.hr, adjacency).to(device)
+    model = DiffSTModel(mcfg, args.genes, 3, args.lr, args.hr, adjacency).to(args.device)
+    return cfg, model, NoiseSchedule.from_config(cfg.diffusion)
+
+
+def run_step(args: argparse.Namespace, batch: int) -> dict:
+    """Time ``args.repeats`` training steps (after warm-up steps) at one batch size.
+
+    Wall time and process CPU time are both recorded: on a shared machine the wall time grows
+    with the load average, the CPU time (summed over threads) much less.
+    """
+    import torch
+
+    from diffst.diffusion import training_losses
+    from diffst.models import count_parameters
+
+    cfg, model, schedule = _paper_model(args)
+    device = args.device
     model.set_training_progress(1.0)
     use_amp = args.amp == "bf16"  # bf16 autocast on CUDA and on CPUs (AVX512-BF16 / AMX)
     if use_amp and device == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    schedule = NoiseSchedule.from_config(cfg.diffusion)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-5)
     data = _synthetic_batch(args, batch, device)
     gflop = _forward_gflop_per_patch(model, data)
@@ -207,24 +218,13 @@ def run_step(args: argparse.Namespace, batch: int) -> dict:
 
 def run_sample(args: argparse.Namespace, batch: int) -> dict:
     """Time ancestral sampling of ``batch`` patch(es) with the paper-shaped network."""
-    import dataclasses
-
     import torch
 
-    from diffst.diffusion import NoiseSchedule, sample
-    from diffst.models import DiffSTModel, coexpression_adjacency
-    from diffst.train.config import resolve_run_config
+    from diffst.diffusion import sample
 
-    torch.set_num_threads(args.threads)
+    _, model, schedule = _paper_model(args)
     device = args.device
-    cfg = resolve_run_config("paper")
-    mcfg = dataclasses.replace(
-        cfg.model, base_channels=args.channels, tissue_size=args.tissue,
-        cell_grid=args.cell_grid, cell_tile_size=args.tile,
-    )  # fmt: skip
-    adjacency = coexpression_adjacency(totals=torch.arange(1.0, args.genes + 1))
-    model = DiffSTModel(mcfg, args.genes, 3, args.lr, args.hr, adjacency).to(device).eval()
-    schedule = NoiseSchedule.from_config(cfg.diffusion)
+    model.eval()
     data = _synthetic_batch(args, batch, device)
     use_amp = args.amp == "bf16"
 

@@ -56,3 +56,32 @@ def test_eps_networks_and_seed_mismatch_are_refused() -> None:
     v = NoiseSchedule.from_config(DiffusionConfig(prediction="v"))
     with pytest.raises(ValueError, match="one seed per draw"):
         posterior_mean_draws(oracle, v, None, (2, 2, 4, 4), seeds=[0], device="cpu")
+
+
+def test_sample_groups_groups_draws_by_condition() -> None:
+    from diffst.diffusion import sample_groups
+
+    schedule = NoiseSchedule.from_config(DiffusionConfig(prediction="v"))
+    oracle = GaussianOracle(schedule.alphas_cumprod, prediction="v")
+    shape, seeds = (6, 2, 4, 4), [3, 4, 5, 6, 7, 8]
+    kw = dict(seeds=seeds, device="cpu", clip_denoised=False)
+    samples, posterior = sample_groups(
+        oracle,
+        schedule,
+        None,
+        shape,
+        3,
+        sampler="ddim",
+        steps=5,
+        posterior_mean=True,
+        **kw,  # type: ignore[arg-type]
+    )
+    flat = sample(oracle, schedule, None, shape, sampler="ddim", steps=5, **kw)  # type: ignore[arg-type]
+    draws = posterior_mean_draws(oracle, schedule, None, shape, **kw)  # type: ignore[arg-type]
+    assert samples.shape == (2, 3, 2, 4, 4) and posterior is not None
+    torch.testing.assert_close(samples, flat.reshape(2, 3, 2, 4, 4), rtol=0, atol=0)
+    torch.testing.assert_close(posterior, draws.reshape(2, 3, 2, 4, 4).mean(1), rtol=0, atol=0)
+    none = sample_groups(oracle, schedule, None, shape, 3, sampler="ddim", steps=5, **kw)[1]  # type: ignore[arg-type]
+    assert none is None
+    with pytest.raises(ValueError, match="multiple of n_samples"):
+        sample_groups(oracle, schedule, None, shape, 4, sampler="ddim", steps=5, **kw)  # type: ignore[arg-type]

@@ -155,6 +155,7 @@ def test_validation_averages_draws_on_count_scale(
 ) -> None:
     from diffst.data import PatchDataset
     from diffst.data.transforms import NormStats, inverse_normalise
+    from diffst.diffusion import sample_groups
 
     out, _ = run_a
     bundle = load_for_inference(out, "cpu")
@@ -169,9 +170,11 @@ def test_validation_averages_draws_on_count_scale(
         cond = m.encode_condition(batch["lr"], batch["tissue"], batch["cells"], batch["cell_score"])
         seeds = [cfg.train.val_seed + i for i in range(4)]
         shape = tuple(batch["hr"].shape)
-        mean = loop._mean_sample_counts(
-            m, bundle.schedule, cond, shape, seeds, cfg, stats, None, torch.device("cpu")
-        )
+        samples, _ = sample_groups(
+            m, bundle.schedule, cond.repeat(2), (4, *shape[1:]), 2, sampler="ddim",
+            steps=cfg.train.val_steps, seeds=seeds, device="cpu",
+        )  # fmt: skip
+        mean = inverse_normalise(samples, stats).mean(1)  # as validate(): counts, then the mean
         draws = [
             inverse_normalise(_one_draw(m, bundle, cond.select([i]), cfg, 2 * i + j), stats)
             for i in (0, 1)

@@ -14,6 +14,7 @@ from diffst.diffusion.samplers import (
     make_generators,
     posterior_mean_draws,
     sample,
+    sample_groups,
 )
 from diffst.diffusion.schedule import Denoiser, NoiseSchedule, PMeanVariance
 
@@ -30,5 +31,6 @@ __all__ = [
     "make_generators",
     "posterior_mean_draws",
     "sample",
+    "sample_groups",
     "training_losses",
 ]

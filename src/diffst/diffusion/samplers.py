@@ -33,6 +33,7 @@ __all__ = [
     "make_generators",
     "posterior_mean_draws",
     "sample",
+    "sample_groups",
     "seeded_normal",
 ]
 
@@ -348,3 +349,47 @@ def posterior_mean_draws(
     p = _denoise(model, schedule, x_t, schedule.num_steps - 1, cond, clip_denoised)
     offset = schedule.data_offset(cond, p.pred_x0)
     return p.pred_x0 if offset is None else p.pred_x0 + offset
+
+
+@torch.no_grad()
+def sample_groups(
+    model: Denoiser,
+    schedule: NoiseSchedule,
+    cond: Any,
+    shape: Sequence[int],
+    n_samples: int,
+    *,
+    sampler: SamplerName,
+    steps: int,
+    seeds: Sequence[int],
+    device: torch.device | str,
+    eta: float = 0.0,
+    clip_denoised: bool = True,
+    posterior_mean: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """K samples per condition and, optionally, the posterior-mean estimate from the same x_T.
+
+    ``cond`` holds each of B conditions K = ``n_samples`` times in a row (condition-major, as
+    ``Condition.repeat(K)`` gives) and ``shape`` is ``[B·K, G, H, W]``; ``seeds`` has one seed
+    per draw in the same order (:func:`sample`).
+
+    Returns
+    -------
+    (samples, posterior)
+        ``samples [B, K, G, H, W]`` from :func:`sample`; ``posterior [B, G, H, W]``, the mean
+        over the K :func:`posterior_mean_draws` on the model scale, when ``posterior_mean``
+        (else ``None``).
+    """
+    if shape[0] % n_samples:
+        raise ValueError(f"batch {shape[0]} is not a multiple of n_samples={n_samples}")
+    grouped = (shape[0] // n_samples, n_samples, *shape[1:])
+    x0 = sample(
+        model, schedule, cond, shape, sampler=sampler, steps=steps, eta=eta, seeds=seeds,
+        device=device, clip_denoised=clip_denoised,
+    )  # fmt: skip
+    if not posterior_mean:
+        return x0.reshape(grouped), None
+    draws = posterior_mean_draws(
+        model, schedule, cond, shape, seeds=seeds, device=device, clip_denoised=clip_denoised
+    )
+    return x0.reshape(grouped), draws.reshape(grouped).mean(1)

@@ -139,7 +139,7 @@ def sample_split(
     import torch
 
     from diffst.data import inverse_normalise
-    from diffst.diffusion import posterior_mean_draws, sample
+    from diffst.diffusion import sample_groups
     from diffst.predict.config import resolve_estimator
     from diffst.train.checkpoint import load_for_inference
 
@@ -159,31 +159,20 @@ def sample_split(
                 batch[BatchKey.CELL_SCORE],
             ).repeat(n_samples)  # fmt: skip
             shape = (len(idx) * n_samples, *batch[BatchKey.HR].shape[1:])
-            seeds = [seed + 1000 * i + k for i in idx for k in range(n_samples)]
-            x0 = sample(
-                model,
-                bundle.schedule,
-                cond,
-                shape,
-                sampler=sampler,
-                steps=steps,
-                seeds=seeds,
-                device="cpu",
-                clip_denoised=dcfg.clip_denoised,
-            )
+            x0, posterior = sample_groups(
+                model, bundle.schedule, cond, shape, n_samples, sampler=sampler, steps=steps,
+                seeds=[seed + 1000 * i + k for i in idx for k in range(n_samples)],
+                device="cpu", clip_denoised=dcfg.clip_denoised,
+                posterior_mean=estimator == "denoiser",
+            )  # fmt: skip
             scale = batch.get(BatchKey.NORM_SCALE)
-            if scale is not None:
-                scale = scale.repeat_interleave(n_samples, dim=0)
-            counts = inverse_normalise(x0, norm, scale).float().numpy()
-            out.append(counts.reshape(len(idx), n_samples, *counts.shape[1:]))
-            if estimator == "denoiser":
-                draws = posterior_mean_draws(
-                    model, bundle.schedule, cond, shape, seeds=seeds, device="cpu",
-                    clip_denoised=dcfg.clip_denoised,
-                )  # fmt: skip
-                mean = draws.reshape(len(idx), n_samples, *shape[1:]).mean(1)
-                scale1 = batch.get(BatchKey.NORM_SCALE)
-                points.append(inverse_normalise(mean, norm, scale1).float().numpy())
+            out.append(
+                inverse_normalise(x0, norm, None if scale is None else scale[:, None])
+                .float()
+                .numpy()
+            )
+            if posterior is not None:
+                points.append(inverse_normalise(posterior, norm, scale).float().numpy())
             if on_patch is not None:
                 on_patch(len(idx))
     samples = np.concatenate(out).astype(np.float32)

@@ -272,7 +272,7 @@ def sample_tiles(
     import torch
 
     from diffst.data.transforms import inverse_normalise
-    from diffst.diffusion import posterior_mean_draws, sample
+    from diffst.diffusion import sample_groups
     from diffst.precision import autocast, native_bf16
     from diffst.predict.config import resolve_estimator
     from diffst.predict.uncertainty import Stat, sample_statistics
@@ -283,28 +283,17 @@ def sample_tiles(
     bf16 = cfg.precision == "bf16" and native_bf16(device)
     with torch.inference_mode(), autocast(device, bf16):
         cond = bundle.model.encode_condition(**tile_batch(ctx, origins, device)).repeat(k)
-        x0 = sample(
-            bundle.model,
-            bundle.schedule,
-            cond,
-            (len(origins) * k, n_genes, patch, patch),
-            sampler=cfg.sampler,
-            steps=cfg.steps,
-            eta=cfg.eta,
-            seeds=seeds,
-            device=device,
+        x0, posterior = sample_groups(
+            bundle.model, bundle.schedule, cond, (len(origins) * k, n_genes, patch, patch), k,
+            sampler=cfg.sampler, steps=cfg.steps, eta=cfg.eta, seeds=seeds, device=device,
             clip_denoised=bundle.config.diffusion.clip_denoised,
+            posterior_mean=resolve_estimator(cfg.mean_estimator, bundle.schedule.prediction)
+            == "denoiser",
+        )  # fmt: skip
+        stats = sample_statistics(inverse_normalise(x0.float(), norm))
+        point = (
+            stats[:, Stat.MEAN] if posterior is None else inverse_normalise(posterior.float(), norm)
         )
-        counts = inverse_normalise(x0.float(), norm)
-        stats = sample_statistics(counts.reshape(len(origins), k, n_genes, patch, patch))
-        point = stats[:, Stat.MEAN]
-        if resolve_estimator(cfg.mean_estimator, bundle.schedule.prediction) == "denoiser":
-            draws = posterior_mean_draws(
-                bundle.model, bundle.schedule, cond, (len(origins) * k, n_genes, patch, patch),
-                seeds=seeds, device=device, clip_denoised=bundle.config.diffusion.clip_denoised,
-            )  # fmt: skip
-            mean = draws.float().reshape(len(origins), k, n_genes, patch, patch).mean(1)
-            point = inverse_normalise(mean, norm)
         stats = torch.cat([point[:, None], stats[:, 1:], stats[:, :1]], dim=1)
     return stats.cpu().numpy()
 

@@ -300,7 +300,7 @@ def validate(
     * ``val_pcc_bicubic`` and ``val_pcc_nearest``: bicubic and nearest upsampling of the LR map.
     """
     from diffst.data.transforms import NormStats, inverse_normalise
-    from diffst.diffusion import posterior_mean_draws
+    from diffst.diffusion import sample_groups
     from diffst.evaluate.baselines import bicubic_upsample, nearest_upsample
     from diffst.evaluate.metrics import pearson_per_gene
 
@@ -320,17 +320,19 @@ def validate(
             batch[BatchKey.CELL_SCORE],
         )  # fmt: skip
         k, shape = tc.val_samples, tuple(batch[BatchKey.HR].shape)
-        seeds = [tc.val_seed + i * k + j for i in idx for j in range(k)]
+        samples, posterior = sample_groups(
+            model, schedule, cond.repeat(k), (shape[0] * k, *shape[1:]), k,
+            sampler=tc.val_sampler, steps=tc.val_steps,
+            seeds=[tc.val_seed + i * k + j for i in idx for j in range(k)], device=device,
+            clip_denoised=config.diffusion.clip_denoised, posterior_mean=with_posterior,
+        )  # fmt: skip
         scale = batch.get(BatchKey.NORM_SCALE)
-        preds[""] += list(_mean_sample_counts(model, schedule, cond, shape, seeds, config, stats,
-                                              scale, device).float().cpu().numpy())  # fmt: skip
-        if with_posterior:
-            draws = posterior_mean_draws(
-                model, schedule, cond.repeat(k), (shape[0] * k, *shape[1:]), seeds=seeds,
-                device=device, clip_denoised=config.diffusion.clip_denoised,
-            )  # fmt: skip
-            mean = draws.reshape(shape[0], k, *shape[1:]).mean(1)
-            preds["_posterior"] += list(inverse_normalise(mean, stats, scale).float().cpu().numpy())
+        counts = inverse_normalise(samples, stats, None if scale is None else scale[:, None])
+        preds[""] += list(counts.mean(1).float().cpu().numpy())
+        if posterior is not None:
+            preds["_posterior"] += list(
+                inverse_normalise(posterior, stats, scale).float().cpu().numpy()
+            )
         truth = batch[BatchKey.HR_COUNTS].cpu().numpy()
         truths += list(truth)
         masks += list(batch[BatchKey.MASK][:, 0].cpu().numpy() > 0)
@@ -361,27 +363,6 @@ def format_validation(val: dict[str, float]) -> str:
         f"{model} (LR bicubic {val['val_pcc_bicubic']:.4f}, "
         f"nearest {val.get('val_pcc_nearest', float('nan')):.4f}{where})"
     )
-
-
-def _mean_sample_counts(
-    model: DiffSTModel, schedule: NoiseSchedule, cond: Any, shape: tuple[int, ...],
-    seeds: list[int], config: RunConfig, stats: Any, scale: torch.Tensor | None,
-    device: torch.device,
-) -> torch.Tensor:  # fmt: skip
-    """Mean over ``val_samples`` draws of the sampled HR counts ``[B, G, H, W]``."""
-    from diffst.data.transforms import inverse_normalise
-    from diffst.diffusion import sample
-
-    tc, k = config.train, config.train.val_samples
-    x0 = sample(
-        model, schedule, cond.repeat(k), (shape[0] * k, *shape[1:]), sampler=tc.val_sampler,
-        steps=tc.val_steps, seeds=seeds, device=device,
-        clip_denoised=config.diffusion.clip_denoised,
-    )  # fmt: skip
-    if scale is not None:
-        scale = scale.repeat_interleave(k, dim=0)
-    counts = inverse_normalise(x0, stats, scale)
-    return counts.reshape(shape[0], k, *shape[1:]).mean(1)
 
 
 def train(

@@ -156,6 +156,35 @@ def align_positions(mat: TenxMatrix, pos: pd.DataFrame, h5: Path, pos_path: Path
     return pos.loc[list(mat.barcodes)]
 
 
+@dataclass
+class SpaceRangerOuts:
+    """The files every Space Ranger spot/bin reader opens first, read and cross-checked."""
+
+    spatial_dir: Path  # <outs>/spatial
+    h5: Path  # the feature-barcode matrix file
+    mat: TenxMatrix
+    pos: pd.DataFrame  # positions in matrix-barcode order (index: barcode)
+    pos_path: Path
+    sf: dict[str, float]  # scale factors
+    sf_path: Path
+
+    def files(self) -> dict[str, Path]:
+        """``SpatialSample.source_files`` entries of these files."""
+        return {"matrix": self.h5, "positions": self.pos_path, "scalefactors": self.sf_path}
+
+
+def read_outs(folder: Path) -> SpaceRangerOuts:
+    """Matrix, positions (aligned to the matrix's barcodes) and scale factors of ``folder``
+    (a Visium ``outs/`` or a Visium HD ``square_XXXum/`` folder)."""
+    spatial_dir = folder / VisiumFile.SPATIAL_DIR
+    h5 = folder / VisiumFile.MATRIX_H5
+    mat = read_10x_h5(h5)
+    pos, pos_path = read_positions(spatial_dir)
+    pos = align_positions(mat, pos, h5, pos_path)
+    sf_path = spatial_dir / VisiumFile.SCALEFACTORS
+    return SpaceRangerOuts(spatial_dir, h5, mat, pos, pos_path, read_scalefactors(sf_path), sf_path)
+
+
 def spaceranger_image(
     spatial_dir: Path,
     image: str | Path,

@@ -10,14 +10,7 @@ from PIL import Image
 
 from diffst.geometry import AffineTransform, GeometryError
 from diffst.io._constants import Platform, ScaleFactor, VisiumColumn, VisiumFile, control_mask
-from diffst.io._tenx import (
-    align_positions,
-    check_spots_in_image,
-    read_10x_h5,
-    read_positions,
-    read_scalefactors,
-    spaceranger_image,
-)
+from diffst.io._tenx import check_spots_in_image, read_outs, spaceranger_image
 from diffst.io.checks import check_pixel_size, fit_lattice_pitch
 from diffst.io.sample import SpatialImage, SpatialSample, SpotTable
 
@@ -104,24 +97,21 @@ def read_visium(
         Keep only barcodes with ``in_tissue == 1``.
     """
     root = Path(path)
-    spatial_dir = root / VisiumFile.SPATIAL_DIR
-    h5 = root / VisiumFile.MATRIX_H5
-    mat = read_10x_h5(h5)
-    pos, pos_path = read_positions(spatial_dir)
-    pos = align_positions(mat, pos, h5, pos_path)
-    sf_path = spatial_dir / VisiumFile.SCALEFACTORS
-    sf = read_scalefactors(sf_path)
-    um_per_px = VISIUM_SPOT_UM / sf[ScaleFactor.SPOT_DIAMETER]
+    outs = read_outs(root)
+    pos = outs.pos
+    um_per_px = VISIUM_SPOT_UM / outs.sf[ScaleFactor.SPOT_DIAMETER]
     keep = (
         pos[VisiumColumn.IN_TISSUE].to_numpy() == 1 if in_tissue_only else np.ones(len(pos), bool)
     )
     pos = pos[keep]
     pixel_xy = pos[[VisiumColumn.PXL_COL, VisiumColumn.PXL_ROW]].to_numpy(np.float64)
     array_rc = pos[[VisiumColumn.ARRAY_ROW, VisiumColumn.ARRAY_COL]].to_numpy(np.int64)
-    pitch_um = check_hex_pitch(array_rc, pixel_xy, um_per_px, file=pos_path, sf_path=sf_path)
+    pitch_um = check_hex_pitch(
+        array_rc, pixel_xy, um_per_px, file=outs.pos_path, sf_path=outs.sf_path
+    )
     spots = SpotTable(
-        counts=mat.counts[np.flatnonzero(keep)],
-        genes=mat.genes,
+        counts=outs.mat.counts[np.flatnonzero(keep)],
+        genes=outs.mat.genes,
         centers_um=pixel_xy * um_per_px,
         diameter_um=VISIUM_CAPTURE_UM,
         shape="circle",
@@ -129,25 +119,25 @@ def read_visium(
         array_coords=array_rc,
         lattice="hex",
         pitch_um=pitch_um,
-        is_raw_counts=mat.is_integer,
-        gene_ids=mat.gene_ids,
-        control=control_mask(mat.genes),
-        path=h5,
+        is_raw_counts=outs.mat.is_integer,
+        gene_ids=outs.mat.gene_ids,
+        control=control_mask(outs.mat.genes),
+        path=outs.h5,
     )
-    files = {"matrix": h5, "positions": pos_path, "scalefactors": sf_path}
+    files = outs.files()
     spatial_image = None
     if image is not None:
         fullres = AffineTransform.from_pixel_size(um_per_px)
-        spatial_image = spaceranger_image(spatial_dir, image, sf, fullres)
+        spatial_image = spaceranger_image(outs.spatial_dir, image, outs.sf, fullres)
         if image not in ("hires", "lowres"):
-            _check_fullres_shape(spatial_image, spatial_dir, sf, sf_path)
-        check_spots_in_image(spatial_image, spots.centers_um, pos_path)
-        files["image"] = spatial_image.path or pos_path
+            _check_fullres_shape(spatial_image, outs.spatial_dir, outs.sf, outs.sf_path)
+        check_spots_in_image(spatial_image, spots.centers_um, outs.pos_path)
+        files["image"] = spatial_image.path or outs.pos_path
     return SpatialSample(
         name=root.name,
         platform=Platform.VISIUM,
         image=spatial_image,
         spots=spots,
         source_files=files,
-        metadata={"um_per_px_fullres": um_per_px, "scalefactors": sf},
+        metadata={"um_per_px_fullres": um_per_px, "scalefactors": outs.sf},
     )

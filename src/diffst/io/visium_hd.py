@@ -9,14 +9,7 @@ import numpy as np
 
 from diffst.geometry import AffineTransform, GeometryError
 from diffst.io._constants import Platform, ScaleFactor, VisiumColumn, VisiumFile, control_mask
-from diffst.io._tenx import (
-    align_positions,
-    check_spots_in_image,
-    read_10x_h5,
-    read_positions,
-    read_scalefactors,
-    spaceranger_image,
-)
+from diffst.io._tenx import check_spots_in_image, read_outs, spaceranger_image
 from diffst.io.checks import check_pixel_size, fit_lattice_pitch
 from diffst.io.sample import InputError, SpatialSample, SpotTable
 
@@ -81,47 +74,42 @@ def read_visium_hd(
     10% of ``bin_um``.
     """
     folder = _bin_dir(Path(path), int(bin_um))
-    spatial_dir = folder / VisiumFile.SPATIAL_DIR
-    h5 = folder / VisiumFile.MATRIX_H5
-    mat = read_10x_h5(h5)
-    pos, pos_path = read_positions(spatial_dir)
-    pos = align_positions(mat, pos, h5, pos_path)
-    sf_path = spatial_dir / VisiumFile.SCALEFACTORS
-    sf = read_scalefactors(sf_path)
-    um_per_px = _pixel_size(sf, int(bin_um), sf_path)
-    pixel_xy = pos[[VisiumColumn.PXL_COL, VisiumColumn.PXL_ROW]].to_numpy(np.float64)
-    array_rc = pos[[VisiumColumn.ARRAY_ROW, VisiumColumn.ARRAY_COL]].to_numpy(np.int64)
+    outs = read_outs(folder)
+    um_per_px = _pixel_size(outs.sf, int(bin_um), outs.sf_path)
+    pixel_xy = outs.pos[[VisiumColumn.PXL_COL, VisiumColumn.PXL_ROW]].to_numpy(np.float64)
+    array_rc = outs.pos[[VisiumColumn.ARRAY_ROW, VisiumColumn.ARRAY_COL]].to_numpy(np.int64)
     pitch_px, _ = fit_lattice_pitch(
-        array_rc, pixel_xy, col_step=1, file=pos_path, field="array_row/array_col → pxl_*"
+        array_rc, pixel_xy, col_step=1, file=outs.pos_path, field="array_row/array_col → pxl_*"
     )
     if abs(pitch_px * um_per_px - bin_um) > PITCH_TOLERANCE * bin_um:
         raise GeometryError(
-            f"{pos_path}: bins are {pitch_px * um_per_px:.2f} µm apart at {um_per_px:.4f} µm/px "
-            f"({sf_path.name}), not {bin_um} µm (tolerance {100 * PITCH_TOLERANCE:.0f}%)"
+            f"{outs.pos_path}: bins are {pitch_px * um_per_px:.2f} µm apart at "
+            f"{um_per_px:.4f} µm/px ({outs.sf_path.name}), not {bin_um} µm "
+            f"(tolerance {100 * PITCH_TOLERANCE:.0f}%)"
         )
     spots = SpotTable(
-        counts=mat.counts,
-        genes=mat.genes,
+        counts=outs.mat.counts,
+        genes=outs.mat.genes,
         centers_um=pixel_xy * um_per_px,
         diameter_um=float(bin_um),
         shape="square",
-        ids=mat.barcodes,
+        ids=outs.mat.barcodes,
         array_coords=array_rc,
         lattice="square",
         pitch_um=float(bin_um),
-        is_raw_counts=mat.is_integer,
-        gene_ids=mat.gene_ids,
-        control=control_mask(mat.genes),
-        path=h5,
+        is_raw_counts=outs.mat.is_integer,
+        gene_ids=outs.mat.gene_ids,
+        control=control_mask(outs.mat.genes),
+        path=outs.h5,
     )
-    files = {"matrix": h5, "positions": pos_path, "scalefactors": sf_path}
+    files = outs.files()
     spatial_image = None
     if image is not None:
         spatial_image = spaceranger_image(
-            spatial_dir, image, sf, AffineTransform.from_pixel_size(um_per_px)
+            outs.spatial_dir, image, outs.sf, AffineTransform.from_pixel_size(um_per_px)
         )
-        check_spots_in_image(spatial_image, spots.centers_um, pos_path)
-        files["image"] = spatial_image.path or pos_path
+        check_spots_in_image(spatial_image, spots.centers_um, outs.pos_path)
+        files["image"] = spatial_image.path or outs.pos_path
     return SpatialSample(
         name=folder.parent.parent.name
         if folder.parent.name == VisiumFile.BINNED_DIR
@@ -130,5 +118,5 @@ def read_visium_hd(
         image=spatial_image,
         spots=spots,
         source_files=files,
-        metadata={"um_per_px_fullres": um_per_px, "bin_um": int(bin_um), "scalefactors": sf},
+        metadata={"um_per_px_fullres": um_per_px, "bin_um": int(bin_um), "scalefactors": outs.sf},
     )

@@ -188,9 +188,8 @@ def project_to_spots(
     Parameters
     ----------
     stats
-        ``[S, G, H, W]`` statistics (axis 0 ordered as :class:`~diffst.predict.uncertainty.Stat`;
-        the scale comes from ``MEAN`` and is applied to every other statistic, ``SAMPLE_MEAN``
-        included when present).
+        ``[5, G, H, W]`` statistics (axis 0 ordered as :class:`~diffst.predict.uncertainty.Stat`;
+        the scale comes from ``MEAN`` and is applied to every other statistic).
     spot_of_bin
         ``[H, W]`` from :func:`assign_bins_to_spots`.
     measured
@@ -218,10 +217,7 @@ def project_to_spots(
         rescaled = has_total[owner]
         new_mean = np.where(rescaled, mean * scale, uniform)
         shift = np.where(rescaled, 0.0, new_mean - mean)
-        shifted = [Stat.Q05, Stat.Q95] + (
-            [Stat.SAMPLE_MEAN] if len(view) > Stat.SAMPLE_MEAN else []
-        )
-        for stat in shifted:
+        for stat in (Stat.Q05, Stat.Q95, Stat.SAMPLE_MEAN):
             view[stat, g, bins] = view[stat, g, bins].astype(np.float64) * scale + shift
         view[Stat.STD, g, bins] = view[Stat.STD, g, bins].astype(np.float64) * scale
         view[Stat.MEAN, g, bins] = new_mean

@@ -124,6 +124,7 @@ class _State:
     schedule: NoiseSchedule
     store_meta: dict[str, Any]
     ckpt_dir: Path
+    amp: bool  # bf16 autocast in use: train.amp=bf16 and native on the device
     step: int = 0
     epoch: int = 0
     epoch_step: int = 0
@@ -162,7 +163,8 @@ def _build_state(env: DistEnv, config: RunConfig, meta: dict[str, Any], out_dir:
     tc = config.train
     seed_everything(tc.seed)  # identical initial weights on every rank
     model = build_model(config, meta).to(env.device)
-    if env.device.type == "cuda" and _use_amp(config, env.device):
+    amp = tc.amp == "bf16" and native_bf16(env.device)
+    if env.device.type == "cuda" and amp:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     ema = EMA(model, decay=tc.ema_decay, warmup=tc.ema_warmup)
     optimizer = torch.optim.AdamW(
@@ -176,8 +178,9 @@ def _build_state(env: DistEnv, config: RunConfig, meta: dict[str, Any], out_dir:
     if tc.compile:
         loss_module = torch.compile(loss_module)  # type: ignore[assignment]
     return _State(
-        env, config, model, ema, optimizer, loss_module, schedule, meta, out_dir / "checkpoints"
-    )
+        env, config, model, ema, optimizer, loss_module, schedule, meta, out_dir / "checkpoints",
+        amp,
+    )  # fmt: skip
 
 
 def _restore(st: _State, state: dict[str, Any]) -> None:
@@ -194,15 +197,10 @@ def _lr_at(step: int, tc: Any) -> float:
     return float(tc.lr) * min(1.0, (step + 1) / tc.warmup_steps)
 
 
-def _use_amp(config: RunConfig, device: torch.device) -> bool:
-    """bf16 autocast: asked for (``train.amp=bf16``) and native on ``device``."""
-    return config.train.amp == "bf16" and native_bf16(device)
-
-
 def _to_device(batch: dict[str, torch.Tensor], st: _State) -> dict[str, torch.Tensor]:
     cuda = st.env.device.type == "cuda"
     out = {k: v.to(st.env.device, non_blocking=cuda) for k, v in batch.items()}
-    if cuda and _use_amp(st.config, st.env.device):
+    if cuda and st.amp:
         for key in (BatchKey.HR, BatchKey.TISSUE):
             out[key] = out[key].contiguous(memory_format=torch.channels_last)
     return out
@@ -215,7 +213,6 @@ def _optimiser_step(st: _State, micro_batches: list[dict[str, torch.Tensor]]) ->
         group["lr"] = _lr_at(st.step, tc)
     st.model.set_training_progress(st.step / tc.max_steps if tc.curriculum else 1.0)
     st.optimizer.zero_grad(set_to_none=True)
-    use_amp = _use_amp(st.config, st.env.device)
     terms = torch.zeros(len(_TERMS), device=st.env.device)
     for a, batch in enumerate(micro_batches):
         micro = st.env.rank * tc.grad_accum + a
@@ -224,7 +221,7 @@ def _optimiser_step(st: _State, micro_batches: list[dict[str, torch.Tensor]]) ->
         sync = (
             nullcontext() if last or not st.env.distributed else cast(Any, st.loss_module).no_sync()
         )
-        with sync, autocast(st.env.device, use_amp):
+        with sync, autocast(st.env.device, st.amp):
             out = st.loss_module(_to_device(batch, st), gen).float()
             (out[0] / tc.grad_accum).backward()
         terms += out.detach() / tc.grad_accum
@@ -442,7 +439,7 @@ def _run(
         if tc.amp == "bf16":
             logger.message(
                 f"arithmetic: bf16 autocast on {env.device}"
-                if native_bf16(env.device)
+                if st.amp
                 else f"arithmetic: fp32 (train.amp=bf16, but {env.device} has no native bf16: "
                 "a CUDA GPU from Ampere on, or a CPU with AVX512-BF16 or AMX)"
             )

@@ -21,8 +21,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/diffst demo --out demo_out
 
+# the suite on this CPU as it is, then the tests that depend on CPU bf16 support as on a CPU
+# with it and one without (pretended), so that neither path depends on the machine CI draws
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "cpu_features and not slow" --cpu-bf16=absent
+	$(BIN)/python -m pytest -q -m "cpu_features and not slow" --cpu-bf16=native
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow

@@ -134,14 +134,19 @@ def machine() -> str:
     return f"{os.cpu_count()} CPUs ({model}), Python {py}, numpy {np.__version__}"
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", nargs="+", type=float, default=[1e6, 1e7])
     ap.add_argument("--orders", nargs="+", default=["fov", "random"], choices=["fov", "random"])
     ap.add_argument("--stages", nargs="+", default=["bin"], choices=["bin", "prepare"])
     ap.add_argument("--append", help="append a Markdown table to this file")
+    ap.add_argument("--json-lines", action="store_true", help="also print each row as JSON")
     ap.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    args = _parser().parse_args()
     if args.one:
         print(json.dumps(run_one(int(float(args.one[0])), args.one[1], args.one[2])))
         return
@@ -150,6 +155,8 @@ def main() -> None:
         for order in args.orders:
             for n in args.sizes:
                 rows.append(_measure(n, order, stage))
+                if args.json_lines:
+                    print(json.dumps(rows[-1]), flush=True)
     if args.append:
         append_table(args.append, rows, " ".join(sys.argv))
 

@@ -15,10 +15,30 @@ DATA = REPO / "data"
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+CPU_BF16_PROBES = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--cpu-bf16",
+        choices=("auto", "native", "absent"),
+        default="auto",
+        help="CPU bf16 support the suite sees: this machine's (auto), or as on a CPU with "
+        "AVX512-BF16/AMX (native) or without (absent). `make test` runs the tests marked "
+        "cpu_features once more under each.",
+    )
+
+
 def pytest_configure(config: pytest.Config) -> None:
     import torch
 
     torch.set_num_threads(1)
+    mode = config.getoption("--cpu-bf16")
+    if mode != "auto":
+        # torch.cpu's probes are what diffst.precision.native_bf16 asks; pretending the other
+        # answer exercises the fallback (or the bf16 path, emulated) on any CPU.
+        for name in CPU_BF16_PROBES:
+            setattr(torch.cpu, name, (lambda: True) if mode == "native" else (lambda: False))
 
 
 @pytest.fixture(scope="session")

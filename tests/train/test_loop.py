@@ -180,7 +180,9 @@ def test_validation_averages_draws_on_count_scale(
             for i in (0, 1)
             for j in (0, 1)
         ]
-    tol = {"rtol": 1e-4, "atol": 1e-3}  # counts; batched and single draws differ in rounding
+    # counts (expm1 of the model scale, values up to ~10): batched and single draws take different
+    # convolution kernels, whose rounding differs by CPU; a wrong grouping of draws differs by O(1)
+    tol = {"rtol": 1e-3, "atol": 1e-3}
     torch.testing.assert_close(mean[0], (draws[0][0] + draws[1][0]) / 2, **tol)
     torch.testing.assert_close(mean[1], (draws[2][0] + draws[3][0]) / 2, **tol)
     result = loop.validate(m, bundle.schedule, ds, cfg, bundle.store_meta, torch.device("cpu"))

@@ -12,6 +12,8 @@ from diffst.train import loop
 
 from .conftest import tiny_config
 
+pytestmark = pytest.mark.cpu_features
+
 
 def test_native_bf16_answers_for_every_device() -> None:
     assert isinstance(precision.native_bf16("cpu"), bool)

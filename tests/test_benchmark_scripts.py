@@ -1,0 +1,47 @@
+"""``make bench`` runs ``benchmarks/run_all.py``: every script and option it names exists."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(script: str):
+    spec = importlib.util.spec_from_file_location(Path(script).stem, BENCH / script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run_all():
+    return _load("run_all.py")
+
+
+def test_makefile_bench_target_names_run_all() -> None:
+    makefile = (BENCH.parent / "Makefile").read_text()
+    assert "benchmarks/run_all.py" in makefile and (BENCH / "run_all.py").is_file()
+
+
+@pytest.mark.parametrize("full", [False, True])
+@pytest.mark.parametrize("bf16", [False, True])
+def test_every_planned_benchmark_parses_its_arguments(full: bool, bf16: bool) -> None:
+    run_all = _run_all()
+    for title, script, args in run_all.plan(full, 2, bf16):
+        assert (BENCH / script).is_file(), title
+        _load(script)._parser().parse_args(args)  # an unknown option exits with status 2
+    titles = [t for t, _, _ in run_all.plan(full, 2, bf16)]
+    assert any("bf16" in t for t in titles) == bf16
+
+
+def test_summary_table_formats_the_figures_present() -> None:
+    rows = [{"batch": 1, "patches_per_s": 2.5, "peak_rss_gib": 0.5}, {"batch": 4, "amp": "bf16"}]
+    table = _run_all().summary_table(rows)
+    assert table[0] == "| batch | arithmetic | patches/s | peak RSS GiB |"
+    assert table[2] == "| 1 | – | 2.50 | 0.50 |" and table[3] == "| 4 | bf16 | – | – |"

@@ -81,3 +81,23 @@ def test_cli_bad_value_is_one_line_error(
     rc = main(["prepare", "--input", "x", "--out", str(tmp_path / "s"), *SMALL, "--patch", "99"])
     assert rc == 2 and "larger than the region" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--factor", "3"], "--factor 3 is not used with --hr spots (the spot array is the HR "
+                            "grid); use --set spots.factor=3"),
+        (["--patch", "16"], "--patch 16 is not used with --hr spots"),
+        (["--hr-um", "2"], "--hr-um 2.0 is not used with --hr spots (the spot array is the HR"),
+        (["--set", "stride=4"], "stride=4 is not used with --hr spots"),
+    ],
+)  # fmt: skip
+def test_cli_refuses_binning_flags_with_spots(
+    flags: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "s"
+    assert main(["prepare", "--input", "x", "--out", str(out), "--hr", "spots", *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not out.exists()

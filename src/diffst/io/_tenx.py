@@ -14,13 +14,18 @@ import scipy.sparse as sp
 
 from diffst.geometry import AffineTransform
 from diffst.io._constants import H5Matrix, ScaleFactor, VisiumColumn, VisiumFile
-from diffst.io._tables import csv_columns, iter_parquet
+from diffst.io._tables import Fields, check_fields, iter_parquet, read_csv_checked
 from diffst.io.checks import Extent, check_counts, check_inside_image, require_columns, require_file
 from diffst.io.images import read_image
 from diffst.io.sample import InputError, SpatialImage
 
 GENE_EXPRESSION = "Gene Expression"
 POSITION_COLUMNS = [c.value for c in VisiumColumn]
+POSITION_FIELDS = Fields(
+    numeric=(VisiumColumn.PXL_ROW, VisiumColumn.PXL_COL),
+    integer=(VisiumColumn.IN_TISSUE, VisiumColumn.ARRAY_ROW, VisiumColumn.ARRAY_COL),
+    text=(VisiumColumn.BARCODE,),
+)
 
 
 @dataclass
@@ -116,13 +121,11 @@ def read_positions(spatial_dir: Path) -> tuple[pd.DataFrame, Path]:
     with_header = spatial_dir / VisiumFile.POSITIONS
     no_header = spatial_dir / VisiumFile.POSITIONS_LIST
     if parquet.is_file():
-        df, path = (
-            pd.concat(list(iter_parquet(parquet, POSITION_COLUMNS, what="positions"))),
-            parquet,
-        )
+        frames = iter_parquet(parquet, POSITION_COLUMNS, what="positions", fields=POSITION_FIELDS)
+        df, path = pd.concat(list(frames)), parquet
     elif with_header.is_file():
-        require_columns(csv_columns(with_header, "spot positions"), POSITION_COLUMNS, with_header)
-        df, path = pd.read_csv(with_header, usecols=POSITION_COLUMNS), with_header
+        df = read_csv_checked(with_header, POSITION_COLUMNS, POSITION_FIELDS, what="spot positions")
+        path = with_header
     elif no_header.is_file():
         require_file(no_header, "spot positions")
         df = pd.read_csv(no_header, header=None)
@@ -132,7 +135,7 @@ def read_positions(spatial_dir: Path) -> tuple[pd.DataFrame, Path]:
                 f"got {df.shape[1]}"
             )
         df.columns = POSITION_COLUMNS
-        path = no_header
+        df, path = check_fields(df, no_header, POSITION_FIELDS, first=1), no_header
     else:
         raise InputError(
             f"{spatial_dir}: no {VisiumFile.POSITIONS_PARQUET}, {VisiumFile.POSITIONS} or "

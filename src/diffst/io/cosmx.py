@@ -21,8 +21,8 @@ import pandas as pd
 
 from diffst.geometry import AffineTransform
 from diffst.io._constants import CosmxColumn, CosmxFile, Platform, control_mask
-from diffst.io._tables import iter_csv
-from diffst.io.checks import Extent, check_inside_image, require_columns
+from diffst.io._tables import Fields, iter_csv, read_csv_checked
+from diffst.io.checks import Extent, check_inside_image
 from diffst.io.images import read_image
 from diffst.io.sample import (
     ChunkedTranscripts,
@@ -36,6 +36,14 @@ __all__ = ["read_cosmx", "read_cosmx_labels"]
 
 _GEOTRANSFORM = re.compile(r"<GeoTransform>([^<]+)</GeoTransform>")
 _TX_COLUMNS = [CosmxColumn.FOV, CosmxColumn.X_LOCAL, CosmxColumn.Y_LOCAL, CosmxColumn.GENE]
+_TX_FIELDS = Fields(
+    numeric=(CosmxColumn.X_LOCAL, CosmxColumn.Y_LOCAL), integer=(CosmxColumn.FOV,),
+    text=(CosmxColumn.GENE,),
+)  # fmt: skip
+_FOV_COLUMNS = [CosmxColumn.FOV, CosmxColumn.X_GLOBAL, CosmxColumn.Y_GLOBAL]
+_FOV_FIELDS = Fields(
+    numeric=(CosmxColumn.X_GLOBAL, CosmxColumn.Y_GLOBAL), integer=(CosmxColumn.FOV,)
+)
 
 
 @dataclass(frozen=True)
@@ -78,9 +86,7 @@ def _geotransform(image: Path, shape_hw: tuple[int, int]) -> tuple[float, float]
 
 def _fov_frames(root: Path, fovs: Sequence[int]) -> list[FovFrame]:
     fov_path = _one(root, [CosmxFile.FOV_SUFFIX], "FOV positions file")
-    table = pd.read_csv(fov_path)
-    cols = [CosmxColumn.FOV, CosmxColumn.X_GLOBAL, CosmxColumn.Y_GLOBAL]
-    require_columns(table.columns, cols, fov_path)
+    table = read_csv_checked(fov_path, _FOV_COLUMNS, _FOV_FIELDS, what="FOV positions file")
     table = table.set_index(CosmxColumn.FOV)
     frames = []
     for fov in fovs:
@@ -128,7 +134,9 @@ def _scan(tx: Path, frames: list[FovFrame], chunk_rows: int) -> tuple[tuple[str,
     by_fov = {f.fov: f for f in frames}
     extents = {f.fov: Extent() for f in frames}
     genes: set[str] = set()
-    for frame in iter_csv(tx, _TX_COLUMNS, chunk_rows=chunk_rows, what="transcript table"):
+    for frame in iter_csv(
+        tx, _TX_COLUMNS, chunk_rows=chunk_rows, what="transcript table", fields=_TX_FIELDS
+    ):
         frame = frame[frame[CosmxColumn.FOV].isin(list(by_fov))]
         genes.update(frame[CosmxColumn.GENE].astype(str).unique())
         for fov, part in frame.groupby(CosmxColumn.FOV):
@@ -158,7 +166,9 @@ def _chunks(
 ) -> Iterator[TranscriptChunk]:
     fov_x = {f.fov: f.fov_xy_px[0] for f in frames}
     fov_y = {f.fov: f.fov_xy_px[1] for f in frames}
-    for frame in iter_csv(tx, _TX_COLUMNS, chunk_rows=chunk_rows, what="transcript table"):
+    for frame in iter_csv(
+        tx, _TX_COLUMNS, chunk_rows=chunk_rows, what="transcript table", fields=_TX_FIELDS
+    ):
         frame = frame[frame[CosmxColumn.FOV].isin(list(fov_x))]
         fov = frame[CosmxColumn.FOV]
         x = (frame[CosmxColumn.X_LOCAL] + fov.map(fov_x)).to_numpy(np.float64) * um_per_px

@@ -14,7 +14,10 @@ from diffst.io._constants import (
 )
 from diffst.io.sample import InputError, SpatialSample
 
-__all__ = ["detect_platform", "find_legacy_st_files", "read_sample"]
+__all__ = ["READABLE_PLATFORMS", "detect_platform", "find_legacy_st_files", "read_sample"]
+
+#: platforms with a reader (the values ``read_sample(platform=...)`` and ``--platform`` accept)
+READABLE_PLATFORMS: tuple[str, ...] = tuple(p.value for p in Platform if p != Platform.SYNTHETIC)
 
 _LAYOUTS = (
     f"xenium: {XeniumFile.TRANSCRIPTS_PARQUET} or {XeniumFile.TRANSCRIPTS_CSV}; "
@@ -71,6 +74,10 @@ def read_sample(path: Path | str, platform: str = "auto", **kwargs: Any) -> Spat
     ``kwargs`` go to the reader (e.g. ``um_per_px=`` for CosMx, ``bin_um=`` for Visium HD).
     """
     p = Path(path)
+    if platform != "auto" and platform not in READABLE_PLATFORMS:
+        raise InputError(
+            f"platform {platform!r} has no reader; choose auto or one of {list(READABLE_PLATFORMS)}"
+        )
     name = detect_platform(p) if platform == "auto" else Platform(platform)
     if name == Platform.MERFISH:
         from diffst.io.merfish import read_merfish

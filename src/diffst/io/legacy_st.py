@@ -10,13 +10,12 @@ import pandas as pd
 
 from diffst.geometry import AffineTransform, GeometryError
 from diffst.io._constants import LegacyStColumn, Platform, control_mask
-from diffst.io._tables import csv_columns
+from diffst.io._tables import Fields, csv_columns, read_csv_checked
 from diffst.io.checks import (
     Extent,
     check_counts,
     check_inside_image,
     fit_lattice_pitch,
-    require_columns,
 )
 from diffst.io.images import read_image
 from diffst.io.sample import InputError, SpatialImage, SpatialSample, SpotTable
@@ -30,6 +29,11 @@ LEGACY_ST_SPOT_UM = 100.0
 PITCH_TOLERANCE = 0.10
 """Largest relative disagreement between ``pitch_um`` and the coordinates (given µm/px)."""
 _SPOT_COLUMNS = [c.value for c in LegacyStColumn]
+_SPOT_FIELDS = Fields(
+    numeric=(LegacyStColumn.NEW_X, LegacyStColumn.NEW_Y, LegacyStColumn.PIXEL_X,
+             LegacyStColumn.PIXEL_Y),
+    integer=(LegacyStColumn.X, LegacyStColumn.Y, LegacyStColumn.SELECTED),
+)  # fmt: skip
 _log = logging.getLogger(__name__)
 
 
@@ -56,11 +60,7 @@ def _read_counts(path: Path) -> pd.DataFrame:
 
 
 def _read_spots(path: Path) -> pd.DataFrame:
-    require_columns(csv_columns(path, "spot table", sep="\t"), _SPOT_COLUMNS, path)
-    spots = pd.read_csv(path, sep="\t", usecols=_SPOT_COLUMNS)
-    for col in _SPOT_COLUMNS:
-        if spots[col].isna().any():
-            raise InputError(f"{path}: field {col} has missing values")
+    spots = read_csv_checked(path, _SPOT_COLUMNS, _SPOT_FIELDS, what="spot table", sep="\t")
     ids = [
         spot_id(int(x), int(y))
         for x, y in zip(spots[LegacyStColumn.X], spots[LegacyStColumn.Y], strict=True)

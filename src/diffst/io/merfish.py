@@ -12,7 +12,7 @@ import pandas as pd
 
 from diffst.geometry import AffineTransform, GeometryError
 from diffst.io._constants import MerfishColumn, MerfishFile, Platform, control_mask
-from diffst.io._tables import iter_csv
+from diffst.io._tables import Fields, iter_csv
 from diffst.io.checks import Extent, check_inside_image, require_file
 from diffst.io.images import read_image, stack_channels
 from diffst.io.sample import (
@@ -26,6 +26,12 @@ from diffst.io.sample import (
 __all__ = ["read_merfish"]
 
 MerfishImage = Literal["dapi", "polyt", "both"]
+_COLUMNS = [MerfishColumn.X, MerfishColumn.Y, MerfishColumn.Z, MerfishColumn.GENE]
+_FIELDS = Fields(
+    numeric=(MerfishColumn.X, MerfishColumn.Y),
+    integer=(MerfishColumn.Z,),
+    text=(MerfishColumn.GENE,),
+)
 _IMAGE_SUFFIXES = (".tif", ".tiff", ".jpg", ".jpeg", ".png")
 _CHANNEL_NAMES = {"dapi": "DAPI", "polyt": "polyT"}
 
@@ -84,12 +90,13 @@ def _scan(
     transform: AffineTransform | None,
 ) -> _Scan:
     """First pass: gene list, kept-row count, pixel extent and z-planes present."""
-    cols = [MerfishColumn.X, MerfishColumn.Y, MerfishColumn.Z, MerfishColumn.GENE]
     genes: set[str] = set()
     zs: set[int] = set()
     extent = Extent()
     extent_px = Extent()
-    for frame in iter_csv(path, cols, chunk_rows=chunk_rows, what="transcript table"):
+    for frame in iter_csv(
+        path, _COLUMNS, chunk_rows=chunk_rows, what="transcript table", fields=_FIELDS
+    ):
         zs.update(int(z) for z in pd.unique(frame[MerfishColumn.Z]))
         if z_planes is not None:
             frame = frame[frame[MerfishColumn.Z].isin(z_planes)]
@@ -113,8 +120,9 @@ def _scan(
 def _chunks(
     path: Path, genes: tuple[str, ...], z_planes: tuple[int, ...], chunk_rows: int
 ) -> Iterator[TranscriptChunk]:
-    cols = [MerfishColumn.X, MerfishColumn.Y, MerfishColumn.Z, MerfishColumn.GENE]
-    for frame in iter_csv(path, cols, chunk_rows=chunk_rows, what="transcript table"):
+    for frame in iter_csv(
+        path, _COLUMNS, chunk_rows=chunk_rows, what="transcript table", fields=_FIELDS
+    ):
         frame = frame[frame[MerfishColumn.Z].isin(z_planes)]
         codes = pd.Categorical(frame[MerfishColumn.GENE].astype(str), categories=genes).codes
         if np.any(codes < 0):

@@ -13,7 +13,7 @@ import pandas as pd
 
 from diffst.geometry import AffineTransform, GeometryError
 from diffst.io._constants import Platform, XeniumColumn, XeniumFile, control_mask
-from diffst.io._tables import iter_csv, iter_parquet
+from diffst.io._tables import Fields, iter_csv, iter_parquet
 from diffst.io.checks import Extent, check_inside_image, check_pixel_size, require_file
 from diffst.io.images import ome_pixel_size_um, read_image
 from diffst.io.sample import (
@@ -27,6 +27,9 @@ from diffst.io.sample import (
 __all__ = ["read_alignment_csv", "read_xenium"]
 
 _COLUMNS = [XeniumColumn.X, XeniumColumn.Y, XeniumColumn.GENE, XeniumColumn.QV]
+_FIELDS = Fields(
+    numeric=(XeniumColumn.X, XeniumColumn.Y, XeniumColumn.QV), text=(XeniumColumn.GENE,)
+)
 AlignmentUnits = Literal["morphology_px", "um"]
 
 
@@ -43,10 +46,12 @@ def _frames(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
     """Parquet row groups or CSV chunks of the four used columns; gene names categorical."""
     if path.suffix == ".parquet":
         frames = iter_parquet(
-            path, _COLUMNS, what="transcript table", categorical=[XeniumColumn.GENE]
+            path, _COLUMNS, what="transcript table", categorical=[XeniumColumn.GENE], fields=_FIELDS
         )
     else:
-        frames = iter_csv(path, _COLUMNS, chunk_rows=chunk_rows, what="transcript table")
+        frames = iter_csv(
+            path, _COLUMNS, chunk_rows=chunk_rows, what="transcript table", fields=_FIELDS
+        )
     for frame in frames:
         names = frame[XeniumColumn.GENE].astype("category")
         cats = names.cat.categories

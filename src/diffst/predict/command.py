@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 
 from diffst.datasets import BUNDLED
+from diffst.io.detect import READABLE_PLATFORMS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,7 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--input", required=True, help=f"section folder/file, or a bundled dataset {BUNDLED}"
     )
-    parser.add_argument("--platform", default="auto", help="reader to use (default: auto-detect)")
+    parser.add_argument(
+        "--platform",
+        default="auto",
+        choices=("auto", *READABLE_PLATFORMS),
+        help="reader to use (default: auto, detected from the files)",
+    )
     parser.add_argument("--out", required=True, help="output .h5ad (written atomically)")
     parser.add_argument("--sampler", choices=("ddpm", "ddim", "dpmpp"), default="ddpm")
     parser.add_argument("--steps", type=int, default=20, help="sampling steps (default: 20)")

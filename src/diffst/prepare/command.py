@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from diffst.datasets import BUNDLED
+from diffst.io.detect import READABLE_PLATFORMS
 
 __all__ = ["add_arguments", "build_config", "run"]
 
@@ -25,13 +26,29 @@ _FLAGS = {
     "seed": "seed",
 }
 
+#: fields of the transcript-binning mode that ``--hr spots`` does not use → their spots.* twin
+_NOT_FOR_SPOTS = {
+    "hr_um": None,
+    "factor": "spots.factor",
+    "lr": None,
+    "patch": "spots.patch",
+    "stride": "spots.stride",
+    "spot_diameter_um": None,
+    "spot_pitch_um": "spots.pitch_um",
+}
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the options of ``diffst prepare``."""
     parser.add_argument(
         "--input", required=True, help=f"sample folder/file or one of {list(BUNDLED)}"
     )
-    parser.add_argument("--platform", default="auto", help="reader to use (default: detect)")
+    parser.add_argument(
+        "--platform",
+        default="auto",
+        choices=("auto", *READABLE_PLATFORMS),
+        help="reader to use (default: auto, detected from the files)",
+    )
     parser.add_argument("--out", required=True, help="store folder to write")
     genes = parser.add_mutually_exclusive_group()
     genes.add_argument("--genes", type=int, help="top-K genes by total count (default 25)")
@@ -74,9 +91,29 @@ def build_config(args: argparse.Namespace) -> Any:
             data[key] = value
     if args.seed is not None and "seed" not in data.get("split", {}):
         data.setdefault("split", {})["seed"] = args.seed
-    if args.stride is None and args.patch is not None and "stride" not in data:
+    if data.get("hr") == "spots":
+        _refuse_transcript_fields(data, args)
+    elif args.stride is None and args.patch is not None and "stride" not in data:
         data["stride"] = args.patch
     return from_dict(PrepareConfig, data)
+
+
+def _refuse_transcript_fields(data: dict[str, Any], args: argparse.Namespace) -> None:
+    """With ``hr: spots`` the spot array is the HR grid: binning fields would be ignored."""
+    from diffst.config import ConfigError
+
+    for key, twin in _NOT_FOR_SPOTS.items():
+        if key not in data:
+            continue
+        given = (
+            f"--{key.replace('_', '-')} {data[key]}"
+            if getattr(args, key, None) is not None
+            else f"{key}={data[key]}"
+        )
+        instead = f"; use --set {twin}={data[key]}" if twin else ""
+        raise ConfigError(
+            f"{given} is not used with --hr spots (the spot array is the HR grid){instead}"
+        )
 
 
 def _load_sample(args: argparse.Namespace) -> Any:

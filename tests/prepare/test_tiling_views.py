@@ -120,3 +120,29 @@ def test_split_rows_and_columns_layouts_span_the_section() -> None:
     assert cols_split.shape == (1, 5) and row_edges.tolist() == [0, 47]
     with pytest.raises(ConfigError, match="layout"):
         SplitConfig(10.0, layout="diagonal").validate()  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("layout", ["blocks", "rows"])
+def test_evaluation_windows_sit_on_the_sections_lr_grid(layout: str) -> None:
+    """Val/test windows start on multiples of the factor and each LR cell is in one block, so
+    every evaluated window's LR input is a block of the section's one LR grid; training windows
+    keep their stride."""
+    factor, patch = 4, 12
+    cfg = SplitConfig(block_um=13.0, fractions=(0.5, 0.25, 0.25), seed=3, layout=layout)  # type: ignore[arg-type]
+    blocks, rows, cols = split_blocks((61, 70), 1.0, cfg, unit=factor)
+    assert np.all(rows[1:-1] % factor == 0) and np.all(cols[1:-1] % factor == 0)
+    assert rows[-1] == 61 and cols[-1] == 70
+    grid = patch_grid(
+        np.ones((61, 70), bool), patch, 2, rows, cols, aligned=blocks > 0, factor=factor
+    )
+    split = blocks[grid.block_row, grid.block_col]
+    evaluated = split > 0
+    assert evaluated.any() and (~evaluated).any()
+    assert np.all(grid.rows[evaluated] % factor == 0) and np.all(grid.cols[evaluated] % factor == 0)
+    assert np.any(grid.rows[~evaluated] % factor) or np.any(grid.cols[~evaluated] % factor)
+    for r, c in zip(grid.rows, grid.cols, strict=True):  # windows stay inside their block
+        b_r = np.searchsorted(rows, r, side="right") - 1
+        b_c = np.searchsorted(cols, c, side="right") - 1
+        assert r + patch <= rows[b_r + 1] and c + patch <= cols[b_c + 1]
+    order = np.lexsort((grid.cols, grid.rows))
+    np.testing.assert_array_equal(order, np.arange(len(order)))  # row-major

@@ -8,6 +8,7 @@ tiles over the same object — and :func:`plan_patches` plus
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import math
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from diffst.prepare.binning import (
     GridGeometry,
     SourceScan,
     bin_transcripts_with_stats,
+    gene_totals_in_bins,
     pool_window,
     rasterise_spots,
     scan_transcripts,
@@ -46,6 +48,7 @@ __all__ = [
     "prepare",
     "section_geometry",
     "select_genes",
+    "training_scan",
 ]
 
 
@@ -92,7 +95,8 @@ class SectionInputs:
 
 def select_genes(sample: SpatialSample, cfg: PrepareConfig, scan: SourceScan) -> tuple[str, ...]:
     """The gene panel: ``cfg.gene_list`` (validated) or the top-``cfg.genes`` non-control genes
-    by total count (ties broken by the source order)."""
+    by ``scan.totals`` (ties broken by the source order). :func:`plan_section` passes the totals
+    of the training blocks only, so held-out blocks never influence the panel."""
     names = sample.genes
     control = sample.control
     if cfg.gene_list is not None:
@@ -227,9 +231,13 @@ def plan_patches(section: SectionInputs, cfg: PrepareConfig) -> PatchPlan:
     Raises :class:`ConfigError` when a split with a positive fraction ends up empty.
     """
     blocks, row_edges, col_edges = split_blocks(
-        section.geometry.shape_hr, section.geometry.hr_um, cfg.split
+        section.geometry.shape_hr, section.geometry.hr_um, cfg.split, section.geometry.factor
     )
-    grid = patch_grid(section.tissue, cfg.patch, cfg.stride, row_edges, col_edges)
+    # validation and test windows sit on the section's own LR grid (scored from one LR tiling)
+    grid = patch_grid(
+        section.tissue, cfg.patch, cfg.stride, row_edges, col_edges,
+        aligned=blocks != SPLITS.index("train"), factor=section.geometry.factor,
+    )  # fmt: skip
     assert grid.block_row is not None and grid.block_col is not None
     split = blocks[grid.block_row, grid.block_col].astype(np.int64)
     keep = grid.tissue_fraction >= cfg.tissue.min_patch_fraction
@@ -290,9 +298,32 @@ def plan_section(
     if sample.transcripts is None:
         raise InputError(f"sample {sample.name!r}: no transcripts were read")
     scan = scan_transcripts(sample.transcripts)
-    genes = select_genes(sample, cfg, scan)
-    section = build_section_inputs(sample, genes, section_geometry(sample, cfg, scan), cfg, scan)
+    geometry = section_geometry(sample, cfg, scan)
+    genes = select_genes(sample, cfg, training_scan(sample, geometry, cfg, scan))
+    section = build_section_inputs(sample, genes, geometry, cfg, scan)
     return scan, section, plan_patches(section, cfg)
+
+
+def training_scan(
+    sample: SpatialSample, geometry: GridGeometry, cfg: PrepareConfig, scan: SourceScan
+) -> SourceScan:
+    """``scan`` with per-gene totals counted over the training blocks of the split only.
+
+    The gene panel is chosen from these totals (a panel picked from totals that include the
+    held-out blocks would leak test information into the model's design). With a gene list, or
+    when every block is for training, the totals are the section's.
+    """
+    blocks, row_edges, col_edges = split_blocks(
+        geometry.shape_hr, geometry.hr_um, cfg.split, geometry.factor
+    )
+    train = blocks == SPLITS.index("train")
+    if cfg.gene_list is not None or train.all():
+        return scan
+    assert sample.transcripts is not None
+    rows = np.repeat(train, np.diff(row_edges), axis=0)
+    bins = np.repeat(rows, np.diff(col_edges), axis=1)
+    totals = gene_totals_in_bins(sample.transcripts, geometry, bins)
+    return dataclasses.replace(scan, totals=totals)
 
 
 def prepare(

@@ -25,6 +25,7 @@ __all__ = [
     "bin_transcripts",
     "bin_transcripts_with_stats",
     "gene_index_map",
+    "gene_totals_in_bins",
     "pool_grid",
     "pool_window",
     "rasterise_spots",
@@ -164,6 +165,43 @@ def scan_transcripts(source: TranscriptSource) -> SourceScan:
         raise InputError(f"{source.path or 'transcripts'}: no transcripts to bin")
     extent = (float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1]))
     return SourceScan(totals, extent, n, np.asarray(source.control, dtype=bool))
+
+
+def gene_totals_in_bins(
+    source: TranscriptSource, geometry: GridGeometry, bins: np.ndarray
+) -> np.ndarray:
+    """Molecules per gene of ``source`` that fall in the HR bins marked in ``bins``.
+
+    Parameters
+    ----------
+    source
+        Transcript source (x, y in µm).
+    geometry
+        The HR grid.
+    bins
+        ``[H, W]`` bool, e.g. the bins of the training blocks.
+
+    Returns
+    -------
+    np.ndarray
+        ``[n_genes]`` int64, in the order of ``source.genes``.
+    """
+    keep = np.asarray(bins, dtype=bool)
+    h, w = geometry.shape_hr
+    if keep.shape != (h, w):
+        raise ValueError(f"bin mask {keep.shape} does not match the grid {(h, w)}")
+    totals = np.zeros(len(source.genes), dtype=np.int64)
+    inv = 1.0 / geometry.hr_um
+    for chunk in source.iter_chunks():
+        if len(chunk) == 0:
+            continue
+        _check_chunk(chunk, source)
+        u = np.floor((np.asarray(chunk.x_um) - geometry.origin_um[0]) * inv).astype(np.int64)
+        v = np.floor((np.asarray(chunk.y_um) - geometry.origin_um[1]) * inv).astype(np.int64)
+        ok = (u >= 0) & (u < w) & (v >= 0) & (v < h)
+        ok[ok] = keep[v[ok], u[ok]]
+        totals += np.bincount(chunk.gene[ok], minlength=len(totals))[: len(totals)]
+    return totals
 
 
 def _check_chunk(chunk: TranscriptChunk, source: TranscriptSource) -> None:

@@ -159,20 +159,38 @@ class PatchGrid:
     block_col: np.ndarray | None = None  # [M] int64 column of that block
 
 
-def block_edges(n: int, side: int) -> np.ndarray:
-    """``[nb + 1]`` edges (HR bins) of ``nb = max(1, n // side)`` near-equal blocks over ``n``."""
+def block_edges(n: int, side: int, unit: int = 1) -> np.ndarray:
+    """``[nb + 1]`` edges (HR bins) of ``nb = max(1, n // side)`` near-equal blocks over ``n``.
+
+    Inner edges are rounded to multiples of ``unit`` (the LR factor), so every LR cell of the
+    section's own LR grid lies in exactly one block; the last edge is ``n``.
+    """
     nb = max(1, n // side)
-    return np.round(np.linspace(0, n, nb + 1)).astype(np.int64)
+    edges = np.round(np.linspace(0, n, nb + 1) / unit) * unit
+    edges = np.clip(edges, 0, n).astype(np.int64)
+    edges[-1] = n
+    return np.unique(edges)
 
 
 def patch_grid(
-    tissue: np.ndarray, patch: int, stride: int, row_edges: np.ndarray, col_edges: np.ndarray
+    tissue: np.ndarray,
+    patch: int,
+    stride: int,
+    row_edges: np.ndarray,
+    col_edges: np.ndarray,
+    *,
+    aligned: np.ndarray | None = None,
+    factor: int = 1,
 ) -> PatchGrid:
     """``patch × patch`` windows tiled inside every split block with ``stride``.
 
     Within a block the last window is shifted to end at the block border, so blocks are covered
-    and no window crosses a block (hence never two splits). Raises :class:`GeometryError` when the
-    patch is larger than the region.
+    and no window crosses a block (hence never two splits). Blocks flagged in ``aligned``
+    (``[bh, bw]`` bool; the evaluation splits) are tiled on the section's own LR grid instead:
+    origins are multiples of ``factor``, the stride is ``max(factor, stride // factor · factor)``
+    and the last window starts at the last multiple of ``factor`` that keeps it inside the block,
+    so every such window's LR input is a block of the section's one LR grid. Raises
+    :class:`GeometryError` when the patch is larger than the region.
     """
     h, w = tissue.shape
     if patch > h or patch > w:
@@ -180,11 +198,27 @@ def patch_grid(
             f"patch of {patch} HR bins is larger than the region ({h}×{w} bins); "
             "lower --patch or --hr-um"
         )
-    rows, brow = _block_starts(row_edges, patch, stride)
-    cols, bcol = _block_starts(col_edges, patch, stride)
+    bh, bw = len(row_edges) - 1, len(col_edges) - 1
+    flags = np.zeros((bh, bw), bool) if aligned is None else np.asarray(aligned, bool)
+    on_grid = max(factor, (stride // factor) * factor)
+    parts: list[tuple[np.ndarray, ...]] = []
+    for i in range(bh):
+        for j in range(bw):
+            unit, step = (factor, on_grid) if flags[i, j] else (1, stride)
+            rows = _starts(int(row_edges[i]), int(row_edges[i + 1]), patch, step, unit)
+            cols = _starts(int(col_edges[j]), int(col_edges[j + 1]), patch, step, unit)
+            if rows.size and cols.size:
+                rr, cc = (a.ravel() for a in np.meshgrid(rows, cols, indexing="ij"))
+                parts.append((rr, cc, np.full(rr.size, i), np.full(rr.size, j)))
+    empty = np.zeros(0, dtype=np.int64)
+    rr, cc, br, bc = (
+        (np.concatenate([p[k] for p in parts]).astype(np.int64) for k in range(4))
+        if parts
+        else (empty, empty, empty, empty)
+    )
+    order = np.lexsort((cc, rr))  # row-major over the section, as a plain tiling would be
+    rr, cc, br, bc = rr[order], cc[order], br[order], bc[order]
     integral = np.pad(tissue.astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-    rr, cc = (a.ravel() for a in np.meshgrid(rows, cols, indexing="ij"))
-    br, bc = (a.ravel() for a in np.meshgrid(brow, bcol, indexing="ij"))
     inside = (
         integral[rr + patch, cc + patch]
         - integral[rr, cc + patch]
@@ -194,19 +228,17 @@ def patch_grid(
     return PatchGrid(rr, cc, inside / float(patch * patch), br, bc)
 
 
-def _block_starts(edges: np.ndarray, patch: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
-    starts: list[int] = []
-    block: list[int] = []
-    for k in range(len(edges) - 1):
-        a, b = int(edges[k]), int(edges[k + 1])
-        if b - a < patch:
-            continue
-        local = list(range(a, b - patch + 1, stride))
-        if local[-1] != b - patch:
-            local.append(b - patch)
-        starts += local
-        block += [k] * len(local)
-    return np.array(starts, dtype=np.int64), np.array(block, dtype=np.int64)
+def _starts(a: int, b: int, patch: int, stride: int, unit: int) -> np.ndarray:
+    """Window starts in ``[a, b − patch]``: ``a, a + stride, …`` plus the last one that ends at
+    ``b`` (``unit = 1``), or on multiples of ``unit`` only (the LR grid)."""
+    first = -(-a // unit) * unit
+    last = ((b - patch) // unit) * unit
+    if last < first:
+        return np.zeros(0, dtype=np.int64)
+    local = list(range(first, last + 1, stride))
+    if local[-1] != last:
+        local.append(last)
+    return np.asarray(local, dtype=np.int64)
 
 
 def _assign_blocks(n: int, cfg: SplitConfig) -> np.ndarray:
@@ -227,9 +259,10 @@ def _assign_blocks(n: int, cfg: SplitConfig) -> np.ndarray:
 
 
 def split_blocks(
-    shape_hr: tuple[int, int], hr_um: float, cfg: SplitConfig
+    shape_hr: tuple[int, int], hr_um: float, cfg: SplitConfig, unit: int = 1
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Near-equal blocks of about ``cfg.block_um`` (never smaller) assigned to splits.
+    """Near-equal blocks of about ``cfg.block_um`` assigned to splits, their inner edges on
+    multiples of ``unit`` HR bins (the LR factor: each LR cell in one block).
 
     Returns
     -------
@@ -238,7 +271,8 @@ def split_blocks(
         column edges ``[bw + 1]`` in HR bins.
     """
     side = max(1, round(cfg.block_um / hr_um))
-    row_edges, col_edges = block_edges(shape_hr[0], side), block_edges(shape_hr[1], side)
+    row_edges = block_edges(shape_hr[0], side, unit)
+    col_edges = block_edges(shape_hr[1], side, unit)
     if cfg.layout == "rows":
         col_edges = np.array([0, shape_hr[1]])
     elif cfg.layout == "columns":

@@ -132,7 +132,7 @@ def test_resume_with_changed_model_is_refused(
 ) -> None:
     out_a, _ = run_a
     cfg = tiny_config("train.max_steps=6", "model.base_channels=16")
-    with pytest.raises(ConfigError, match=r"changed model: base_channels: 8 → 16"):
+    with pytest.raises(ConfigError, match=r"changed configuration: model.base_channels: 8 → 16"):
         train(store, tmp_path, cfg, resume=out_a / "checkpoints" / LAST, progress=False)
 
 

@@ -22,12 +22,15 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from diffst.io.sample import InputError
+
+if TYPE_CHECKING:
+    from diffst.train.config import RunConfig
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -40,7 +43,9 @@ __all__ = [
     "load_for_inference",
     "read_store_meta",
     "restore_rng_state",
+    "resume_checkpoint_path",
     "save_checkpoint",
+    "saved_run_config",
     "store_differences",
     "training_state",
     "write_run_checkpoint",
@@ -156,6 +161,42 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     return state
 
 
+def resume_checkpoint_path(
+    resume: bool | str | os.PathLike[str], ckpt_dir: str | os.PathLike[str]
+) -> Path | None:
+    """The checkpoint ``resume`` names: ``True`` → ``ckpt_dir/last.pt``, a path → that path."""
+    if resume is False or resume is None:
+        return None
+    path = Path(ckpt_dir) / LAST if resume is True else Path(resume)
+    if resume is True and not path.is_file():
+        raise InputError(f"{path}: --resume given but the run folder has no checkpoint")
+    return path
+
+
+def saved_run_config(
+    out_dir: str | os.PathLike[str], resume: bool | str | os.PathLike[str] = True
+) -> RunConfig:
+    """The configuration a run was trained with, from the checkpoint it would resume from.
+
+    Parameters
+    ----------
+    out_dir
+        Run folder (``checkpoints/last.pt`` is read when ``resume`` is ``True``).
+    resume
+        ``True`` or the path of the checkpoint to resume.
+
+    Returns
+    -------
+    RunConfig
+        The checkpoint's resolved configuration (store view sizes included).
+    """
+    from diffst.train.config import run_config_from_dict
+
+    path = resume_checkpoint_path(resume, Path(out_dir) / "checkpoints")
+    assert path is not None
+    return run_config_from_dict(load_checkpoint(path)["config"])
+
+
 def capture_rng_state() -> dict[str, Any]:
     """RNG states of torch (CPU, CUDA), numpy and python, as tensors and plain values."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002
@@ -213,7 +254,7 @@ def read_store_meta(store_dir: str | os.PathLike[str], adjacency_kind: str, spli
         ``normalisation``, ``adjacency`` (tensor ``[G, G]``), ``image_channels`` (C),
         ``hr_size`` (P, HR bins), ``lr_size`` (p, LR cells),
         ``tissue_size`` (S, px), ``cell_grid`` (n), ``cell_tile_size`` (t, px),
-        ``manifest_sha256``.
+        ``manifest_sha256``, ``store_path`` (absolute).
     """
     from diffst.keys import StoreFile
     from diffst.models.adjacency import coexpression_adjacency
@@ -254,6 +295,7 @@ def read_store_meta(store_dir: str | os.PathLike[str], adjacency_kind: str, spli
         "cell_grid": math.isqrt(n_cells),
         "cell_tile_size": int(shapes["cells"][-1]),
         "manifest_sha256": hashlib.sha256(raw).hexdigest(),
+        "store_path": str(store.resolve()),
     }
 
 
@@ -291,32 +333,67 @@ def store_differences(expected: dict[str, Any], actual: dict[str, Any]) -> list[
     return diffs
 
 
-def check_resumable(state: dict[str, Any], config: Any, meta: dict[str, Any]) -> None:
-    """Refuse to resume ``state`` on another store or with a changed model/diffusion section.
+def check_resumable(state: dict[str, Any], config: Any, meta: dict[str, Any]) -> list[str]:
+    """Refuse to resume ``state`` on another store or with a changed configuration.
+
+    Parameters
+    ----------
+    state
+        The checkpoint resumed (:func:`load_checkpoint`).
+    config
+        The configuration the run would continue with, store view sizes applied.
+    meta
+        :func:`read_store_meta` of the store given now.
+
+    Returns
+    -------
+    list[str]
+        The accepted changes (fields of :data:`~diffst.train.config.RESUMABLE_FIELDS`), as
+        ``"train.max_steps: 30 → 60"``.
 
     Raises
     ------
     InputError
-        The store's genes, geometry, views or sizes differ (each difference listed).
+        The store's genes, geometry, views or sizes differ (each difference listed), or it is
+        another store (its manifest differs from the one the run was trained on).
     ConfigError
-        A field of ``model`` or ``diffusion`` differs from the checkpoint's configuration.
+        A field outside ``RESUMABLE_FIELDS`` differs from the checkpoint's configuration (each
+        listed), or ``train.max_steps`` is below the checkpoint's step.
     """
-    from diffst.config import ConfigError, to_dict
-    from diffst.train.config import run_config_from_dict
+    from diffst.config import ConfigError
+    from diffst.train.config import RESUMABLE_FIELDS, config_differences, run_config_from_dict
 
-    diffs = store_differences(state["store_meta"], meta)
+    saved_meta = state["store_meta"]
+    diffs = store_differences(saved_meta, meta)
     if diffs:
         raise InputError(
             f"{state['path']}: checkpoint was trained on a different store:\n  "
             + "\n  ".join(diffs)
         )
-    saved = run_config_from_dict(state["config"])
-    for section in ("model", "diffusion"):
-        old, new = to_dict(getattr(saved, section)), to_dict(getattr(config, section))
-        changed = sorted(k for k in old if old[k] != new.get(k))
-        if changed:
-            pairs = ", ".join(f"{k}: {old[k]!r} → {new[k]!r}" for k in changed)
-            raise ConfigError(f"{state['path']}: cannot resume with a changed {section}: {pairs}")
+    old_sha, new_sha = saved_meta.get("manifest_sha256"), meta.get("manifest_sha256")
+    if old_sha and new_sha and old_sha != new_sha:
+        where = saved_meta.get("store_path", "another store")
+        raise InputError(
+            f"{meta.get('store_path', 'store')}: field manifest.json differs from the store the "
+            f"run was trained on ({where}; sha256 {old_sha[:12]} vs {new_sha[:12]}); resume with "
+            "that store, or train into a new run folder"
+        )
+    changes = config_differences(run_config_from_dict(state["config"]), config)
+    refused = [c for c in changes if c[0] not in RESUMABLE_FIELDS]
+    if refused:
+        pairs = "; ".join(f"{k}: {a!r} → {b!r}" for k, a, b in refused)
+        raise ConfigError(
+            f"{state['path']}: cannot resume with a changed configuration: {pairs} (a resumed "
+            "run keeps its own; only train.max_steps and the logging, validation, checkpoint "
+            "and device fields may change; drop these flags or train into a new run folder)"
+        )
+    step = int(state["step"])
+    if config.train.max_steps < step:
+        raise ConfigError(
+            f"{state['path']}: train.max_steps={config.train.max_steps} is below the "
+            f"checkpoint's step {step}; give a larger --max-steps"
+        )
+    return [f"{k}: {a!r} → {b!r}" for k, a, b in changes]
 
 
 def training_state(

@@ -2,7 +2,9 @@
 
 A run is described by one :class:`RunConfig` built from a preset (``paper``, ``small``,
 ``tiny``), an optional YAML file and ``section.key=value`` overrides, in that order
-(:func:`resolve_run_config`). Defaults are the paper's values.
+(:func:`resolve_run_config`). Defaults are the paper's values. A resumed run starts from its own
+saved configuration instead of a preset, and may change only the fields in
+:data:`RESUMABLE_FIELDS` (:func:`config_differences` lists what changed).
 """
 
 from __future__ import annotations
@@ -24,12 +26,23 @@ from diffst.diffusion.config import DiffusionConfig
 from diffst.models.config import ModelConfig
 
 __all__ = [
+    "RESUMABLE_FIELDS",
     "DataConfig",
     "RunConfig",
     "TrainConfig",
+    "config_differences",
     "resolve_run_config",
     "run_config_from_dict",
 ]
+
+#: fields a resumed run may change: the run length, logging, validation, checkpointing and
+#: where it computes; none of them changes the weights of the steps already done
+RESUMABLE_FIELDS: frozenset[str] = frozenset({
+    "train.max_steps", "train.log_every", "train.val_every", "train.val_sampler",
+    "train.val_steps", "train.val_max_patches", "train.val_samples", "train.val_seed",
+    "train.ckpt_every", "train.keep_last", "train.num_workers", "train.compile", "train.device",
+    "data.val_split",
+})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -117,6 +130,8 @@ def resolve_run_config(
     preset: str | None = "small",
     config_file: str | os.PathLike[str] | None = None,
     overrides: list[str] | None = None,
+    *,
+    base: RunConfig | None = None,
 ) -> RunConfig:
     """Preset, then YAML file, then ``section.key=value`` overrides → :class:`RunConfig`.
 
@@ -128,8 +143,13 @@ def resolve_run_config(
         YAML mapping with any of the sections ``model``, ``diffusion``, ``train``, ``data``.
     overrides
         Strings such as ``"train.lr=3e-4"``; values are parsed as YAML.
+    base
+        Configuration to start from instead of the defaults (a resumed run's own), with the
+        preset, file and overrides applied on top.
     """
-    data: dict[str, Any] = load_preset(preset) if preset else {}
+    data: dict[str, Any] = to_dict(base) if base is not None else {}
+    if preset:
+        data = _merge(data, load_preset(preset))
     if config_file is not None:
         data = _merge(data, load_yaml(config_file))
     if overrides:
@@ -149,6 +169,17 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def config_differences(old: RunConfig, new: RunConfig) -> list[tuple[str, Any, Any]]:
+    """``(section.field, old value, new value)`` for every field that differs, in field order."""
+    a, b = to_dict(old), to_dict(new)
+    return [
+        (f"{section}.{key}", a[section][key], b[section].get(key))
+        for section in a
+        for key in a[section]
+        if a[section][key] != b[section].get(key)
+    ]
 
 
 def run_config_to_dict(cfg: RunConfig) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from diffst.train.checkpoint import (
     load_checkpoint,
     read_store_meta,
     restore_rng_state,
+    resume_checkpoint_path,
     training_state,
     write_run_checkpoint,
 )
@@ -52,6 +53,7 @@ from diffst.train.distributed import (
 )
 from diffst.train.ema import EMA
 from diffst.train.logging import RunLogger
+from diffst.train.run_folder import check_run_folder, clear_run_folder, remove_stale_temporaries
 
 __all__ = ["TrainResult", "TrainingDivergedError", "build_model", "train"]
 
@@ -75,6 +77,7 @@ class TrainResult:
     val_pcc_bicubic: float | None  # same PCC for bicubic upsampling of the LR map
     val_pcc_posterior: float | None = None  # same PCC for the posterior-mean estimate (v/x0 nets)
     val_pcc_nearest: float | None = None  # same PCC for nearest upsampling of the LR map
+    start_step: int = 0  # step the run started (resumed) from; == step when nothing was left
 
 
 def build_model(config: RunConfig, store_meta: dict[str, Any]) -> DiffSTModel:
@@ -148,15 +151,6 @@ def _prepare_config(config: RunConfig, meta: dict[str, Any]) -> RunConfig:
         cell_tile_size=int(meta["cell_tile_size"]),
     )
     return dataclasses.replace(config, model=model)
-
-
-def _resolve_resume(resume: bool | str | os.PathLike[str], ckpt_dir: Path) -> Path | None:
-    if resume is False or resume is None:
-        return None
-    path = ckpt_dir / LAST if resume is True else Path(resume)
-    if resume is True and not path.is_file():
-        raise InputError(f"{path}: --resume given but the run folder has no checkpoint")
-    return path
 
 
 def _build_state(env: DistEnv, config: RunConfig, meta: dict[str, Any], out_dir: Path) -> _State:
@@ -368,6 +362,7 @@ def train(
     config: RunConfig,
     *,
     resume: bool | str | os.PathLike[str] = False,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> TrainResult:
     """Train the Diff-ST model on a prepared patch store.
@@ -383,6 +378,14 @@ def train(
     resume
         ``True`` continues from ``out_dir/checkpoints/last.pt``; a path continues from that
         checkpoint. Model, optimiser, EMA, step, RNG states and data order are restored.
+        ``config`` must be the checkpoint's configuration
+        (:func:`~diffst.train.checkpoint.saved_run_config`) except for the fields of
+        :data:`~diffst.train.config.RESUMABLE_FIELDS`, and ``store_dir`` the store it was
+        trained on. A run already at ``train.max_steps`` returns at once, writing nothing.
+    overwrite
+        Start a new run in ``out_dir`` even if it holds an earlier run (whose checkpoints, log,
+        TensorBoard events and config are removed first). Without it a new run refuses a
+        folder that holds one.
     progress
         Show a progress bar (rank 0).
 
@@ -395,13 +398,16 @@ def train(
     ------
     InputError
         Missing/corrupted store or checkpoint, empty split, too few patches, a checkpoint
-        trained on other genes or geometry.
+        trained on another store (other genes, geometry or manifest).
+    ConfigError
+        ``out_dir`` holds a run and neither ``resume`` nor ``overwrite`` is given; a resumed
+        run's configuration changes a field that is not resumable.
     TrainingDivergedError
         A loss term or the gradient norm became NaN/Inf (the last good checkpoint is kept).
     """
     env = init_distributed(config.train.device)
     try:
-        return _run(env, Path(store_dir), Path(out_dir), config, resume, progress)
+        return _run(env, Path(store_dir), Path(out_dir), config, resume, overwrite, progress)
     finally:
         if env.distributed:
             shutdown_distributed()
@@ -409,8 +415,10 @@ def train(
 
 def _run(
     env: DistEnv, store: Path, out_dir: Path, config: RunConfig,
-    resume: bool | str | os.PathLike[str], progress: bool,
+    resume: bool | str | os.PathLike[str], overwrite: bool, progress: bool,
 ) -> TrainResult:  # fmt: skip
+    check_run_folder(out_dir, resume=resume is not False and resume is not None,
+                     overwrite=overwrite)  # fmt: skip
     meta = read_store_meta(store, config.model.adjacency_kind, config.data.train_split)
     config = _prepare_config(config, meta)
     tc = config.train
@@ -419,12 +427,17 @@ def _run(
     val_ds = None
     if tc.val_every > 0 and (store / config.data.val_split).is_dir():
         val_ds = _open_dataset(store, config.data.val_split, config, augment=False)
-    resume_path = _resolve_resume(resume, out_dir / "checkpoints")
+    resume_path = resume_checkpoint_path(resume, out_dir / "checkpoints")
     saved = load_checkpoint(resume_path) if resume_path is not None else None
-    if saved is not None:
-        check_resumable(saved, config, meta)
+    changes = check_resumable(saved, config, meta) if saved is not None else []
+    if saved is not None and int(saved["step"]) >= tc.max_steps:
+        return _finished(out_dir, saved, Path(resume_path or ""))
+    barrier()  # every rank has looked at the folder before rank 0 writes into it
     if env.is_main:
+        if overwrite:
+            clear_run_folder(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(out_dir)
         save_yaml(config, out_dir / "config.yaml")
     st = _build_state(env, config, meta, out_dir)
     if saved is not None:
@@ -436,6 +449,11 @@ def _run(
         start_step=st.step,
     )  # fmt: skip
     with logger:
+        if saved is not None:
+            logger.message(
+                f"resuming {resume_path} at step {st.step} of {tc.max_steps}"
+                + (f" with {'; '.join(changes)}" if changes else "")
+            )
         if tc.amp == "bf16":
             logger.message(
                 f"arithmetic: bf16 autocast on {env.device}"
@@ -444,6 +462,15 @@ def _run(
                 "a CUDA GPU from Ampere on, or a CPU with AVX512-BF16 or AMX)"
             )
         return _loop(st, train_ds, val_ds, logger, out_dir)
+
+
+def _finished(out_dir: Path, saved: dict[str, Any], checkpoint: Path) -> TrainResult:
+    """The result of resuming a run that has no step left (nothing is written)."""
+    step = int(saved["step"])
+    return TrainResult(
+        out_dir=out_dir, checkpoint=checkpoint, step=step, loss=float("nan"), patches_per_s=0.0,
+        val_pcc=None, val_pcc_bicubic=None, start_step=step,
+    )  # fmt: skip
 
 
 def _loop(st: _State, train_ds: Any, val_ds: Any, logger: RunLogger, out_dir: Path) -> TrainResult:
@@ -487,6 +514,7 @@ def _loop(st: _State, train_ds: Any, val_ds: Any, logger: RunLogger, out_dir: Pa
         val_pcc_bicubic=last_val.get("val_pcc_bicubic"),
         val_pcc_posterior=last_val.get("val_pcc_posterior"),
         val_pcc_nearest=last_val.get("val_pcc_nearest"),
+        start_step=start_step,
     )
 
 

@@ -1,0 +1,90 @@
+"""The run folder of ``diffst train``: what it holds, and when a run may write into it.
+
+A run folder holds :data:`RUN_FILES` (``config.yaml``, ``log.csv``, ``tensorboard/``,
+``checkpoints/``). A new run starts only in a missing or empty folder, or, with
+``overwrite``, in an earlier run folder whose run files are removed first; ``resume``
+continues the run in place. Nothing else in the folder is ever touched.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from diffst.config import ConfigError
+
+__all__ = ["RUN_FILES", "check_run_folder", "clear_run_folder", "remove_stale_temporaries"]
+
+#: files and folders a training run writes into its folder
+RUN_FILES = ("config.yaml", "log.csv", "tensorboard", "checkpoints")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def check_run_folder(out_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """Raise :class:`ConfigError` unless a run may write into ``out_dir``.
+
+    Parameters
+    ----------
+    out_dir
+        Run folder.
+    resume
+        The run continues from a checkpoint (the folder may hold its files).
+    overwrite
+        A new run may replace an earlier run's files.
+    """
+    if resume and overwrite:
+        raise ConfigError("--resume continues a run and --overwrite replaces it; give one of them")
+    if resume or not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise ConfigError(f"{out_dir}: exists and is not a folder")
+    present = sorted(p.name for p in out_dir.iterdir())
+    if not present:
+        return
+    run_files = [name for name in present if name in RUN_FILES]
+    if not run_files:
+        raise ConfigError(
+            f"{out_dir}: folder is not empty and not a diffst run folder ({present[:5]}); "
+            "give a new or empty folder"
+        )
+    if not overwrite:
+        steps = sorted((out_dir / "checkpoints").glob("step_*.pt"))
+        done = f" (checkpoints up to {steps[-1].stem})" if steps else ""
+        raise ConfigError(
+            f"{out_dir}: run folder exists{done}; pass --resume to continue that run or "
+            "--overwrite to start it again"
+        )
+
+
+def clear_run_folder(out_dir: Path) -> None:
+    """Remove an earlier run's :data:`RUN_FILES` from ``out_dir`` (``overwrite``)."""
+    for name in RUN_FILES:
+        path = out_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
+def remove_stale_temporaries(out_dir: Path) -> None:
+    """Delete hidden temporary files that killed writers left in ``out_dir`` and its
+    ``checkpoints/`` (``.<name>.<pid>.tmp`` of a dead process, ``.<name>.<random>.tmp``)."""
+    for folder in (out_dir, out_dir / "checkpoints"):
+        if not folder.is_dir():
+            continue
+        for tmp in folder.glob(".*.tmp"):
+            parts = tmp.name.split(".")
+            pid = parts[-2] if len(parts) >= 3 else ""
+            if pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid)):
+                continue
+            tmp.unlink(missing_ok=True)

@@ -15,7 +15,7 @@ number of tiles, and tiles can be produced lazily batch by batch.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -314,11 +314,14 @@ def reduce_to_rank0(acc: Any, env: Any) -> None:
 
 
 def run_tiles(
-    bundle: Any, ctx: TileContext, cfg: PredictConfig, norm: Any, env: Any
-) -> tuple[Any, int, int]:
+    bundle: Any, ctx: TileContext, cfg: PredictConfig, norm: Any, env: Any,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> tuple[Any, int, int]:  # fmt: skip
     """Sample this rank's tiles and blend them.
 
-    Returns the accumulator (gathered on rank 0), the number of tiles and the stride (bins).
+    ``on_progress(done, total)`` is called before the first batch and after each one with this
+    rank's tiles done and in all. Returns the accumulator (gathered on rank 0), the number of
+    tiles and the stride (bins).
     """
     from diffst.predict.uncertainty import N_STATS
 
@@ -335,11 +338,17 @@ def run_tiles(
         stride,
         len(mine),
     )
+    done = 0
+    if on_progress is not None:
+        on_progress(done, len(mine))
     for batch in iter_batches(len(mine), cfg.batch_size):
         index = mine[batch]
         stats = sample_tiles(bundle, ctx, origins[index], index, cfg, norm, env.device)
         for origin, tile in zip(origins[index], stats, strict=True):
             acc.add(origin, tile)
+        done += len(index)
+        if on_progress is not None:
+            on_progress(done, len(mine))
     if env.distributed:
         reduce_to_rank0(acc, env)
     return acc, len(origins), stride

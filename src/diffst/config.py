@@ -5,7 +5,9 @@ Each stage defines its own frozen dataclass next to its code
 This module holds the generic machinery they share:
 
 * :func:`to_dict` / :func:`from_dict` — strict conversion (unknown keys are errors);
-* :func:`load_yaml` / :func:`save_yaml` — YAML on disk, written atomically;
+* :func:`load_yaml` / :func:`save_yaml` — YAML on disk, written atomically (mode 0666 less the
+  umask, like any other file the user writes), and :func:`remove_stale_temporaries` for the
+  hidden temporaries of writers that were killed;
 * :func:`apply_overrides` — ``["train.lr=3e-4", "model.base_channels=64"]`` from the CLI;
 * :func:`load_preset` — the YAML presets shipped in ``diffst/presets/``.
 """
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
+import shutil
 import tempfile
 import types
 import typing
@@ -31,6 +35,8 @@ __all__ = [
     "from_dict",
     "load_preset",
     "load_yaml",
+    "process_alive",
+    "remove_stale_temporaries",
     "save_yaml",
     "to_dict",
 ]
@@ -138,6 +144,7 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp creates 0600; others in the group may read
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
@@ -146,6 +153,56 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def process_alive(pid: int) -> bool:
+    """True when a process with id ``pid`` runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except OverflowError:
+        return False
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str], pattern: str) -> list[Path]:
+    """Delete entries of ``folder`` that a killed writer left behind; return what was deleted.
+
+    Parameters
+    ----------
+    folder
+        Folder to look in (nothing happens when it does not exist).
+    pattern
+        Regular expression an entry's whole name must match. When it has a group ``pid``, an
+        entry whose process still runs (a writer at work, this process included) is kept.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    regex = re.compile(pattern)
+    removed = []
+    for entry in folder.iterdir():
+        match = regex.fullmatch(entry.name)
+        if match is None:
+            continue
+        pid = match.groupdict().get("pid")
+        if pid is not None and process_alive(int(pid)):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
 
 
 def save_yaml(obj: Any, path: str | os.PathLike[str]) -> None:

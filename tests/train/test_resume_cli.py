@@ -6,7 +6,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import shutil
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -160,3 +164,28 @@ def test_manifest_digest_is_recorded(finished: Path, store: Path) -> None:
     assert meta["manifest_sha256"] == hashlib.sha256(raw).hexdigest()
     assert meta["store_path"] == str(store.resolve())
     assert json.loads(raw)["genes"] == meta["genes"]
+
+
+def test_run_files_are_readable_by_the_group(store: Path, tmp_path: Path) -> None:
+    """config.yaml and log.csv follow the umask like the checkpoints (not 0600)."""
+    old = os.umask(0o027)
+    try:
+        assert _train(store, tmp_path / "run", *ORIGINAL[:-1], "1") == 0
+    finally:
+        os.umask(old)
+    for name in ("config.yaml", "log.csv", "checkpoints/last.pt"):
+        assert stat.S_IMODE((tmp_path / "run" / name).stat().st_mode) == 0o640, name
+
+
+def test_stale_temporaries_of_a_killed_run_are_removed(
+    run: Path, store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # a finished process: its pid marks the temporary as stale
+    ckpt_tmp = run / "checkpoints" / f".step_0000006.pt.{child.pid}.tmp"
+    stale = [run / ".config.yaml.k3j9x2.tmp", ckpt_tmp]
+    for path in stale:
+        path.write_bytes(b"partial")
+    assert _train(store, run, "--resume", "--max-steps", "5") == 0
+    assert not any(p.exists() for p in stale)
+    assert not list(run.rglob(".*"))

@@ -8,26 +8,17 @@ continues the run in place. Nothing else in the folder is ever touched.
 
 from __future__ import annotations
 
-import os
+import re
 import shutil
 from pathlib import Path
 
 from diffst.config import ConfigError
+from diffst.config import remove_stale_temporaries as remove_stale
 
 __all__ = ["RUN_FILES", "check_run_folder", "clear_run_folder", "remove_stale_temporaries"]
 
 #: files and folders a training run writes into its folder
 RUN_FILES = ("config.yaml", "log.csv", "tensorboard", "checkpoints")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def check_run_folder(out_dir: Path, *, resume: bool, overwrite: bool) -> None:
@@ -76,15 +67,11 @@ def clear_run_folder(out_dir: Path) -> None:
             path.unlink()
 
 
-def remove_stale_temporaries(out_dir: Path) -> None:
-    """Delete hidden temporary files that killed writers left in ``out_dir`` and its
-    ``checkpoints/`` (``.<name>.<pid>.tmp`` of a dead process, ``.<name>.<random>.tmp``)."""
-    for folder in (out_dir, out_dir / "checkpoints"):
-        if not folder.is_dir():
-            continue
-        for tmp in folder.glob(".*.tmp"):
-            parts = tmp.name.split(".")
-            pid = parts[-2] if len(parts) >= 3 else ""
-            if pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid)):
-                continue
-            tmp.unlink(missing_ok=True)
+def remove_stale_temporaries(out_dir: Path) -> list[Path]:
+    """Delete the hidden temporaries killed writers left in ``out_dir`` and ``checkpoints/``:
+    ``.config.yaml.*.tmp``, ``.log.csv.*.tmp`` and ``.<name>.pt.<pid>.tmp`` of a dead process."""
+    names = "|".join(re.escape(n) for n in RUN_FILES if "." in n)
+    return [
+        *remove_stale(out_dir, rf"\.({names})\..+\.tmp"),
+        *remove_stale(out_dir / "checkpoints", r"\..+\.pt\.(?P<pid>\d+)\.tmp"),
+    ]

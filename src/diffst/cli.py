@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
 from diffst import __version__
 
@@ -61,10 +64,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     from diffst.io.sample import InputError
 
     try:
-        return int(args._module.run(args) or 0)
+        with _log_to_stderr():
+            return int(args._module.run(args) or 0)
     except (InputError, GeometryError, ConfigError) as err:
         print(f"diffst {args.command}: error: {err}", file=sys.stderr)
         return 2
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """One line per diffst log message on the current ``sys.stderr``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+@contextmanager
+def _log_to_stderr() -> Iterator[None]:
+    """Show diffst's log messages (notes, warnings) on stderr while a command runs."""
+    logger = logging.getLogger("diffst")
+    handler, level = _StderrHandler(), logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 if __name__ == "__main__":

@@ -344,6 +344,7 @@ def _train_and_sample(
         store,
         out / "runs" / name,
         run_config,
+        overwrite=True,
         progress=True,
     )
     with stages.bar(f"sample {name}", len(data)) as advance:
@@ -424,6 +425,7 @@ def _section_prediction(
         sample,
         path,
         pcfg,
+        overwrite=True,
     )
     grid = load_prediction(adata if adata is not None else path)
     offset = _compare_geometry(grid, truth.genes, geo, "held-out patches")

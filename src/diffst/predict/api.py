@@ -41,11 +41,24 @@ __all__ = ["check_output_path", "predict", "resolve_genes"]
 log = logging.getLogger("diffst.predict")
 
 
-def check_output_path(out_path: str | os.PathLike[str]) -> Path:
-    """Raise :class:`InputError` unless ``out_path`` can be written (before any compute)."""
+def check_output_path(
+    out_path: str | os.PathLike[str], *, overwrite: bool = False, spatialdata: bool = False
+) -> Path:
+    """Raise unless ``out_path`` can be written (before any compute).
+
+    Raises
+    ------
+    InputError
+        The path is a folder, or it or its folder is not writable.
+    ConfigError
+        The file (or, with ``spatialdata``, its ``.zarr``) exists and ``overwrite`` is false.
+    """
     path = Path(out_path)
     if path.is_dir():
         raise InputError(f"{path}: output path is a folder; give a file name such as pred.h5ad")
+    for target in (path, path.with_suffix(".zarr")) if spatialdata else (path,):
+        if target.exists() and not overwrite:
+            raise ConfigError(f"{target}: output exists; pass --overwrite to replace it")
     parent = path.parent if str(path.parent) else Path(".")
     existing = parent
     while not existing.exists():
@@ -238,6 +251,8 @@ def predict(
     *,
     library_id: str | None = None,
     figures_dir: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
 ) -> anndata.AnnData | None:
     """Super-resolve a whole section with a trained checkpoint.
 
@@ -255,6 +270,11 @@ def predict(
         Key under ``uns['spatial']`` (default: the sample name).
     figures_dir
         Folder for the per-gene PNG figures (none when ``None``).
+    overwrite
+        Replace an existing ``out_path`` (without it an existing file is an error, raised
+        before any compute).
+    progress
+        Show a progress bar over the tiles (rank 0).
 
     Returns
     -------
@@ -266,10 +286,11 @@ def predict(
     from diffst.train.distributed import init_distributed
 
     cfg = cfg or PredictConfig()
-    out = check_output_path(out_path)
+    out = check_output_path(out_path, overwrite=overwrite, spatialdata=cfg.write_spatialdata)
     env = init_distributed(cfg.device)
     bundle, ctx = _set_up(checkpoint, sample, cfg, env.device)
-    acc, n_tiles, stride = run_tiles(bundle, ctx, cfg, ctx.norm, env)
+    with _TileBar(progress and env.is_main) as bar:
+        acc, n_tiles, stride = run_tiles(bundle, ctx, cfg, ctx.norm, env, on_progress=bar)
     if not env.is_main:
         return None
     metadata = _metadata(cfg, bundle, sample, ctx, n_tiles, stride)
@@ -277,8 +298,44 @@ def predict(
     if figures_dir is not None:
         paths = _write_figures(Path(figures_dir), cfg, adata, ctx)
         log.info("wrote %d figure(s) to %s", len(paths), figures_dir)
-    log.info("wrote %s: %d bins × %d genes", out, adata.n_obs, adata.n_vars)
     return adata
+
+
+class _TileBar:
+    """A rich progress bar over the tiles, started on the first report (``run_tiles``)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._progress: Any = None
+        self._task: Any = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self._progress is None:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn("[bold]predict tiles"), BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), TimeRemainingColumn(),
+            )  # fmt: skip
+            self._progress.start()
+            self._task = self._progress.add_task("tiles", total=total)
+        self._progress.update(self._task, completed=done, total=total)
+
+    def __enter__(self) -> _TileBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
 
 
 def _set_up(

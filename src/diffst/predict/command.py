@@ -10,6 +10,7 @@ Examples
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from diffst.datasets import BUNDLED
 from diffst.io.detect import READABLE_PLATFORMS
@@ -60,6 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--spatialdata", action="store_true", help="also write a SpatialData .zarr (optional dep)"
     )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
         cfg,
         library_id=args.library_id,
         figures_dir=args.figures,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
     )
     if adata is not None:
         report = adata.uns["diffst"]["spot_consistency"]
@@ -99,4 +104,8 @@ def run(args: argparse.Namespace) -> int:
             f"wrote {args.out}: {adata.n_obs} bins × {adata.n_vars} genes; spot consistency "
             f"mean PCC {report['mean_pcc']:.3f} over {report['n_spots']} spots"
         )
+        if args.spatialdata:
+            print(f"  spatialdata: {Path(args.out).with_suffix('.zarr')}")
+        if args.figures is not None:
+            print(f"  figures:     {args.figures}")
     return 0

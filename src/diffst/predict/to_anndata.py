@@ -22,6 +22,7 @@ Layout (one observation per HR bin inside tissue, row-major over the section gri
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -234,10 +235,14 @@ def write_h5ad_atomic(adata: anndata.AnnData, path: str | os.PathLike[str]) -> P
     """Write ``adata`` to ``path`` via a temporary file in the same folder and ``os.replace``
     (missing parent folders are created).
 
-    A failure at any point leaves no file at ``path`` (and no temporary file behind).
+    A failure at any point leaves no file at ``path`` (and no temporary file behind); the
+    temporaries of earlier writers that were killed (``.<name>.<pid>.tmp``) are removed.
     """
+    from diffst.config import remove_stale_temporaries
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path.parent, rf"\.{re.escape(path.name)}\.(?P<pid>\d+)\.tmp")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         adata.write_h5ad(tmp)

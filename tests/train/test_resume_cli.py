@@ -189,3 +189,15 @@ def test_stale_temporaries_of_a_killed_run_are_removed(
     assert _train(store, run, "--resume", "--max-steps", "5") == 0
     assert not any(p.exists() for p in stale)
     assert not list(run.rglob(".*"))
+
+
+def test_a_run_stopped_before_its_first_checkpoint_starts_again(
+    run: Path, store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Nothing to resume: a new run may replace its config and log without --overwrite."""
+    shutil.rmtree(run / "checkpoints")
+    assert _train(store, run, "--resume") == 2
+    assert "the run folder has no checkpoint" in capsys.readouterr().err
+    assert _train(store, run, *ORIGINAL[:-1], "2") == 0
+    with open(run / "log.csv", newline="") as fh:
+        assert [int(r["step"]) for r in csv.DictReader(fh)] == [1, 2]

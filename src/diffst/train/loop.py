@@ -383,9 +383,9 @@ def train(
         :data:`~diffst.train.config.RESUMABLE_FIELDS`, and ``store_dir`` the store it was
         trained on. A run already at ``train.max_steps`` returns at once, writing nothing.
     overwrite
-        Start a new run in ``out_dir`` even if it holds an earlier run (whose checkpoints, log,
-        TensorBoard events and config are removed first). Without it a new run refuses a
-        folder that holds one.
+        Start a new run in ``out_dir`` even if it holds an earlier run's checkpoints. Without it
+        a new run refuses such a folder. An earlier run's checkpoints, log, TensorBoard events
+        and config are removed before a new run starts.
     progress
         Show a progress bar (rank 0).
 
@@ -400,8 +400,8 @@ def train(
         Missing/corrupted store or checkpoint, empty split, too few patches, a checkpoint
         trained on another store (other genes, geometry or manifest).
     ConfigError
-        ``out_dir`` holds a run and neither ``resume`` nor ``overwrite`` is given; a resumed
-        run's configuration changes a field that is not resumable.
+        ``out_dir`` holds a run's checkpoints and neither ``resume`` nor ``overwrite`` is
+        given; a resumed run's configuration changes a field that is not resumable.
     TrainingDivergedError
         A loss term or the gradient norm became NaN/Inf (the last good checkpoint is kept).
     """
@@ -417,8 +417,9 @@ def _run(
     env: DistEnv, store: Path, out_dir: Path, config: RunConfig,
     resume: bool | str | os.PathLike[str], overwrite: bool, progress: bool,
 ) -> TrainResult:  # fmt: skip
-    check_run_folder(out_dir, resume=resume is not False and resume is not None,
-                     overwrite=overwrite)  # fmt: skip
+    clear = check_run_folder(
+        out_dir, resume=resume is not False and resume is not None, overwrite=overwrite
+    )
     meta = read_store_meta(store, config.model.adjacency_kind, config.data.train_split)
     config = _prepare_config(config, meta)
     tc = config.train
@@ -434,7 +435,7 @@ def _run(
         return _finished(out_dir, saved, Path(resume_path or ""))
     barrier()  # every rank has looked at the folder before rank 0 writes into it
     if env.is_main:
-        if overwrite:
+        if clear:
             clear_run_folder(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(out_dir)

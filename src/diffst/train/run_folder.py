@@ -1,9 +1,10 @@
 """The run folder of ``diffst train``: what it holds, and when a run may write into it.
 
 A run folder holds :data:`RUN_FILES` (``config.yaml``, ``log.csv``, ``tensorboard/``,
-``checkpoints/``). A new run starts only in a missing or empty folder, or, with
-``overwrite``, in an earlier run folder whose run files are removed first; ``resume``
-continues the run in place. Nothing else in the folder is ever touched.
+``checkpoints/``). A new run starts in a missing or empty folder, in the folder of an earlier
+run that was stopped before its first checkpoint (nothing there can be resumed), or, with
+``overwrite``, in any earlier run folder; the earlier run's files are removed first.
+``resume`` continues the run in place. Nothing else in the folder is ever touched.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ __all__ = ["RUN_FILES", "check_run_folder", "clear_run_folder", "remove_stale_te
 RUN_FILES = ("config.yaml", "log.csv", "tensorboard", "checkpoints")
 
 
-def check_run_folder(out_dir: Path, *, resume: bool, overwrite: bool) -> None:
+def check_run_folder(out_dir: Path, *, resume: bool, overwrite: bool) -> bool:
     """Raise :class:`ConfigError` unless a run may write into ``out_dir``.
 
     Parameters
@@ -32,29 +33,37 @@ def check_run_folder(out_dir: Path, *, resume: bool, overwrite: bool) -> None:
         The run continues from a checkpoint (the folder may hold its files).
     overwrite
         A new run may replace an earlier run's files.
+
+    Returns
+    -------
+    bool
+        The folder holds an earlier run's files that the new run must remove first
+        (:func:`clear_run_folder`).
     """
     if resume and overwrite:
         raise ConfigError("--resume continues a run and --overwrite replaces it; give one of them")
     if resume or not out_dir.exists():
-        return
+        return False
     if not out_dir.is_dir():
         raise ConfigError(f"{out_dir}: exists and is not a folder")
     present = sorted(p.name for p in out_dir.iterdir())
     if not present:
-        return
+        return False
     run_files = [name for name in present if name in RUN_FILES]
     if not run_files:
         raise ConfigError(
             f"{out_dir}: folder is not empty and not a diffst run folder ({present[:5]}); "
             "give a new or empty folder"
         )
-    if not overwrite:
-        steps = sorted((out_dir / "checkpoints").glob("step_*.pt"))
+    checkpoints = sorted((out_dir / "checkpoints").glob("*.pt"))
+    if checkpoints and not overwrite:
+        steps = [p for p in checkpoints if p.name.startswith("step_")]
         done = f" (checkpoints up to {steps[-1].stem})" if steps else ""
         raise ConfigError(
             f"{out_dir}: run folder exists{done}; pass --resume to continue that run or "
             "--overwrite to start it again"
         )
+    return True
 
 
 def clear_run_folder(out_dir: Path) -> None:

@@ -1,5 +1,11 @@
 """Patch-store writing: everything goes to a hidden temporary folder that is renamed into
-place only when complete, so a failure never leaves a partial store (see docs/store_format.md)."""
+place only when complete, so a failure never leaves a partial store (see docs/store_format.md).
+
+The hidden folders carry the writer's process id (``.<store>.tmp-<pid>-<hex>`` while writing,
+``.<store>.old-<pid>-<hex>`` for the replaced store during the final swap). A killed writer's
+leftovers are cleaned by the next write to the same store (:func:`recover_leftovers`): its
+temporary folder is deleted, and a replaced store that was moved aside but not yet deleted is
+put back when nothing took its place (else deleted)."""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -15,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from diffst.config import ConfigError
+from diffst.config import ConfigError, process_alive, remove_stale_temporaries
 from diffst.keys import StoreFile
 
 if TYPE_CHECKING:
@@ -23,7 +30,14 @@ if TYPE_CHECKING:
     from diffst.prepare.api import PatchPlan, SectionInputs
     from diffst.prepare.config import PrepareConfig
 
-__all__ = ["FORMAT_VERSION", "StoreWriter", "check_target", "sha256_file", "write_patches"]
+__all__ = [
+    "FORMAT_VERSION",
+    "StoreWriter",
+    "check_target",
+    "recover_leftovers",
+    "sha256_file",
+    "write_patches",
+]
 
 FORMAT_VERSION = 1
 _HASH_BLOCK = 1 << 22
@@ -53,7 +67,7 @@ class StoreWriter:
         self.out_dir = Path(out_dir)
         self.overwrite = overwrite
         check_target(self.out_dir, overwrite)
-        self.tmp = self.out_dir.parent / f".{self.out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+        self.tmp = self.out_dir.parent / _hidden(self.out_dir, "tmp")
         self._maps: list[np.memmap] = []
         self._committed = False
 
@@ -101,7 +115,7 @@ class StoreWriter:
         old = None
         if self.out_dir.exists():
             check_target(self.out_dir, self.overwrite)
-            old = self.out_dir.parent / f".{self.out_dir.name}.old-{uuid.uuid4().hex[:8]}"
+            old = self.out_dir.parent / _hidden(self.out_dir, "old")
             os.replace(self.out_dir, old)
         os.replace(self.tmp, self.out_dir)
         self._committed = True
@@ -110,8 +124,46 @@ class StoreWriter:
         return self.out_dir
 
 
+def _hidden(out_dir: Path, kind: str) -> str:
+    return f".{out_dir.name}.{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _leftover_pattern(out_dir: Path, kind: str) -> str:
+    # current names carry the pid; names of earlier versions only 8 hex digits
+    name = re.escape(out_dir.name)
+    return rf"\.{name}\.{kind}-(?:(?P<pid>\d+)-)?[0-9a-f]{{8}}"
+
+
+def recover_leftovers(out_dir: Path) -> list[Path]:
+    """Clean what killed writers of ``out_dir`` left beside it; return the paths cleaned.
+
+    Temporary folders of dead writers are deleted. A replaced store moved aside by a writer
+    that died during the final swap is moved back when ``out_dir`` is missing, else deleted.
+    Folders of writers still running are left alone.
+    """
+    parent = out_dir.parent
+    if not parent.is_dir():
+        return []
+    cleaned = remove_stale_temporaries(parent, _leftover_pattern(out_dir, "tmp"))
+    regex = re.compile(_leftover_pattern(out_dir, "old"))
+    for entry in sorted(parent.iterdir()):
+        match = regex.fullmatch(entry.name)
+        if match is None or (match["pid"] and process_alive(int(match["pid"]))):
+            continue
+        if not out_dir.exists() and (entry / StoreFile.MANIFEST.value).is_file():
+            os.replace(entry, out_dir)
+        else:
+            shutil.rmtree(entry, ignore_errors=True)
+        cleaned.append(entry)
+    return cleaned
+
+
 def check_target(out_dir: Path, overwrite: bool) -> None:
-    """Refuse to replace anything but an earlier store, and that only with ``overwrite``."""
+    """Refuse to replace anything but an earlier store, and that only with ``overwrite``.
+
+    Leftovers of killed writers are cleaned first (:func:`recover_leftovers`).
+    """
+    recover_leftovers(out_dir)
     if not out_dir.exists():
         return
     if not overwrite:

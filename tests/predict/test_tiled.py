@@ -111,3 +111,111 @@ def test_tile_seeds_depend_only_on_seed_and_tile() -> None:
     assert tile_seeds(0, 5, 4) != tile_seeds(1, 5, 4)
     assert len(set(tile_seeds(3, 0, 8))) == 8
     assert [list(b) for b in iter_batches(5, 2)] == [[0, 1], [2, 3], [4]]
+
+
+def _tiles_on_a_line() -> tuple[np.ndarray, list[np.ndarray]]:
+    """Three overlapping 8-bin tiles on a 8×16 grid, each a constant (its own index + 1)."""
+    origins = np.array([[0, 0], [0, 4], [0, 8]])
+    tiles = [np.full((2, 1, 8, 8), float(k + 1)) for k in range(3)]
+    return origins, tiles
+
+
+def test_central_channels_come_from_the_most_central_tile_in_any_order() -> None:
+    origins, tiles = _tiles_on_a_line()
+    results = []
+    for order in ([0, 1, 2], [2, 1, 0], [1, 2, 0]):
+        acc = TileAccumulator((2, 1), (8, 16), blend_window(8), central=(1,))
+        for k in order:
+            acc.add(origins[k], tiles[k], tile_index=k)
+        results.append(acc.result())
+    for r in results[1:]:
+        np.testing.assert_array_equal(r, results[0])
+    central = results[0][1, 0, 0]
+    # column j is most central in the tile whose centre (origin + 3.5) is nearest; ties → lower
+    centres = origins[:, 1] + 3.5
+    expect = [
+        1 + min(np.flatnonzero(np.abs(j - centres) == np.min(np.abs(j - centres)[  # covering
+            (j >= origins[:, 1]) & (j < origins[:, 1] + 8)]))) for j in range(16)
+    ]  # fmt: skip
+    np.testing.assert_array_equal(central, expect)
+    blended = results[0][0, 0, 0]
+    assert np.all((blended > 1 - 1e-5) & (blended < 3 + 1e-5)) and np.unique(blended).size > 3
+
+
+def test_merged_accumulators_equal_one_accumulator() -> None:
+    """What torchrun ranks do: each sums its tiles, the central values of the winning rank stay."""
+    origins, tiles = _tiles_on_a_line()
+    one = TileAccumulator((2, 1), (8, 16), blend_window(8), central=(1,))
+    a = TileAccumulator((2, 1), (8, 16), blend_window(8), central=(1,))
+    b = TileAccumulator((2, 1), (8, 16), blend_window(8), central=(1,))
+    for k in range(3):
+        one.add(origins[k], tiles[k], tile_index=k)
+        (a if k != 1 else b).add(origins[k], tiles[k], tile_index=k)
+    a.merge(b)
+    np.testing.assert_allclose(a.result(), one.result())
+
+
+def _ddp_rank(rank: int, init: str, queue: object) -> None:
+    import torch.distributed as dist
+
+    from diffst.predict.tiled import reduce_to_rank0
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+
+    class Env:
+        device = "cpu"
+        is_main = rank == 0
+
+    origins, tiles = _tiles_on_a_line()
+    acc = TileAccumulator((2, 1), (8, 16), blend_window(8), central=(1,))
+    for k in range(rank, 3, 2):  # round-robin like predict's ranks
+        acc.add(origins[k], tiles[k], tile_index=k)
+    reduce_to_rank0(acc, Env())
+    if rank == 0:
+        queue.put(acc.result())  # type: ignore[attr-defined]
+    dist.destroy_process_group()
+
+
+def test_reduce_to_rank0_matches_one_process(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    init = f"file://{tmp_path / 'rendezvous'}"
+    procs = [ctx.Process(target=_ddp_rank, args=(r, init, queue)) for r in range(2)]
+    for p in procs:
+        p.start()
+    got = queue.get(timeout=120)
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    origins, tiles = _tiles_on_a_line()
+    one = TileAccumulator((2, 1), (8, 16), blend_window(8), central=(1,))
+    for k in range(3):
+        one.add(origins[k], tiles[k], tile_index=k)
+    np.testing.assert_allclose(got, one.result())
+
+
+def test_select_tiles_keeps_tiles_touching_the_region() -> None:
+    from diffst.predict.tiled import select_tiles
+
+    origins = np.array([[0, 0], [0, 8], [8, 0], [8, 8]])
+    region = np.zeros((16, 16), bool)
+    region[9, 3] = True
+    assert select_tiles(origins, 8, region).tolist() == [2]
+    region[7, 7] = True
+    assert select_tiles(origins, 8, region).tolist() == [0, 2]
+
+
+def test_central_samples_keep_one_tiles_samples_per_bin() -> None:
+    from diffst.predict.tiled import CentralSamples
+
+    origins, tiles = _tiles_on_a_line()
+    box = CentralSamples(2, 1, (0, 2), (8, 10), blend_window(8))
+    for k in (2, 0, 1):
+        box.add(origins[k], np.stack([tiles[k][0], -tiles[k][0]]), k)
+    acc = TileAccumulator((2, 1), (8, 16), blend_window(8), central=(1,))
+    for k in range(3):
+        acc.add(origins[k], tiles[k], tile_index=k)
+    np.testing.assert_array_equal(box.samples[0], acc.result()[1][:, :, 2:12])
+    np.testing.assert_array_equal(box.samples[1], -box.samples[0])

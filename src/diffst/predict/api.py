@@ -28,7 +28,7 @@ import numpy as np
 from diffst.config import ConfigError, to_dict
 from diffst.io.sample import InputError, SpatialSample
 from diffst.predict.config import PredictConfig
-from diffst.predict.spots import build_section_inputs, spot_report
+from diffst.predict.spots import spot_report
 from diffst.prepare.store import sha256_file
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
     from diffst.predict.tiled import TileContext
 
-__all__ = ["check_output_path", "predict", "resolve_genes"]
+__all__ = ["check_output_path", "predict", "resolve_genes", "write_prediction"]
 
 log = logging.getLogger("diffst.predict")
 
@@ -239,7 +239,8 @@ def _metadata(
         "sample": {"name": sample.name, "platform": str(sample.platform)},
         "genes": [str(g) for g in bundle.store_meta["genes"]],
         "units": "counts per HR bin",
-        "quantiles": "per-tile quantiles over the K samples, blended across overlapping tiles",
+        "quantiles": "5–95 % quantiles of the K samples of the tile where the bin is most "
+        "central (X and sample_mean are blended across overlapping tiles)",
     }
 
 
@@ -294,11 +295,51 @@ def predict(
     if not env.is_main:
         return None
     metadata = _metadata(cfg, bundle, sample, ctx, n_tiles, stride)
-    adata = _write_outputs(acc, ctx, sample, cfg, metadata, out, library_id)
+    covered = acc.covered()
+    adata = _write_outputs(
+        acc.result(in_place=True), covered, ctx, sample, cfg, metadata, out, library_id
+    )
     if figures_dir is not None:
         paths = _write_figures(Path(figures_dir), cfg, adata, ctx)
         log.info("wrote %d figure(s) to %s", len(paths), figures_dir)
     return adata
+
+
+def write_prediction(
+    maps: Any,
+    checkpoint: str | os.PathLike[str],
+    sample: SpatialSample,
+    out_path: str | os.PathLike[str],
+    cfg: PredictConfig | None = None,
+    *,
+    library_id: str | None = None,
+    overwrite: bool = False,
+    calibration: Any = None,
+) -> anndata.AnnData:
+    """Write maps made by :func:`diffst.predict.maps.predict_maps` as :func:`predict` would.
+
+    Parameters
+    ----------
+    maps
+        :class:`~diffst.predict.maps.SectionMaps` of a whole section (``region=None``).
+    checkpoint, sample, cfg
+        What the maps were predicted with (recorded in ``uns['diffst']``).
+    calibration
+        A :class:`~diffst.evaluate.calibration.ConformalCalibration`: ``q05``/``q95`` become its
+        calibrated interval, recorded in ``uns['diffst']['interval_calibration']``.
+    """
+    from diffst.predict.tiled import tile_stride
+    from diffst.train.checkpoint import load_for_inference
+
+    cfg = cfg or PredictConfig()
+    out = check_output_path(out_path, overwrite=overwrite, spatialdata=cfg.write_spatialdata)
+    bundle = load_for_inference(checkpoint, "cpu")
+    stride = tile_stride(maps.ctx.patch, cfg.overlap_bins, maps.ctx.inputs.geometry.factor)
+    metadata = _metadata(cfg, bundle, sample, maps.ctx, maps.n_tiles, stride)
+    return _write_outputs(
+        maps.stats.copy(), maps.covered, maps.ctx, sample, cfg, metadata, out, library_id,
+        calibration,
+    )  # fmt: skip
 
 
 class _TileBar:
@@ -345,10 +386,8 @@ def _set_up(
 
     Every input error is raised here, before any network evaluation.
     """
-    from diffst.data.transforms import NormStats
     from diffst.predict.config import resolve_estimator
-    from diffst.predict.tiled import TileContext
-    from diffst.prepare.views import channel_indices, intensity_range
+    from diffst.predict.maps import tile_context
     from diffst.train.checkpoint import load_for_inference
 
     bundle = load_for_inference(checkpoint, device)
@@ -361,31 +400,16 @@ def _set_up(
             "with AVX512-BF16 or AMX); computing in fp32",
             device,
         )
-    norm = NormStats.from_dict(meta["normalisation"])
-    if norm.kind == "minmax_patch":
-        raise ConfigError(
-            f"{bundle.path}: normalisation 'minmax_patch' scales each patch by its HR maximum, "
-            "which a new section does not have; train with log1p_gene to predict sections"
-        )
-    genes = resolve_genes(meta["genes"], sample, cfg.allow_gene_subset)
-    image, views = _check_image(sample, bundle, _view_config(meta))
-    inputs = build_section_inputs(sample, genes, meta)
-    ranges = None
-    if image is not None:
-        chan = channel_indices(image, tuple(views.channels))
-        ranges = intensity_range(image, chan, views.intensity_percentiles)
-    ctx = TileContext(
-        inputs, norm, len(genes), image, views, ranges, int(meta["hr_size"]),
-        int(meta["lr_size"]),
-    )  # fmt: skip
-    return bundle, ctx
+    return bundle, tile_context(meta, bundle.config.model.use_histology, sample, cfg, bundle.path)
 
 
 def _write_outputs(
-    acc: Any, ctx: TileContext, sample: SpatialSample, cfg: PredictConfig,
-    metadata: dict[str, Any], out: Path, library_id: str | None,
+    stats: np.ndarray, covered: np.ndarray, ctx: TileContext, sample: SpatialSample,
+    cfg: PredictConfig, metadata: dict[str, Any], out: Path, library_id: str | None,
+    calibration: Any = None,
 ) -> anndata.AnnData:  # fmt: skip
-    """Blend, compare with the spots (project when asked), write the h5ad (and zarr)."""
+    """Compare the stitched statistics ``[5, G, H, W]`` with the spots (project when asked),
+    apply an interval calibration when given, write the h5ad (and zarr)."""
     from diffst.predict.to_anndata import (
         build_anndata,
         write_h5ad_atomic,
@@ -393,11 +417,20 @@ def _write_outputs(
     )
 
     genes = [str(x) for x in metadata["genes"]]
-    tissue = ctx.inputs.tissue & acc.covered()
-    stats, report = spot_report(
-        acc.result(in_place=True), tissue, ctx.inputs, genes, cfg.project_to_spots
-    )
+    tissue = ctx.inputs.tissue & covered
+    stats, report = spot_report(stats, tissue, ctx.inputs, genes, cfg.project_to_spots)
     metadata["spot_consistency"] = report
+    if calibration is not None:
+        from diffst.predict.uncertainty import Stat
+
+        stats[Stat.Q05], stats[Stat.Q95] = calibration.apply(
+            stats[Stat.Q05], stats[Stat.Q95], stats[Stat.STD]
+        )
+        metadata["quantiles"] = (
+            f"{calibration.level:.0%} intervals: the most central tile's 5–95 % sample "
+            f"quantiles widened per gene by split-conformal calibration ({calibration.source})"
+        )
+        metadata["interval_calibration"] = calibration.to_dict()
     adata = build_anndata(
         stats, tissue, ctx.inputs.geometry, genes, image=ctx.image,
         library_id=library_id or sample.name, metadata=metadata,

@@ -4,11 +4,11 @@ The statistics are computed on the **count scale**, after the samples were mappe
 diffusion scale with the store's inverse normalisation, so every layer of the output AnnData has
 the unit "counts per HR bin".
 
-Whole-section stitching blends each tile's statistics with the tile blending weights (see
-:mod:`diffst.predict.tiled`). For the mean this equals the blend of the samples; for the standard
-deviation and the quantiles it is the weighted average of the per-tile values, not the statistic
-of a pooled sample set: where tiles overlap, a bin's q05/q95 is the blend of the quantiles each
-tile estimated, which keeps the whole pipeline streaming (no tile's samples are kept).
+Whole-section stitching (see :mod:`diffst.predict.tiled`) blends the point estimate and the
+samples' mean with the tile blending weights (the blend of means is the mean of the blend); the
+standard deviation and the quantiles of a bin come from the one tile in which the bin is most
+central, so q05/q95 are real quantiles of one tile's K samples (an average of quantiles is the
+quantile of no distribution). No tile's samples are kept, so the pipeline stays streaming.
 """
 
 from __future__ import annotations

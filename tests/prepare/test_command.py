@@ -42,7 +42,10 @@ def test_cli_writes_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     out = tmp_path / "store"
     rc = main(["prepare", "--input", "x", "--out", str(out), "--config", str(cfg), *SMALL])
     assert rc == 0
-    assert "wrote" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "wrote" in printed
+    for label, name in (("summary", "summary.md"), ("figure", "alignment.png")):
+        assert f"  {label + ':':<10}{out / name}" in printed
     m = json.loads((out / "manifest.json").read_text())
     assert len(m["genes"]) == 3 and m["config"]["split"]["seed"] == 3
     assert m["config"]["views"]["tile_px"] == 4

@@ -86,7 +86,14 @@ def test_resume_may_raise_max_steps(
 ) -> None:
     capsys.readouterr()
     assert _train(store, run, "--resume", "--max-steps", "6") == 0
-    assert "with train.max_steps: 4 → 6" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "with train.max_steps: 4 → 6" in printed
+    for label, path in (
+        ("log", "log.csv"),
+        ("tensorboard", "tensorboard"),
+        ("config", "config.yaml"),
+    ):
+        assert f"  {label + ':':<13}{run / path}" in printed
     assert load_checkpoint(run / "checkpoints" / LAST)["step"] == 6
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["train"]["max_steps"] == 6 and saved["model"]["base_channels"] == 8

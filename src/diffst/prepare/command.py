@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from pathlib import Path
 from typing import Any
 
 from diffst.datasets import BUNDLED
@@ -144,7 +145,23 @@ def run(args: argparse.Namespace) -> int:
     )
     counts = ", ".join(f"{s} {store.n_patches(s)}" for s in ("train", "val", "test"))
     print(f"wrote {store.path} ({len(store.manifest['genes'])} genes; patches: {counts})")
+    print(_written_files(store.path))
     return 0
+
+
+def _written_files(store: Path) -> str:
+    """The store's files a person opens: summary, figure, manifest and config."""
+    from diffst.keys import StoreFile
+
+    files = {
+        "summary": StoreFile.SUMMARY, "figure": StoreFile.ALIGNMENT_FIGURE,
+        "manifest": StoreFile.MANIFEST, "config": StoreFile.RESOLVED_CONFIG,
+    }  # fmt: skip
+    return "\n".join(
+        f"  {label + ':':<10}{store / name.value}"
+        for label, name in files.items()
+        if (store / name.value).is_file()
+    )
 
 
 def _reconstruct(args: argparse.Namespace) -> str:

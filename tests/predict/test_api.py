@@ -345,3 +345,22 @@ def test_cli_shows_tile_progress_and_output_paths(
     assert out.read_bytes() == before
     assert main([*args, "--overwrite", "--no-progress"]) == 0
     assert "predict tiles" not in capsys.readouterr().out
+
+
+def test_var_carries_gene_ids_and_per_gene_metrics(
+    ckpt: Path, small_visium: SpatialSample, tmp_path: Path
+) -> None:
+    adata = predict(ckpt, small_visium, tmp_path / "pred.h5ad", FAST)
+    assert adata is not None
+    var = anndata.read_h5ad(tmp_path / "pred.h5ad").var
+    t = small_visium.spots
+    assert t is not None
+    ids = dict(zip(t.genes, t.gene_ids, strict=True))  # this fixture names genes by their ids
+    assert list(var["gene_ids"]) == [ids[g] for g in var.index]
+    assert set(var["feature_types"]) == {"Gene Expression"}
+    k = 5
+    np.testing.assert_allclose(var["lr_counts"].iloc[k], t.counts[:, k].sum())
+    np.testing.assert_allclose(var["predicted_counts"].iloc[k], adata.X[:, k].sum(), rtol=1e-5)
+    np.testing.assert_allclose(var["mean_std"].iloc[k], adata.layers["std"][:, k].mean(), rtol=1e-5)
+    pcc = adata.uns["diffst"]["spot_consistency"]["pcc"]
+    np.testing.assert_allclose(var["spot_pcc"].to_numpy(), [pcc[g] for g in var.index])

@@ -53,6 +53,7 @@ def _adata(image: SpatialImage | None = None) -> tuple[anndata.AnnData, np.ndarr
         library_id="lib",
         metadata=meta,
         hires_max_px=100,
+        lowres_max_px=40,
     )
     return adata, stats, tissue
 
@@ -80,8 +81,10 @@ def test_layout_matches_documentation() -> None:
     sf = lib["scalefactors"]
     assert sf["spot_diameter_fullres"] == pytest.approx(16.0)  # 8 µm bin / 0.5 µm/px
     assert sf["tissue_hires_scalef"] == pytest.approx(1 / 3)  # 240 px → ≤ 100 px, step 3
+    assert sf["tissue_lowres_scalef"] == pytest.approx(1 / 6)  # 240 px → ≤ 40 px, step 6
     assert lib["images"]["hires"].shape == (67, 80, 3)
-    assert 0.0 <= lib["images"]["hires"].min() and lib["images"]["hires"].max() <= 1.0
+    assert lib["images"]["lowres"].shape == (34, 40, 3)
+    assert {img.dtype for img in lib["images"].values()} == {np.dtype(np.uint8)}
     assert adata.uns["diffst"]["sampler"] == "ddim"
     assert "overlap_bins" not in adata.uns["diffst"]["config"]  # None dropped for h5ad
 
@@ -112,7 +115,26 @@ def test_scanpy_spatial_plot_runs() -> None:
     adata, _, _ = _adata(_image())
     sc.pl.spatial(adata, color="B", library_id="lib", show=False)
     sc.pl.spatial(adata, color="B", layer="std", library_id="lib", show=False)
+    sc.pl.spatial(adata, color="B", library_id="lib", img_key="lowres", show=False)
     plt.close("all")
+
+
+def test_one_channel_image_is_stored_small(tmp_path: Path) -> None:
+    """A 16-bit DAPI crop: uint8 hires/lowres copies, not float32 RGB (4 bytes per value)."""
+    rng = np.random.default_rng(2)
+    dapi = rng.integers(0, 4000, size=(900, 1000, 1), dtype=np.uint16)
+    image = SpatialImage(dapi, ("DAPI",), AffineTransform.from_pixel_size(0.5), kind="fluorescence")
+    stats = np.ones((5, 3, 6, 9), np.float32)
+    adata = build_anndata(stats, np.ones((6, 9), bool), Grid(), ["A", "B", "C"], image=image,
+                          library_id="lib", metadata={})  # fmt: skip
+    images = adata.uns["spatial"]["lib"]["images"]
+    assert images["hires"].shape == (900, 1000, 3) and images["lowres"].shape == (450, 500, 3)
+    assert images["hires"].dtype == np.uint8
+    np.testing.assert_array_equal(images["hires"][..., 0], images["hires"][..., 2])  # grey
+    sf = adata.uns["spatial"]["lib"]["scalefactors"]
+    assert (sf["tissue_hires_scalef"], sf["tissue_lowres_scalef"]) == (1.0, 0.5)
+    path = write_h5ad_atomic(adata, tmp_path / "pred.h5ad")
+    assert path.stat().st_size < 4_000_000  # a float32 RGB hires copy alone was 10.8 MB
 
 
 def test_fluorescence_becomes_grey_rgb_and_no_image_uses_um() -> None:
@@ -135,3 +157,20 @@ def test_failed_write_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyP
     with pytest.raises(OSError, match="disk full"):
         write_h5ad_atomic(adata, tmp_path / "pred.h5ad")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_gene_table_maps_symbols_and_ids() -> None:
+    from diffst.io.sample import SpatialSample, SpotTable
+    from diffst.predict.api import gene_table
+
+    spots = SpotTable(
+        counts=np.array([[1, 2], [3, 4]]), genes=("Gfap", "Mbp"),
+        centers_um=np.zeros((2, 2)), diameter_um=55.0, gene_ids=("ENSG1", "ENSG2"),
+    )  # fmt: skip
+    sample = SpatialSample("s", "visium", spots=spots)
+    stats = np.ones((5, 2, 3))
+    by_name = gene_table(["Mbp", "Gfap"], sample, spots.counts.toarray(), stats, {})
+    assert by_name["gene_ids"] == ["ENSG2", "ENSG1"] and "gene_symbols" not in by_name
+    by_id = gene_table(["ENSG2"], sample, spots.counts.toarray()[:, 1:], stats[:, :1], {})
+    assert by_id["gene_symbols"] == ["Mbp"] and np.isnan(by_id["spot_pcc"]).all()
+    np.testing.assert_array_equal(by_id["lr_counts"], [6.0])

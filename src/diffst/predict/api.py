@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
     from diffst.predict.tiled import TileContext
 
-__all__ = ["check_output_path", "predict", "resolve_genes", "write_prediction"]
+__all__ = ["check_output_path", "gene_table", "predict", "resolve_genes", "write_prediction"]
 
 log = logging.getLogger("diffst.predict")
 
@@ -98,6 +98,48 @@ def resolve_genes(
             f"genes: {shown}{hint}"
         )
     return tuple(model_genes)
+
+
+def gene_table(
+    genes: list[str],
+    sample: SpatialSample,
+    lr_counts: np.ndarray,
+    stats: np.ndarray,
+    report: dict[str, Any],
+) -> dict[str, Any]:
+    """The ``var`` columns of a prediction (see :mod:`diffst.predict.to_anndata`).
+
+    Parameters
+    ----------
+    genes
+        The checkpoint's genes (``var_names``).
+    sample
+        The section; its spot table's second identifiers give ``gene_ids`` / ``gene_symbols``.
+    lr_counts
+        ``[n, G]`` counts of the section's LR input (spots or LR cells).
+    stats
+        ``[5, G, N]`` statistics of the ``N`` written bins (axis 0 as ``Stat``).
+    report
+        Spot consistency (:func:`~diffst.predict.spots.spot_report`).
+    """
+    from diffst.predict.uncertainty import Stat
+
+    table: dict[str, Any] = {}
+    spots = sample.spots
+    if spots is not None and len(spots.gene_ids) == len(spots.genes):
+        by_name = dict(zip(spots.genes, spots.gene_ids, strict=True))
+        by_id = dict(zip(spots.gene_ids, spots.genes, strict=True))
+        if all(g in by_name for g in genes):
+            table["gene_ids"] = [by_name[g] for g in genes]
+        elif all(g in by_id for g in genes):
+            table["gene_symbols"] = [by_id[g] for g in genes]
+    table["feature_types"] = ["Gene Expression"] * len(genes)
+    table["lr_counts"] = np.asarray(lr_counts, dtype=np.float64).sum(axis=0)
+    table["predicted_counts"] = stats[Stat.MEAN].sum(axis=1, dtype=np.float64)
+    table["mean_std"] = stats[Stat.STD].mean(axis=1, dtype=np.float64)
+    pcc = report.get("pcc", {})
+    table["spot_pcc"] = np.array([pcc.get(g, np.nan) for g in genes], dtype=np.float64)
+    return table
 
 
 def _view_config(meta: dict[str, Any]) -> Any:
@@ -435,6 +477,7 @@ def _write_outputs(
         stats, tissue, ctx.inputs.geometry, genes, image=ctx.image,
         library_id=library_id or sample.name, metadata=metadata,
         hires_max_px=cfg.hires_max_px, fullres_um_per_px=_fullres_um_per_px(sample),
+        var=gene_table(genes, sample, ctx.inputs.spot_counts, stats[:, :, tissue], report),
     )  # fmt: skip
     write_h5ad_atomic(adata, out)
     if cfg.write_spatialdata:

@@ -7,14 +7,20 @@ Layout (one observation per HR bin inside tissue, row-major over the section gri
   network's posterior mean on the log scale, mapped back to counts);
   ``layers['sample_mean' | 'std' | 'q05' | 'q95']``: mean, standard deviation and 5 % / 95 %
   quantiles of the K samples, same unit;
-* ``var_names``: genes of the checkpoint;
+* ``var_names``: genes of the checkpoint; ``var`` columns (when the caller knows them):
+  ``gene_ids`` / ``gene_symbols`` (the section's other gene identifier), ``feature_types``,
+  ``lr_counts`` (counts of the gene in the section's LR input), ``predicted_counts`` (Σ ``X``),
+  ``mean_std`` (mean of ``layers['std']``) and ``spot_pcc`` (PCC across spots of the
+  re-aggregated prediction with the measured spots);
 * ``obs``: ``bin_row``, ``bin_col`` (HR grid indices), ``x_um``, ``y_um`` (bin centre, µm);
 * ``obsm['spatial']``: bin centres in full-resolution image pixels ``(col, row)`` through the
   image's :class:`~diffst.geometry.AffineTransform` (µm when the sample has no image);
-* ``uns['spatial'][library]``: ``images['hires']`` (downsampled image, float RGB in [0, 1];
-  fluorescence drawn as grey or false colour) and ``scalefactors`` (``tissue_hires_scalef``,
-  ``tissue_lowres_scalef``, ``spot_diameter_fullres`` = HR bin side in full-res px,
-  ``fiducial_diameter_fullres``), as written by ``scanpy.read_visium``;
+* ``uns['spatial'][library]``: ``images['hires']`` and ``images['lowres']`` (downsampled
+  copies, longest side at most ``hires_max_px`` / ``lowres_max_px``, uint8 RGB ``[h, w, 3]``;
+  fluorescence drawn as grey or false colour) and ``scalefactors`` (``tissue_hires_scalef``
+  and ``tissue_lowres_scalef``, each image's px per full-res px; ``spot_diameter_fullres`` =
+  HR bin side in full-res px, ``fiducial_diameter_fullres``), the layout of
+  ``scanpy.read_visium``;
 * ``uns['diffst']``: run metadata (config, checkpoint sha256, sampler, steps, seed, n_samples,
   geometry, spot consistency).
 """
@@ -42,6 +48,7 @@ __all__ = [
     "bin_centres_um",
     "build_anndata",
     "hires_image",
+    "spatial_images",
     "write_h5ad_atomic",
     "write_spatialdata_atomic",
 ]
@@ -112,6 +119,21 @@ def hires_image(image: SpatialImage, max_px: int) -> tuple[np.ndarray, float]:
     return np.ascontiguousarray(rgb, dtype=np.float32), 1.0 / step
 
 
+def spatial_images(
+    image: SpatialImage, hires_max_px: int, lowres_max_px: int
+) -> dict[str, tuple[np.ndarray, float]]:
+    """``{"hires": (rgb, scalef), "lowres": (rgb, scalef)}`` for ``uns['spatial']``.
+
+    Each ``rgb`` is ``[h, w, 3]`` uint8 (:func:`hires_image` at that size, scaled to 0..255)
+    and ``scalef`` its px per image px.
+    """
+    out = {}
+    for name, max_px in (("hires", hires_max_px), ("lowres", lowres_max_px)):
+        rgb, scalef = hires_image(image, max_px)
+        out[name] = (np.round(rgb * 255.0).astype(np.uint8), scalef)
+    return out
+
+
 def _fullres_frame(
     image: SpatialImage, fullres_um_per_px: float | None
 ) -> tuple[AffineTransform, float]:
@@ -153,6 +175,8 @@ def build_anndata(
     metadata: dict[str, Any],
     hires_max_px: int = 2000,
     fullres_um_per_px: float | None = None,
+    lowres_max_px: int = 600,
+    var: dict[str, Any] | None = None,
 ) -> anndata.AnnData:
     """Assemble the output AnnData (layout in the module docstring).
 
@@ -173,8 +197,10 @@ def build_anndata(
         Key under ``uns['spatial']``.
     metadata
         Stored (made h5ad-safe) as ``uns['diffst']``.
-    hires_max_px
-        Longest side of the stored image, px.
+    hires_max_px, lowres_max_px
+        Longest side of the stored hires and lowres images, px.
+    var
+        Per-gene columns of ``var`` (each of length ``G``).
     fullres_um_per_px
         Pixel size of the platform's full-resolution frame when ``image`` is a downsampled copy
         of it (Space Ranger hires/lowres images); ``obsm['spatial']`` then uses that frame and the
@@ -204,23 +230,23 @@ def build_anndata(
     adata = anndata.AnnData(
         X=stats[Stat.MEAN][:, rows, cols].T.astype(np.float32),
         obs=obs,
-        var=pd.DataFrame(index=pd.Index([str(g) for g in genes], name="gene")),
+        var=pd.DataFrame(var or {}, index=pd.Index([str(g) for g in genes], name="gene")),
         layers=layers,
     )
     library: dict[str, Any] = {"metadata": {"source": "diffst predict"}}
     if image is not None:
         frame, image_per_frame_px = _fullres_frame(image, fullres_um_per_px)
         adata.obsm[AnnDataKey.SPATIAL.value] = frame.apply(centres)
-        rgb, step_scale = hires_image(image, hires_max_px)
-        scalef = step_scale * image_per_frame_px
+        images = spatial_images(image, hires_max_px, min(lowres_max_px, hires_max_px))
+        library["images"] = {name: rgb for name, (rgb, _) in images.items()}
+        scalef = {name: s * image_per_frame_px for name, (_, s) in images.items()}
         bin_px = geometry.hr_um / float(np.mean(frame.um_per_px()))
-        library["images"] = {"hires": rgb}
     else:
         adata.obsm[AnnDataKey.SPATIAL.value] = centres
-        scalef, bin_px = 1.0, geometry.hr_um
+        scalef, bin_px = {"hires": 1.0, "lowres": 1.0}, geometry.hr_um
     library["scalefactors"] = {
-        "tissue_hires_scalef": float(scalef),
-        "tissue_lowres_scalef": float(scalef),
+        "tissue_hires_scalef": float(scalef["hires"]),
+        "tissue_lowres_scalef": float(scalef["lowres"]),
         "spot_diameter_fullres": float(bin_px),
         "fiducial_diameter_fullres": float(bin_px),
     }

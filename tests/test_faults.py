@@ -42,7 +42,7 @@ SEEDS = [0, pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytes
 
 def write_merfish_folder(root: Path) -> Path:
     """The synthetic section (labelled synthetic) in the Vizgen layout: transcripts CSV in µm,
-    the µm → px transform and the DAPI mosaic."""
+    the µm → px transform and the DAPI and polyT mosaics."""
     sample = synthetic_sample(8000)
     assert sample.image is not None and sample.transcripts is not None
     (root / "images").mkdir(parents=True)
@@ -55,9 +55,9 @@ def write_merfish_folder(root: Path) -> Path:
         out.writerows(zip(np.round(x, 4), np.round(y, 4), genes, [0] * len(x), strict=True))
     np.savetxt(root / "images" / "micron_to_mosaic_pixel_transform.csv",
                np.diag([1 / UM_PER_PX, 1 / UM_PER_PX, 1.0]))  # fmt: skip
-    tifffile.imwrite(
-        root / "images" / "mosaic_DAPI_z0.tif", np.asarray(sample.image.pixels)[..., 0]
-    )
+    pixels = np.asarray(sample.image.pixels)
+    for k, name in enumerate(sample.image.channels):
+        tifffile.imwrite(root / "images" / f"mosaic_{name}_z0.tif", pixels[..., k])
     return root
 
 

@@ -60,7 +60,7 @@ def _dataset_dir(name: str) -> Path:
 
 def merfish_mini(
     z_planes: Sequence[int] = (0, 1),
-    image: Literal["dapi", "polyt", "both"] | None = "both",
+    image: Literal["dapi", "polyt", "both"] | Sequence[str] | None = "both",
 ) -> SpatialSample:
     """Vizgen MERFISH mouse-brain mini region (GiottoData).
 
@@ -73,7 +73,8 @@ def merfish_mini(
     z_planes
         Transcript z-planes to keep (0 and/or 1).
     image
-        ``"dapi"``, ``"polyt"``, ``"both"`` (channels DAPI, polyT) or ``None``.
+        ``"dapi"``, ``"polyt"``, ``"both"`` (channels DAPI, polyT), channel names such as
+        ``["polyT"]``, or ``None``.
     """
     from diffst.io.merfish import read_merfish
 
@@ -122,16 +123,36 @@ def visium_h5ad_mini(image: Literal["lowres", "fullres"] = "fullres") -> Spatial
 BUNDLED: tuple[str, ...] = ("merfish_mini", "cosmx_mini", "visium_mini", "visium_h5ad_mini")
 
 
-def load_sample(spec: str | os.PathLike[str], platform: str = "auto") -> SpatialSample:
+def load_sample(
+    spec: str | os.PathLike[str],
+    platform: str = "auto",
+    image_channels: Sequence[str] | None = None,
+) -> SpatialSample:
     """A bundled dataset by name (:data:`BUNDLED`), else the section at path ``spec``.
 
     An existing path always wins over a bundled name; ``platform`` selects the reader of a path
-    (``"auto"`` detects it from the files present).
+    (``"auto"`` detects it from the files present). ``image_channels`` picks the mosaics of a
+    MERFISH section (``["DAPI"]``, ``["polyT"]`` or both; default DAPI for a folder, both for
+    ``merfish_mini``); other platforms read every channel of their image.
     """
-    if str(spec) in BUNDLED and not Path(spec).exists():
-        loader = globals()[str(spec)]
-        sample: SpatialSample = loader()
-        return sample
-    from diffst.io import read_sample
+    from diffst.io import detect_platform, read_sample
 
+    bundled = str(spec) in BUNDLED and not Path(spec).exists()
+    if image_channels is not None:
+        kind = "merfish" if str(spec) == "merfish_mini" else None
+        if not bundled:
+            kind = str(detect_platform(Path(spec)) if platform == "auto" else platform)
+        if kind != "merfish":
+            raise InputError(
+                f"{spec}: image channels are chosen by reader only for MERFISH folders; this "
+                "image is read whole (select its channels with views.channels in prepare)"
+            )
+    if bundled:
+        loader = globals()[str(spec)]
+        sample: SpatialSample = (
+            loader() if image_channels is None else loader(image=list(image_channels))
+        )
+        return sample
+    if image_channels is not None:
+        return read_sample(Path(spec), platform=platform, image=list(image_channels))
     return read_sample(Path(spec), platform=platform)

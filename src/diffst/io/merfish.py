@@ -23,7 +23,7 @@ from diffst.io.sample import (
     TranscriptChunk,
 )
 
-__all__ = ["read_merfish"]
+__all__ = ["merfish_channels", "read_merfish"]
 
 MerfishImage = Literal["dapi", "polyt", "both"]
 _COLUMNS = [MerfishColumn.X, MerfishColumn.Y, MerfishColumn.Z, MerfishColumn.GENE]
@@ -136,10 +136,30 @@ def _chunks(
         )
 
 
+def merfish_channels(image: MerfishImage | Sequence[str]) -> list[str]:
+    """Mosaic keys (``"dapi"``, ``"polyt"``) of ``image``: a choice or channel names.
+
+    Names are matched case-insensitively (``["DAPI", "polyT"]``); an unknown one raises
+    :class:`InputError` listing the channels a Vizgen folder has.
+    """
+    if isinstance(image, str):
+        names = ["dapi", "polyt"] if image == "both" else [image]
+    else:
+        names = [str(n) for n in image]
+    keys = [n.lower() for n in names]
+    unknown = [n for n, k in zip(names, keys, strict=True) if k not in _CHANNEL_NAMES]
+    if unknown or not keys:
+        raise InputError(
+            f"MERFISH image channels {unknown or names}: choose from "
+            f"{list(_CHANNEL_NAMES.values())} (one or both)"
+        )
+    return list(dict.fromkeys(keys))
+
+
 def _read_merfish_image(
-    images_dir: Path, image: MerfishImage, z: int, transform: AffineTransform
+    images_dir: Path, image: MerfishImage | Sequence[str], z: int, transform: AffineTransform
 ) -> SpatialImage:
-    channels = ["dapi", "polyt"] if image == "both" else [image]
+    channels = merfish_channels(image)
     paths = [_find_image(images_dir, c, z) for c in channels]
     arrays = [
         read_image(p, what=f"{_CHANNEL_NAMES[c]} mosaic")
@@ -159,7 +179,7 @@ def read_merfish(
     path: Path | str,
     *,
     z_planes: Sequence[int] | None = None,
-    image: MerfishImage | None = "dapi",
+    image: MerfishImage | Sequence[str] | None = "dapi",
     image_z: int | None = None,
     chunk_rows: int = 1_000_000,
 ) -> SpatialSample:
@@ -181,7 +201,8 @@ def read_merfish(
     z_planes
         z-plane indices of transcripts to keep (``None``: all).
     image
-        ``"dapi"``, ``"polyt"``, ``"both"`` (channels DAPI, polyT) or ``None`` (no image).
+        ``"dapi"``, ``"polyt"``, ``"both"`` (channels DAPI, polyT), channel names such as
+        ``["DAPI", "polyT"]`` (any case, in the order given) or ``None`` (no image).
     image_z
         z-plane of the image (default: the first kept z-plane).
     chunk_rows
@@ -201,6 +222,7 @@ def read_merfish(
     images_dir = root / MerfishFile.IMAGES_DIR
     transform = tf_path = None
     if image is not None:
+        merfish_channels(image)  # a bad channel name fails before the transcripts are read
         tf_path = images_dir / MerfishFile.TRANSFORM
         if not tf_path.is_file():
             tf_path = images_dir / MerfishFile.TRANSFORM_MINI

@@ -29,6 +29,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="reader to use (default: auto, detected from the files)",
     )
     parser.add_argument("--out", required=True, help="output .h5ad (written atomically)")
+    parser.add_argument(
+        "--image-channels",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="MERFISH mosaics to read: DAPI, polyT or both (as the checkpoint was trained: "
+        "e.g. DAPI polyT for a model trained on merfish_mini)",
+    )
     parser.add_argument("--sampler", choices=("ddpm", "ddim", "dpmpp"), default="ddpm")
     parser.add_argument("--steps", type=int, default=20, help="sampling steps (default: 20)")
     parser.add_argument("--eta", type=float, default=0.0, help="DDIM η (default: 0)")
@@ -87,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from diffst.datasets import load_sample
 
-    sample = load_sample(args.input, platform=args.platform)
+    sample = load_sample(args.input, platform=args.platform, image_channels=args.image_channels)
     adata = predict(
         args.checkpoint,
         sample,

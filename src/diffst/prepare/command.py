@@ -51,6 +51,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="reader to use (default: auto, detected from the files)",
     )
     parser.add_argument("--out", required=True, help="store folder to write")
+    parser.add_argument(
+        "--image-channels",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="MERFISH mosaics to read: DAPI, polyT or both (default: DAPI for a folder, both "
+        "for merfish_mini)",
+    )
     genes = parser.add_mutually_exclusive_group()
     genes.add_argument("--genes", type=int, help="top-K genes by total count (default 25)")
     genes.add_argument("--gene-list", help="text file with one gene per line")
@@ -120,7 +128,7 @@ def _refuse_transcript_fields(data: dict[str, Any], args: argparse.Namespace) ->
 def _load_sample(args: argparse.Namespace) -> Any:
     from diffst.datasets import load_sample
 
-    return load_sample(args.input, platform=args.platform)
+    return load_sample(args.input, platform=args.platform, image_channels=args.image_channels)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -170,6 +178,8 @@ def _reconstruct(args: argparse.Namespace) -> str:
         value = getattr(args, flag, None)
         if value is not None:
             parts += [f"--{flag.replace('_', '-')}", str(value)]
+    if args.image_channels:
+        parts += ["--image-channels", *args.image_channels]
     for item in args.set:
         parts += ["--set", item]
     return shlex.join(parts)

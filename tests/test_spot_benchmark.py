@@ -25,7 +25,8 @@ def run_spot_benchmark(root: Path, overrides: list[str]) -> dict[str, dict[str, 
     from diffst.evaluate.api import baseline_predictions, load_store_split
     from diffst.evaluate.benchmark import sample_split
     from diffst.evaluate.config import EvaluateConfig
-    from diffst.evaluate.scoring import score_method
+    from diffst.evaluate.region import region_from_patches
+    from diffst.evaluate.scoring import score_all
     from diffst.train.config import resolve_run_config
     from diffst.train.loop import train
 
@@ -36,10 +37,12 @@ def run_spot_benchmark(root: Path, overrides: list[str]) -> dict[str, dict[str, 
     store = prepare_multi(samples[:2], samples[2], root / "store", cfg).path
     run = train(store, root / "run", resolve_run_config("tiny", None, overrides), progress=False)
     data = PatchDataset(store, "test")
-    pred = sample_split(run.checkpoint, data, name="diffst", n_samples=2, seed=0)
+    draws = sample_split(run.checkpoint, data, name="diffst", n_samples=2, seed=0)
     truth, _ = load_store_split(store, "test")
+    region = region_from_patches(truth)
+    pred = draws.on_region(truth, region)
     ecfg = EvaluateConfig(figures=False)
-    scores = [score_method(p, truth, ecfg) for p in [pred, *baseline_predictions(truth, ecfg)]]
+    scores = score_all([pred, *baseline_predictions(region, ecfg)], region, ecfg)
     return {s.name: {k: float(np.nanmean(v)) for k, v in s.genes.items()} for s in scores}
 
 

@@ -90,8 +90,18 @@ def test_evaluate_writes_tables_and_figures(store: Path, tmp_path: Path) -> None
 
 def test_store_split_folder_is_accepted(store: Path) -> None:
     rep = evaluate(_prediction(_truth_grid()), store / "test", out_dir=None)
-    assert rep.truth.hr.shape == (3, 3, P, P)
+    assert rep.region.hr.shape == (3, 16, 24) and rep.region.n_patches == 3
+    # three patches, 4 bins masked in one: each scored bin counted once
+    assert rep.region.scored.sum() == 3 * P * P - 4
     assert rep.files == {}
+
+
+def test_patches_off_the_lr_grid_are_refused(store: Path) -> None:
+    origin = np.load(store / "test" / "origin_um.npy")
+    origin[1, 0] += 2 * GEOMETRY["hr_um"]  # two bins: between LR cells of factor 4
+    np.save(store / "test" / "origin_um.npy", origin)
+    with pytest.raises(InputError, match="start between LR cells"):
+        evaluate(_prediction(_truth_grid()), store, out_dir=None)
 
 
 def test_gene_mismatch_lists_genes(store: Path) -> None:
@@ -118,7 +128,7 @@ def test_prediction_without_geometry_is_rejected(store: Path) -> None:
 def test_uncovered_truth_is_an_error(store: Path) -> None:
     pred = _prediction(_truth_grid())
     pred = pred[~((pred.obs.bin_row < 4) & (pred.obs.bin_col > 10))].copy()
-    with pytest.raises(GeometryError, match=r"does not cover.*\[1\]"):
+    with pytest.raises(GeometryError, match=r"does not cover 20 of the 188 scored bins"):
         evaluate(pred, store, out_dir=None)
 
 
@@ -128,7 +138,6 @@ def test_grids_offset_by_whole_bins_are_aligned(store: Path) -> None:
     geo = dict(GEOMETRY, origin_um=[0.0, 20.0], shape_hr=[16, 26])
     base = evaluate(_prediction(grid, noise=0), store, out_dir=None).scores["diffst"].genes
     moved = evaluate(_prediction(shifted, geometry=geo, noise=0), store, out_dir=None)
-    assert (moved.truth.origin_bins[:, 1] == np.array([2, 10, 18])).all()
     pd.testing.assert_frame_equal(moved.scores["diffst"].genes, base)
 
 
@@ -158,12 +167,12 @@ def test_sample_truth_is_binned_on_the_prediction_grid(tmp_path: Path) -> None:
     pred = _prediction(grid)
     pred.uns["diffst"]["tiles"] = {"patch_bins": P}
     rep = evaluate(pred, _sample_from_grid(grid), out_dir=None)
-    assert rep.truth.hr.shape == (6, 3, P, P)
-    np.testing.assert_array_equal(rep.truth.hr[5], grid[:, 8:16, 16:24])
-    np.testing.assert_array_equal(rep.truth.lr[0], pool_sum(grid[:, :8, :8], 4))
+    assert rep.region.n_patches == 6 and rep.region.scored.all()
+    np.testing.assert_array_equal(rep.region.hr, grid)
+    np.testing.assert_array_equal(rep.region.lr, pool_sum(grid, 4))
     assert rep.scores["diffst"].genes["pcc"].gt(0.8).all()
     del pred.uns["diffst"]["tiles"]
     with pytest.raises(ConfigError, match="patch size is not recorded"):
         evaluate(pred, _sample_from_grid(grid), out_dir=None)
     rep = evaluate(pred, _sample_from_grid(grid), EvaluateConfig(patch_bins=16), out_dir=None)
-    assert rep.truth.hr.shape == (2, 3, 16, 16)
+    assert rep.region.n_patches == 2 and rep.region.scored.sum() == 16 * 24

@@ -33,3 +33,16 @@ def test_bad_shapes_and_names() -> None:
         nearest_upsample(lr, 2, (5, 4))
     with pytest.raises(ValueError, match="unknown interpolation baseline"):
         interpolation_baseline("lanczos", lr, 2)  # type: ignore[arg-type]
+
+
+def test_baselines_spread_counts_over_measured_units_and_fill_unmeasured_cells() -> None:
+    from diffst.evaluate.baselines import cell_means, interpolation_baseline
+
+    lr = np.array([[[8.0, 3.0], [0.0, 4.0]]])  # [G=1, 2, 2] pooled spot blocks
+    units = np.array([[4.0, 1.0], [0.0, 4.0]])  # one cell with a single spot, one with none
+    mask = units > 0
+    means = cell_means(lr, units, mask)
+    np.testing.assert_allclose(means[0], [[2.0, 3.0], [2.0, 1.0]])  # (1, 0) ← nearest cell
+    near = interpolation_baseline("nearest", lr, 2, units=units, lr_mask=mask)
+    np.testing.assert_allclose(near[0, :2, 2:], 3.0)  # not 3/4: not diluted by unmeasured spots
+    assert np.isfinite(interpolation_baseline("bicubic", lr, 2, units=units, lr_mask=mask)).all()

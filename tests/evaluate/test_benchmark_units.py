@@ -8,7 +8,8 @@ import pytest
 from diffst.config import ConfigError
 from diffst.evaluate.benchmark import BenchmarkConfig, _training_samples
 from diffst.evaluate.config import EvaluateConfig
-from diffst.evaluate.scoring import PatchSet, score_method
+from diffst.evaluate.region import PatchSet, region_from_patches, stitch_patches
+from diffst.evaluate.scoring import score_method
 from diffst.evaluate.tesla import INSTALL_HINT, tesla_available, tesla_prediction
 
 
@@ -42,11 +43,11 @@ def test_config_errors() -> None:
 
 @pytest.mark.skipif(tesla_available() is None, reason="TESLA is installed here")
 def test_tesla_reported_unavailable_not_zero() -> None:
-    truth = _patches()
-    pred = tesla_prediction(object(), truth, None)
+    region = region_from_patches(_patches())
+    pred = tesla_prediction(object(), region, None)
     assert pred.mean is None and "pip install --no-deps TESLAforST" in (pred.unavailable or "")
     assert INSTALL_HINT in (pred.unavailable or "")
-    scores = score_method(pred, truth, EvaluateConfig())
+    scores = score_method(pred, region, EvaluateConfig())
     assert scores.unavailable is not None and scores.genes.empty
 
 
@@ -60,18 +61,21 @@ def test_benchmark_cli_rejects_bad_input(tmp_path, capsys) -> None:
     assert code == 2 and "missing" in capsys.readouterr().err
 
 
-def test_coverage_counts_each_patch_interval_not_their_stitched_average() -> None:
-    from diffst.evaluate.scoring import MethodPrediction
-
-    hr = np.zeros((2, 1, 4, 4), np.float32)  # two patches overlapping in 2 columns, truth 0
+def test_stitched_intervals_are_one_patchs_interval_not_an_average() -> None:
+    """Overlapping patches' quantiles are never averaged: each bin takes the interval of the
+    patch where it is most central, so coverage is that of real sample intervals."""
+    hr = np.zeros((2, 1, 8, 8), np.float32)  # two patches overlapping in 4 columns, truth 0
     truth = PatchSet(
-        hr, hr.reshape(1 * 2, 1, 1, 4, 1, 4).sum(axis=(3, 5)).reshape(2, 1, 1, 1),
-        np.ones((2, 4, 4), bool), np.ones((2, 1, 1), bool), np.array([[0, 0], [0, 2]]),
-        ("A",), 4,
+        hr, np.zeros((2, 1, 2, 2), np.float32), np.ones((2, 8, 8), bool), np.ones((2, 2, 2), bool),
+        np.array([[0, 0], [0, 4]]), ("A",), 4,
     )  # fmt: skip
-    lo = np.stack([np.zeros((1, 4, 4)), np.full((1, 4, 4), 2.0)]).astype(np.float32)
-    pred = MethodPrediction("m", lo.copy(), np.ones_like(lo), lo, lo + 1.0)
-    scores = score_method(pred, truth, EvaluateConfig(figures=False))
-    # patch 1's intervals [0, 1] hold the zeros, patch 2's [2, 3] do not: half of all pairs;
-    # averaging the overlapping columns' bounds first would give [1, 2] there and 0.25
-    assert scores.genes["coverage90"].iloc[0] == pytest.approx(0.5)
+    region = region_from_patches(truth)
+    lo = np.stack([np.zeros((1, 8, 8)), np.full((1, 8, 8), 2.0)]).astype(np.float32)
+    stitched = stitch_patches(np.stack([lo, lo + 1.0], axis=1), truth, region, "central")
+    assert set(np.unique(stitched[0])) == {0.0, 2.0}  # no averaged bound (1.0) anywhere
+    overlap = stitched[0, 0, :, 4:8]
+    # columns 4–5 are more central in patch 1 (cols 0–7), columns 6–7 in patch 2 (cols 4–11)
+    np.testing.assert_array_equal(overlap[:, :2], 0.0)
+    np.testing.assert_array_equal(overlap[:, 2:], 2.0)
+    blended = stitch_patches(lo, truth, region, "blend")
+    assert np.all((blended[0, :, 4:8] > 0) & (blended[0, :, 4:8] < 2))

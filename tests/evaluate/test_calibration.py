@@ -73,3 +73,43 @@ def test_std_error_correlation_and_diversity() -> None:
     np.testing.assert_allclose(C.sample_diversity(two), [3.0])
     with pytest.raises(ValueError, match="at least 2"):
         C.sample_diversity(two[:1])
+
+
+def test_expected_coverage_of_k_samples() -> None:
+    from diffst.evaluate.calibration import expected_sample_coverage
+
+    assert expected_sample_coverage(8, 0.9) == pytest.approx(0.72, abs=0.005)
+    assert expected_sample_coverage(4, 0.9) < expected_sample_coverage(8, 0.9)
+    assert expected_sample_coverage(200, 0.9) == pytest.approx(0.89, abs=0.01)
+    # simulated check: K samples and a truth from the same distribution
+    rng = np.random.default_rng(1)
+    draws = rng.normal(size=(8, 1, 200, 200))
+    truth = rng.normal(size=(1, 200, 200))
+    lo, hi = np.quantile(draws, [0.05, 0.95], axis=0)
+    got = C.interval_coverage(lo, hi, truth)[0]
+    assert got == pytest.approx(expected_sample_coverage(8, 0.9), abs=0.01)
+
+
+def test_conformal_calibration_reaches_the_nominal_coverage_on_new_data() -> None:
+    """Too-narrow intervals are widened on calibration data; on fresh exchangeable data the
+    calibrated 90 % interval covers ≈ 90 %; too-wide ones are narrowed."""
+    from diffst.evaluate.calibration import ConformalCalibration, conformal_calibration
+
+    rng = np.random.default_rng(2)
+
+    def data(scale: float) -> tuple[np.ndarray, ...]:
+        sd = rng.uniform(0.5, 2.0, (2, 60, 60))
+        truth = 20.0 + rng.normal(0, sd)  # counts far from 0: the clip at 0 plays no part
+        half = 1.645 * sd * scale
+        return 20.0 - half, 20.0 + half, sd * scale, truth
+
+    for scale in (0.4, 2.5):  # over-confident, under-confident
+        lo, hi, sd, y = data(scale)
+        cal = conformal_calibration(lo, hi, sd, y, None, 0.9, "test")
+        assert (cal.q > 0).all() if scale < 1 else (cal.q < 0).all()
+        raw = C.interval_coverage(lo, hi, y)
+        assert np.all(np.abs(raw - 0.9) >= 0.09)
+        lo2, hi2, sd2, y2 = data(scale)
+        a, b = cal.apply(lo2, hi2, sd2)
+        assert np.all(np.abs(C.interval_coverage(a, b, y2) - 0.9) < 0.03)
+        assert ConformalCalibration.from_dict(cal.to_dict()).to_dict() == cal.to_dict()

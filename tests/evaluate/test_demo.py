@@ -13,6 +13,7 @@ REPORT_FILES = (
     "report.md",
     "metrics.csv",
     "per_gene.csv",
+    "figures/section_maps.png",
     "figures/gene_maps.png",
     "figures/metric_bars.png",
     "figures/calibration.png",
@@ -32,11 +33,12 @@ def test_fast_demo_writes_every_report_file(demo_dir: Path) -> None:
         path = demo_dir / name
         assert path.is_file() and path.stat().st_size > 0, name
     text = (demo_dir / "report.md").read_text()
-    for method in ("diffst", "diffst_section", "regression", "nearest", "bicubic"):
+    for method in ("diffst", "diffst_projected", "regression", "nearest", "bicubic"):
         assert f"| {method} |" in text, method
     assert "| tesla | unavailable" in text and "pip install --no-deps TESLAforST" in text
     assert "Fast smoke run" in text and "## Analysis" in text
-    for figure in ("gene_maps", "metric_bars", "calibration"):
+    assert "one LR grid" in text and "previous protocol" in text
+    for figure in ("section_maps", "gene_maps", "metric_bars", "calibration"):
         assert f"figures/{figure}.png" in text
 
 
@@ -45,6 +47,10 @@ def test_fast_demo_tables(demo_dir: Path) -> None:
     diffst = table[table.method == "diffst"].set_index("metric")
     # the sampled model has every uncertainty metric; interpolation has none
     assert {"coverage90", "crps", "diversity", "std_err_corr"} <= set(diffst.index)
+    assert {"coverage90_expected", "coverage90_calibrated", "detail_pcc"} <= set(diffst.index)
+    assert {"pcc_ceiling", "detail_ceiling", "mass_ratio"} <= set(diffst.index)
+    detail = table[(table.method == "nearest") & (table.metric == "detail_pcc")]
+    assert detail["mean"].iloc[0] == 0.0  # nearest has no detail below the LR cell
     assert not (table[table.method == "bicubic"].metric == "crps").any()
     assert (
         (table.n_defined + table.n_nan)

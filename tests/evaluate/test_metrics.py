@@ -112,3 +112,47 @@ def test_mass_ratio() -> None:
     pred = np.array([[[2.0, 6.0]], [[1.0, 1.0]]])
     out = M.mass_ratio_per_gene(pred, truth)
     assert out[0] == pytest.approx(2.0) and np.isnan(out[1])
+
+
+def _poisson_field(seed: int = 0, f: int = 4, n: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    mu = rng.gamma(2.0, 1.0, (3, n, n)) * 2.0
+    return mu, rng.poisson(mu).astype(np.float64)
+
+
+def test_detail_pcc_is_zero_for_nearest_and_high_for_the_expected_counts() -> None:
+    from diffst.evaluate.baselines import nearest_upsample
+
+    mu, y = _poisson_field()
+    cells = M.lr_cell_index(y.shape[1:], 4)
+    mask = np.ones(y.shape[1:], bool)
+    near = nearest_upsample(M.pool_sum(y, 4), 4, y.shape[1:])
+    np.testing.assert_array_equal(M.detail_pcc_per_gene(near, y, mask, cells), 0.0)
+    assert (M.detail_pcc_per_gene(mu, y, mask, cells) > 0.7).all()
+    # adding a per-cell constant changes total PCC but not detail PCC
+    shifted = mu + 5.0 * (cells % 3)[None]
+    np.testing.assert_allclose(
+        M.detail_pcc_per_gene(shifted, y, mask, cells), M.detail_pcc_per_gene(mu, y, mask, cells)
+    )
+
+
+def test_within_cell_deviation_uses_only_masked_bins() -> None:
+    x = np.arange(16, dtype=float).reshape(1, 4, 4)
+    mask = np.ones((4, 4), bool)
+    mask[0, 0] = False
+    dev = M.within_cell_deviation(x, M.lr_cell_index((4, 4), 2), mask)
+    # cell (0, 0) holds bins 1, 4, 5 once bin 0 is masked: mean 10/3
+    np.testing.assert_allclose(dev[0, :3], [1 - 10 / 3, 2 - 4.5, 3 - 4.5])
+
+
+def test_split_half_ceiling_matches_a_perfect_predictor() -> None:
+    """sqrt(Spearman–Brown(r_half)) ≈ PCC(expected counts, one measurement)."""
+    mu, y = _poisson_field(seed=3)
+    cells = M.lr_cell_index(y.shape[1:], 4)
+    mask = np.ones(y.shape[1:], bool)
+    ceiling = M.split_half_ceiling(y, mask, cells, n_splits=8, seed=0)
+    np.testing.assert_allclose(ceiling.total, M.pearson_per_gene(mu, y, mask), atol=0.03)
+    np.testing.assert_allclose(ceiling.detail, M.detail_pcc_per_gene(mu, y, mask, cells), atol=0.03)
+    assert (ceiling.half_total < ceiling.total).all()  # half depth agrees less than full depth
+    with pytest.raises(ValueError, match="integer counts"):
+        M.split_half_ceiling(y + 0.5, mask, cells)

@@ -23,11 +23,10 @@ def test_comparison_says_plainly_when_reference_loses() -> None:
     ]
     lines = comparison_lines(summary_frame(scores), "diffst")
     assert len(lines) == 2  # variants of the reference are not compared with it
-    assert lines[0].startswith("- **diffst does NOT beat bicubic** on: PCC counts 0.600 vs 0.800")
+    assert lines[0].startswith("- **diffst does NOT beat bicubic** on: PCC 0.600 vs 0.800")
     assert "RMSE 2.000 vs 1.000" in lines[0]
     assert lines[1] == (
-        "- diffst beats nearest on every compared metric: PCC counts 0.600 vs 0.100; "
-        "RMSE 2.000 vs 3.000."
+        "- diffst beats nearest on every compared metric: PCC 0.600 vs 0.100; RMSE 2.000 vs 3.000."
     )
 
 

@@ -2,9 +2,11 @@
 
 The prediction (AnnData or ``.h5ad``) is put back on its section grid; the truth is either a
 :class:`~diffst.io.sample.SpatialSample` (binned on the prediction's grid) or a split of a
-prepared store. Both are cut into the same patches, the interpolation baselines are computed from
-the same LR input, every method is scored by :func:`diffst.evaluate.scoring.score_method`, and
-:func:`diffst.evaluate.report.write_report` writes tables and figures.
+prepared store, stitched into one held-out :class:`~diffst.evaluate.region.Region` on the
+section's own LR grid. The prediction is cut to that region, the interpolation baselines are
+computed from the same LR grid, every method is scored on the same bins by
+:func:`diffst.evaluate.scoring.score_all`, and :func:`diffst.evaluate.report.write_report` writes
+tables and figures.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import numpy as np
 from diffst.config import ConfigError
 from diffst.evaluate import metrics as met
 from diffst.evaluate.config import EvaluateConfig
-from diffst.evaluate.scoring import MethodPrediction, MethodScores, PatchSet
+from diffst.evaluate.region import LRContext, PatchSet, Region, region_from_patches
+from diffst.evaluate.scoring import MethodPrediction, MethodScores
 from diffst.geometry import GeometryError
 from diffst.io.sample import InputError, SpatialSample
 from diffst.keys import AnnDataKey, StoreFile
@@ -35,7 +38,8 @@ __all__ = [
     "evaluate",
     "load_prediction",
     "load_store_split",
-    "prediction_patches",
+    "prediction_on_region",
+    "store_lr_context",
     "truth_from_sample",
 ]
 
@@ -55,6 +59,7 @@ class PredictionGrid:
     tissue: np.ndarray
     geometry: dict[str, Any]
     source: str
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)  # n_samples, ...
 
 
 def _geometry_from_uns(uns: dict[str, Any], source: str) -> dict[str, Any]:
@@ -115,7 +120,11 @@ def load_prediction(pred: anndata.AnnData | str | os.PathLike[str]) -> Predictio
     tissue = np.zeros((h, w), dtype=bool)
     tissue[rows, cols] = True
     genes = tuple(str(g) for g in pred.var_names)
-    return PredictionGrid(genes, grids, tissue, geo, source)
+    meta = pred.uns.get(AnnDataKey.UNS.value, {})
+    info = {
+        k: meta[k] for k in ("n_samples", "mean_estimator") if isinstance(meta, dict) and k in meta
+    }
+    return PredictionGrid(genes, grids, tissue, geo, source, info)
 
 
 def _dense(x: Any) -> np.ndarray:
@@ -187,6 +196,7 @@ def load_store_split(store: str | os.PathLike[str], split: str = "test") -> tupl
         raise GeometryError(f"{folder / StoreFile.ORIGIN}: patch origins are not on the HR grid")
     hr = np.load(folder / StoreFile.HR, mmap_mode="r")
     geo.setdefault("patch", int(hr.shape[-1]))
+    units = _lr_units(folder, geo, hr.shape)
     patches = PatchSet(
         hr=np.asarray(hr, dtype=np.float32),
         lr=np.load(folder / StoreFile.LR).astype(np.float32),
@@ -195,15 +205,81 @@ def load_store_split(store: str | os.PathLike[str], split: str = "test") -> tupl
         origin_bins=origin_bins,
         genes=tuple(str(g) for g in manifest["genes"]),
         factor=int(geo["factor"]),
+        lr_units=units,
     )
     return patches, geo
 
 
-def truth_from_sample(sample: SpatialSample, pred: PredictionGrid, patch: int) -> PatchSet:
+def _lr_units(folder: Path, geo: dict[str, Any], hr_shape: tuple[int, ...]) -> np.ndarray | None:
+    """Measured HR units per LR cell: the measured spots of pooled spot blocks, the pseudo-spot's
+    area in bins for Visium-lattice LR, else ``None`` (every bin of the cell)."""
+    spots_file = folder / "lr_spots.npy"
+    if spots_file.is_file():
+        return np.load(spots_file).astype(np.float64)
+    if geo.get("lr_mode") == "visium" and "lr_bins" in geo:
+        n, p = hr_shape[0], -(-int(hr_shape[-1]) // int(geo["factor"]))
+        return np.full((n, p, p), float(geo["lr_bins"]))
+    return None
+
+
+def store_lr_context(store: str | os.PathLike[str], split: str = "test") -> LRContext | None:
+    """The section's LR grid around a split's region, rebuilt from every patch of the store.
+
+    HR counts are exact in every patch, so stitching all splits' patches of the section and
+    pooling them on the section's LR grid gives the LR cells the interpolation baselines may read
+    around the held-out region. Cells not entirely covered by patches are left unmeasured.
+    Returns ``None`` for stores whose LR is not pooled HR (Visium-lattice pseudo-spots) or that
+    hold several sections.
+    """
+    root = Path(store)
+    manifest = json.loads((root / StoreFile.MANIFEST).read_text(encoding="utf-8"))
+    geo = manifest["geometry"]
+    if geo.get("lr_mode", "grid") == "visium" or (root / split / "section.npy").is_file():
+        return None
+    f, hr_um = int(geo["factor"]), float(geo["hr_um"])
+    parts = []
+    for name in ("train", "val", "test"):
+        folder = root / name
+        if not (folder / StoreFile.HR).is_file():
+            continue
+        origin = np.load(folder / StoreFile.ORIGIN)
+        rc = np.rint((origin - np.asarray(geo["origin_um"])[None]) / hr_um)[:, ::-1].astype(int)
+        parts.append((folder, rc))
+    if not parts:
+        return None
+    p = int(np.load(parts[0][0] / StoreFile.HR, mmap_mode="r").shape[-1])
+    h = max(int(rc[:, 0].max()) for _, rc in parts if len(rc)) + p
+    w = max(int(rc[:, 1].max()) for _, rc in parts if len(rc)) + p
+    g = len(manifest["genes"])
+    hr = np.zeros((g, h, w), dtype=np.float64)
+    known = np.zeros((h, w), dtype=bool)
+    measured = np.zeros((h, w), dtype=bool)
+    for folder, rc in parts:
+        arr = np.load(folder / StoreFile.HR, mmap_mode="r")
+        mask = np.load(folder / StoreFile.MASK, mmap_mode="r")
+        for i, (r, c) in enumerate(rc):
+            hr[:, r : r + p, c : c + p] = arr[i]
+            known[r : r + p, c : c + p] = True
+            measured[r : r + p, c : c + p] |= mask[i].astype(bool)
+    spots = (root / split / "lr_spots.npy").is_file()
+    units_map = measured if spots else known  # spots: measured spots; grid: every bin
+    lr = met.pool_sum(hr, f)
+    units = met.pool_sum(units_map[None].astype(np.float64), f)[0]
+    complete = (
+        met.pool_sum(known[None].astype(np.float64), f)[0] == met.pool_sum(np.ones((1, h, w)), f)[0]
+    )
+    cell_mask = complete & (met.pool_sum(measured[None].astype(np.float64), f)[0] > 0)
+    return LRContext(lr.astype(np.float32), cell_mask, np.where(cell_mask, units, 0.0))
+
+
+def truth_from_sample(
+    sample: SpatialSample, pred: PredictionGrid, patch: int
+) -> tuple[PatchSet, LRContext]:
     """Bin a sample's transcripts on the prediction's grid and cut it into ``patch`` tiles.
 
     Tiles are non-overlapping, start at LR-cell boundaries and keep only those holding
-    predicted bins; the mask is the set of bins the prediction covers (its tissue).
+    predicted bins; the mask is the set of bins the prediction covers (its tissue). The whole
+    section's LR grid is returned as the baselines' context.
     """
     from diffst.prepare.binning import GridGeometry, bin_transcripts, pool_grid
 
@@ -237,39 +313,40 @@ def truth_from_sample(sample: SpatialSample, pred: PredictionGrid, patch: int) -
     lr_t = np.stack([pool_grid(x, factor) for x, _ in cut]).astype(np.float32)
     mask_t = np.stack([m for _, m in cut])
     lr_mask = np.stack([met.pool_sum(m[None].astype(float), factor)[0] > 0 for _, m in cut])
-    return PatchSet(
+    patches = PatchSet(
         hr_t, lr_t, mask_t, lr_mask, np.asarray(tiles, dtype=np.int64), pred.genes, factor
     )
+    units = met.pool_sum(np.ones((1, h, w)), factor)[0]
+    cells = met.pool_sum(mask[None].astype(np.float64), factor)[0] > 0
+    context = LRContext(pool_grid(hr, factor).astype(np.float32), cells, units)
+    return patches, context
 
 
-def prediction_patches(
-    pred: PredictionGrid, truth: PatchSet, name: str = "diffst", description: str = ""
+def prediction_on_region(
+    pred: PredictionGrid,
+    region: Region,
+    name: str = "diffst",
+    description: str = "",
+    offset: np.ndarray | tuple[int, int] = (0, 0),
 ) -> MethodPrediction:
-    """Cut the prediction's layers at the truth patches' origins → :class:`MethodPrediction`."""
-    p = truth.hr.shape[-1]
-    tissue = np.pad(pred.tissue, ((0, p), (0, p)))
-    h, w = pred.tissue.shape
-    uncovered = [
-        i
-        for i, (r, c) in enumerate(truth.origin_bins)
-        if r < 0
-        or c < 0
-        or r >= h
-        or c >= w
-        or (truth.mask[i] & ~tissue[r : r + p, c : c + p]).any()
-    ]
-    if uncovered:
+    """Cut the prediction's layers to the region's box → :class:`MethodPrediction`.
+
+    ``offset`` maps the region's section grid onto the prediction's (prediction index = region
+    index + offset). Raises :class:`GeometryError` when a scored bin is not predicted.
+    """
+    tissue = region.cut(pred.tissue[None].astype(np.float32), tuple(offset))[0] > 0
+    missing = region.scored & ~tissue
+    if missing.any():
         raise GeometryError(
-            f"prediction ({pred.source}) does not cover the in-tissue bins of truth patches "
-            f"{uncovered[:10]} (of {len(truth.origin_bins)})"
+            f"prediction ({pred.source}) does not cover {int(missing.sum())} of the "
+            f"{int(region.scored.sum())} scored bins of the held-out region"
         )
-    out: dict[str, np.ndarray] = {}
-    for key, grid in pred.layers.items():
-        padded = np.pad(grid, ((0, 0), (0, p), (0, p)))
-        out[key] = np.stack([padded[:, r : r + p, c : c + p] for r, c in truth.origin_bins])
+    out = {key: region.cut(grid, tuple(offset)) for key, grid in pred.layers.items()}
+    n_samples = pred.metadata.get("n_samples") if pred.metadata else None
     return MethodPrediction(
-        name, out["mean"], out.get("std"), out.get("q05"), out.get("q95"), description=description
-    )
+        name, out["mean"], out.get("std"), out.get("q05"), out.get("q95"),
+        description=description, n_samples=int(n_samples) if n_samples else None,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -277,7 +354,7 @@ class EvaluationReport:
     """Result of :func:`evaluate`: scores per method and the files written."""
 
     scores: dict[str, MethodScores]
-    truth: PatchSet
+    region: Region
     files: dict[str, Path]
 
     def summary(self) -> Any:
@@ -287,15 +364,28 @@ class EvaluationReport:
         return summary_frame(list(self.scores.values()))
 
 
-def baseline_predictions(truth: PatchSet, cfg: EvaluateConfig) -> list[MethodPrediction]:
-    """The configured interpolation baselines on the truth patches' LR input."""
+def baseline_predictions(region: Region, cfg: EvaluateConfig) -> list[MethodPrediction]:
+    """The configured interpolation baselines from the region's LR grid (and its context).
+
+    Each LR cell's counts are spread as the mean over its measured HR units (partly measured
+    cells are not diluted; unmeasured cells take the nearest measured cell's mean), then
+    upsampled; the map is cut to the region's box.
+    """
     from diffst.evaluate.baselines import interpolation_baseline
 
-    p = truth.hr.shape[-1]
+    lr, mask, units, (a, b) = region.baseline_input()
+    f = region.factor
+    h, w = region.shape
     out = []
     for name in cfg.baselines:
-        mean = np.stack([interpolation_baseline(name, x, truth.factor, (p, p)) for x in truth.lr])
-        out.append(MethodPrediction(name, mean, description=f"{name} upsampling of the LR map"))
+        full = interpolation_baseline(name, lr, f, units=units, lr_mask=mask)
+        padded = np.pad(full, ((0, 0), (0, h), (0, w)))
+        mean = padded[:, a * f : a * f + h, b * f : b * f + w].astype(np.float32)
+        out.append(
+            MethodPrediction(
+                name, mean, description=f"{name} upsampling of the LR cells' measured-unit means"
+            )
+        )
     return out
 
 
@@ -304,8 +394,12 @@ def load_truth(
     pred: PredictionGrid,
     cfg: EvaluateConfig,
     split: str = "test",
-) -> PatchSet:
-    """Truth patches from a sample, a store folder (+ ``split``) or a store split folder."""
+) -> tuple[PatchSet, np.ndarray, LRContext | None]:
+    """Truth patches from a sample, a store folder (+ ``split``) or a store split folder.
+
+    Returns the patches (in the truth's own section grid), the offset ``[row, col]`` from that
+    grid to the prediction's and the LR cells around them for the baselines (or ``None``).
+    """
     if isinstance(truth, SpatialSample):
         patch = cfg.patch_bins or int(pred.geometry.get("patch", 0))
         if patch < 1:
@@ -313,7 +407,8 @@ def load_truth(
                 f"{pred.source}: the model's patch size is not recorded; set the patch side "
                 "(EvaluateConfig.patch_bins / --patch) to cut the truth into patches"
             )
-        return truth_from_sample(truth, pred, patch)
+        patches, context = truth_from_sample(truth, pred, patch)
+        return patches, np.zeros(2, dtype=np.int64), context
     path = Path(truth)
     if (path / StoreFile.MANIFEST).is_file():
         store, name = path, split
@@ -325,7 +420,7 @@ def load_truth(
         return load_truth(read_sample(path), pred, cfg, split)
     patches, geo = load_store_split(store, name)
     offset = _compare_geometry(pred, patches.genes, geo, f"{store} split {name}")
-    return dataclasses.replace(patches, origin_bins=patches.origin_bins + offset[None])
+    return patches, offset, store_lr_context(store, name)
 
 
 def evaluate(
@@ -368,25 +463,26 @@ def evaluate(
         Unreadable or incomplete prediction or truth.
     """
     from diffst.evaluate.report import write_report
-    from diffst.evaluate.scoring import score_method
+    from diffst.evaluate.scoring import score_all
 
     cfg = cfg or EvaluateConfig()
     grid = load_prediction(pred)
-    patches = load_truth(truth, grid, cfg, split)
+    patches, offset, lr_context = load_truth(truth, grid, cfg, split)
+    region = region_from_patches(patches, context=lr_context)
     meta_note = "K samples → mean, std, q05, q95 (diffst predict)"
-    methods = [prediction_patches(grid, patches, cfg.reference_method, meta_note)]
-    methods += baseline_predictions(patches, cfg) + list(extra or [])
-    scores = {m.name: score_method(m, patches, cfg) for m in methods}
+    methods = [prediction_on_region(grid, region, cfg.reference_method, meta_note, offset)]
+    methods += baseline_predictions(region, cfg) + list(extra or [])
+    scores = {s.name: s for s in score_all(methods, region, cfg)}
     files: dict[str, Path] = {}
     if out_dir is not None:
         files = write_report(
             list(scores.values()),
             methods,
-            patches,
+            region,
             out_dir,
             cfg,
             title=title,
             context=context or [],
             notes=notes or [],
         )
-    return EvaluationReport(scores, patches, files)
+    return EvaluationReport(scores, region, files)

@@ -1,8 +1,12 @@
 """Interpolation baselines: the LR map upsampled to the HR grid without any learning.
 
-The LR map holds counts per LR cell (the sum over ``factor × factor`` HR bins); the baselines
-first divide by ``factor²`` so that their output is on the HR scale (counts per HR bin) and a
-nearest-neighbour upsampling re-aggregates exactly to the LR input.
+The LR map holds counts per LR cell (the sum over its HR units); the baselines first turn it
+into the *measured-unit mean* of every cell — the cell's counts divided by the number of HR
+units that were measured in it (``units``: ``factor²`` bins of a full grid cell, fewer at the
+section border, or the measured spots of a pooled spot block) — so their output is on the HR
+scale (counts per HR unit) and nearest-neighbour upsampling re-aggregates exactly to the LR
+input. Cells without a measurement (``lr_mask`` false) take the mean of the nearest measured
+cell before interpolating, so they do not read as zero expression.
 """
 
 from __future__ import annotations
@@ -10,9 +14,10 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+from scipy import ndimage
 from skimage.transform import resize
 
-__all__ = ["bicubic_upsample", "interpolation_baseline", "nearest_upsample"]
+__all__ = ["bicubic_upsample", "cell_means", "interpolation_baseline", "nearest_upsample"]
 
 
 def _check(lr: np.ndarray, factor: int, out_shape: tuple[int, int] | None) -> tuple[int, int]:
@@ -80,15 +85,54 @@ def bicubic_upsample(
     return up.astype(np.float32)
 
 
+def cell_means(lr: np.ndarray, units: np.ndarray, lr_mask: np.ndarray | None = None) -> np.ndarray:
+    """Measured-unit mean of every LR cell, unmeasured cells filled from the nearest measured one.
+
+    Parameters
+    ----------
+    lr
+        ``[G, h, w]`` counts per LR cell.
+    units
+        ``[h, w]`` HR units measured in each cell (bins, or spots).
+    lr_mask
+        ``[h, w]`` bool, cells holding a measurement (default: ``units > 0``).
+
+    Returns
+    -------
+    ``[G, h, w]`` float64 counts per HR unit.
+    """
+    lr = np.asarray(lr, dtype=np.float64)
+    units = np.asarray(units, dtype=np.float64)
+    measured = units > 0 if lr_mask is None else np.asarray(lr_mask, bool) & (units > 0)
+    if not measured.any():
+        return np.zeros_like(lr)
+    means = np.where(measured, lr / np.where(measured, units, 1.0), 0.0)
+    if measured.all():
+        return means
+    _, (ii, jj) = ndimage.distance_transform_edt(~measured, return_indices=True)
+    return means[:, ii, jj]
+
+
 def interpolation_baseline(
     name: Literal["nearest", "bicubic"],
     lr: np.ndarray,
     factor: int,
     out_shape: tuple[int, int] | None = None,
+    *,
+    units: np.ndarray | None = None,
+    lr_mask: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Dispatch to :func:`nearest_upsample` or :func:`bicubic_upsample` by name."""
-    if name == "nearest":
-        return nearest_upsample(lr, factor, out_shape)
-    if name == "bicubic":
-        return bicubic_upsample(lr, factor, out_shape)
-    raise ValueError(f"unknown interpolation baseline {name!r}; use 'nearest' or 'bicubic'")
+    """Nearest or bicubic upsampling of the LR map, by name.
+
+    Without ``units`` each cell is divided by ``factor²`` (every bin measured). With ``units``
+    (``[h, w]`` measured HR units per cell) and ``lr_mask``, the measured-unit means of
+    :func:`cell_means` are upsampled instead (``factor²`` is then 1: the means are already per
+    unit), so partly measured cells are not diluted and unmeasured cells do not read as zero.
+    """
+    if name not in ("nearest", "bicubic"):
+        raise ValueError(f"unknown interpolation baseline {name!r}; use 'nearest' or 'bicubic'")
+    upsample = nearest_upsample if name == "nearest" else bicubic_upsample
+    if units is None:
+        return upsample(lr, factor, out_shape)
+    means = cell_means(lr, units, lr_mask) * factor * factor
+    return upsample(means, factor, out_shape)

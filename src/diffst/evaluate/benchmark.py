@@ -1,14 +1,21 @@
 """``diffst benchmark``: prepare → train each method → predict → evaluate, one report.
 
-Methods, all scored on the same held-out patches (the store's ``test`` split, spatial blocks
-never seen in training, or a whole held-out section):
+Every method is scored on the same held-out :class:`~diffst.evaluate.region.Region` (the store's
+``test`` split — spatial blocks never seen in training — or a whole held-out section), stitched
+on the section's own LR grid, each bin once:
 
-* ``diffst`` — the full model, ``K`` samples per patch (mean, std, q05, q95, samples);
-* ``regression`` — same encoders and UNet trained with MSE (no diffusion);
+* ``diffst`` — the full model on ``diffst predict``'s tiles of the whole section (``K`` samples:
+  point estimate, std, quantiles, samples; intervals also conformally calibrated on the
+  validation split), written to ``prediction.h5ad``;
+* ``diffst_sample_mean`` — the same samples' mean (when the point estimate is the denoiser's);
+* ``regression`` — same encoders and UNet trained with MSE (no diffusion), on the same tiles;
 * ``histology_only`` — the diffusion model without the LR input (``model.use_lr=false``);
 * ``no_<switch>`` — the diffusion model with one component off (ablation table);
-* ``nearest`` / ``bicubic`` — interpolation of the LR map;
+* ``nearest`` / ``bicubic`` — interpolation of the LR cells' measured-unit means;
 * ``tesla`` — the TESLA peer when installed, else reported unavailable.
+
+Spot-array stores (``--hr spots``) sample the store's held-out patches instead of tiles (see
+:mod:`diffst.evaluate.benchmark_methods`).
 """
 
 from __future__ import annotations
@@ -23,9 +30,10 @@ from typing import Any, Literal
 import numpy as np
 
 from diffst.config import ConfigError
+from diffst.evaluate.benchmark_methods import PatchRoute, TiledRoute, sample_split
 from diffst.evaluate.config import EvaluateConfig
-from diffst.evaluate.scoring import MethodPrediction, PatchSet
-from diffst.keys import BatchKey
+from diffst.evaluate.region import LRContext, Region
+from diffst.evaluate.scoring import MethodPrediction
 
 __all__ = ["ABLATIONS", "BenchmarkConfig", "BenchmarkResult", "run_benchmark", "sample_split"]
 
@@ -65,11 +73,13 @@ class BenchmarkConfig:
     # point prediction of the diffusion models (PredictConfig.mean_estimator); with the
     # denoiser's estimate the full model's mean of samples is scored too, as `diffst_sample_mean`
     mean_estimator: Literal["auto", "denoiser", "samples"] = "auto"
-    # also run whole-section `diffst predict` with the full model and score it on the patches
+    # write the full model's whole-section prediction (`prediction.h5ad`, calibrated intervals)
     predict_section: bool = True
-    # whole-section prediction rescaled so that each LR cell's predicted total matches its
-    # measured count (`diffst predict --project`); the patch-sampled `diffst` row stays raw
+    # also score the full model rescaled so that each LR cell's predicted total matches its
+    # measured count (`diffst predict --project`), as `diffst_projected`
     project_section: bool = True
+    # calibrate the full model's intervals on the validation split (split-conformal)
+    calibrate: bool = True
     # try the TESLA adapter (reported unavailable when the package is not installed)
     tesla: bool = True
     # scoring and report options
@@ -93,108 +103,6 @@ class BenchmarkResult:
     report: Path
     scores: dict[str, Any]
     timings_s: dict[str, float]
-
-
-def _batch(items: list[dict[str, Any]]) -> dict[str, Any]:
-    import torch
-
-    return {k: torch.stack([it[k] for it in items]) for k in items[0]}
-
-
-def sample_split(
-    checkpoint: str | Path,
-    dataset: Any,
-    *,
-    name: str,
-    n_samples: int,
-    sampler: Literal["ddpm", "ddim", "dpmpp"] | None = None,
-    steps: int | None = None,
-    seed: int = 0,
-    batch_size: int = 4,
-    description: str = "",
-    on_patch: Callable[[int], None] | None = None,
-    mean_estimator: Literal["auto", "denoiser", "samples"] = "auto",
-) -> MethodPrediction:
-    """Draw ``K`` samples for every patch of a dataset with a trained diffusion checkpoint.
-
-    Parameters
-    ----------
-    checkpoint
-        ``diffst train`` checkpoint (EMA weights are used).
-    dataset
-        :class:`diffst.data.PatchDataset` (no augmentation) whose normalisation matches the
-        checkpoint's.
-    n_samples
-        K samples per patch; sample ``k`` of patch ``i`` is seeded ``seed + 1000·i + k``.
-    mean_estimator
-        The point prediction ``mean``, as ``PredictConfig.mean_estimator``: the samples' mean,
-        or the denoiser's posterior mean at t = T averaged over K draws seeded like the samples
-        (``auto``: the denoiser for v/x0 checkpoints).
-
-    Returns
-    -------
-    :class:`MethodPrediction` with ``mean, std, q05, q95 [N, G, P, P]`` and
-    ``samples [N, K, G, P, P]`` on the count scale.
-    """
-    import torch
-
-    from diffst.data import inverse_normalise
-    from diffst.diffusion import sample_groups
-    from diffst.predict.config import resolve_estimator
-    from diffst.train.checkpoint import load_for_inference
-
-    bundle = load_for_inference(checkpoint, "cpu")
-    model: Any = bundle.model
-    dcfg = bundle.config.diffusion
-    sampler, steps = sampler or dcfg.sampler, steps or dcfg.sampling_steps
-    estimator = resolve_estimator(mean_estimator, bundle.schedule.prediction, "mean_estimator")
-    norm = dataset.info.normalisation
-    out, points = [], []
-    with torch.no_grad():
-        for start in range(0, len(dataset), batch_size):
-            idx = list(range(start, min(len(dataset), start + batch_size)))
-            batch = _batch([dataset[i] for i in idx])
-            cond = model.encode_condition(
-                batch[BatchKey.LR], batch[BatchKey.TISSUE], batch[BatchKey.CELLS],
-                batch[BatchKey.CELL_SCORE],
-            ).repeat(n_samples)  # fmt: skip
-            shape = (len(idx) * n_samples, *batch[BatchKey.HR].shape[1:])
-            x0, posterior = sample_groups(
-                model, bundle.schedule, cond, shape, n_samples, sampler=sampler, steps=steps,
-                seeds=[seed + 1000 * i + k for i in idx for k in range(n_samples)],
-                device="cpu", clip_denoised=dcfg.clip_denoised,
-                posterior_mean=estimator == "denoiser",
-            )  # fmt: skip
-            scale = batch.get(BatchKey.NORM_SCALE)
-            out.append(
-                inverse_normalise(x0, norm, None if scale is None else scale[:, None])
-                .float()
-                .numpy()
-            )
-            if posterior is not None:
-                points.append(inverse_normalise(posterior, norm, scale).float().numpy())
-            if on_patch is not None:
-                on_patch(len(idx))
-    samples = np.concatenate(out).astype(np.float32)
-    lo, hi = np.quantile(samples, [0.05, 0.95], axis=1)
-    point = np.concatenate(points).astype(np.float32) if points else samples.mean(axis=1)
-    what = "denoiser posterior mean" if estimator == "denoiser" else "mean of the samples"
-    return MethodPrediction(
-        name,
-        point,
-        samples.std(axis=1, ddof=1),
-        lo.astype(np.float32),
-        hi.astype(np.float32),
-        samples,
-        description=", ".join(
-            x
-            for x in (
-                description,
-                f"{n_samples} samples per patch, {sampler} {steps} steps; point prediction: {what}",
-            )
-            if x
-        ),
-    )
 
 
 class _Stages:
@@ -263,19 +171,6 @@ def _diffusion_methods(cfg: BenchmarkConfig, base: Any) -> list[tuple[str, Any, 
     return out
 
 
-def _eval_dataset(eval_store: Path, train_store: Path) -> Any:
-    """Test-split dataset normalised with the *training* store's statistics."""
-    from diffst.data import PatchDataset, StoreInfo
-
-    data = PatchDataset(eval_store, "test", augment=False)
-    if eval_store != train_store:
-        train_info = StoreInfo.load(train_store)
-        if tuple(data.info.genes) != tuple(train_info.genes):
-            raise ConfigError(f"{eval_store}: gene panel differs from the training store's")
-        data.info = dataclasses.replace(data.info, normalisation=train_info.normalisation)
-    return data
-
-
 def _prepare_stores(
     samples: list[Any], held_out: Any, out: Path, prepare_cfg: Any, stages: _Stages
 ) -> tuple[Path, Path]:
@@ -331,37 +226,20 @@ def _prepare_stores(
     return store, held_store
 
 
-def _train_and_sample(
-    name: str, run_config: Any, store: Path, data: Any, out: Path, cfg: BenchmarkConfig,
-    description: str, stages: _Stages,
-) -> tuple[MethodPrediction, Path]:  # fmt: skip
+def _train(name: str, run_config: Any, store: Path, out: Path, what: str, stages: _Stages) -> Path:
     from diffst.train.loop import train
 
     result = stages.run(
-        f"train_{name}",
-        f"train {name} ({description}), {run_config.train.max_steps} steps",
-        train,
-        store,
-        out / "runs" / name,
-        run_config,
-        overwrite=True,
-        progress=True,
-    )
-    with stages.bar(f"sample {name}", len(data)) as advance:
-        pred = stages.run(
-            f"sample_{name}", f"sample {name}: {cfg.n_samples} samples per held-out patch",
-            sample_split, result.checkpoint, data, name=name, n_samples=cfg.n_samples,
-            sampler=cfg.sampler, steps=cfg.steps, seed=cfg.seed, description=description,
-            on_patch=advance, mean_estimator=cfg.mean_estimator,
-        )  # fmt: skip
-    return pred, result.checkpoint
+        f"train_{name}", f"train {name} ({what}), {run_config.train.max_steps} steps",
+        train, store, out / "runs" / name, run_config, progress=True,
+    )  # fmt: skip
+    return Path(result.checkpoint)
 
 
-def _regression(
-    run_config: Any, store: Path, eval_store: Path, out: Path, cfg: BenchmarkConfig,
-    stages: _Stages,
-) -> MethodPrediction:  # fmt: skip
-    from diffst.evaluate.regression import RegressionConfig, predict_regression, train_regression
+def _train_regression(
+    run_config: Any, store: Path, out: Path, cfg: BenchmarkConfig, stages: _Stages
+) -> Path:
+    from diffst.evaluate.regression import RegressionConfig, train_regression
 
     steps = cfg.regression_steps or run_config.train.max_steps
     rcfg = RegressionConfig(
@@ -371,79 +249,118 @@ def _regression(
         seed=run_config.train.seed,
     )
     with stages.bar("train regression", steps) as advance:
-        ckpt = stages.run(
-            "train_regression",
-            f"train regression (MSE, no diffusion), {steps} steps",
-            train_regression,
-            store,
-            out / "runs" / "regression.pt",
-            run_config,
-            rcfg,
-            on_step=lambda *_: advance(1),
-        )
-    mean = stages.run(
-        "predict_regression",
-        "predict regression on the held-out patches",
-        predict_regression,
-        ckpt,
-        eval_store,
-        "test",
-        train_store=store,
-    )
-    return MethodPrediction(
-        "regression",
-        mean,
-        description="same encoders and UNet as diffst, trained with MSE, no noise",
-    )
+        return Path(
+            stages.run(
+                "train_regression", f"train regression (MSE, no diffusion), {steps} steps",
+                train_regression, store, out / "runs" / "regression.pt", run_config, rcfg,
+                on_step=lambda *_: advance(1),
+            )
+        )  # fmt: skip
 
 
-def _section_prediction(
-    checkpoint: Path, sample: Any, truth: PatchSet, geo: dict[str, Any], out: Path,
-    cfg: BenchmarkConfig, stages: _Stages,
-) -> tuple[MethodPrediction, PatchSet]:  # fmt: skip
-    from diffst.evaluate.api import _compare_geometry, load_prediction, prediction_patches
-    from diffst.predict.api import predict
+def _predict_config(cfg: BenchmarkConfig) -> Any:
     from diffst.predict.config import PredictConfig
 
     pcfg = PredictConfig(
-        n_samples=cfg.n_samples,
-        seed=cfg.seed,
-        n_figure_genes=0,
-        project_to_spots=cfg.project_section,
+        n_samples=cfg.n_samples, seed=cfg.seed, n_figure_genes=0, device="cpu",
         mean_estimator=cfg.mean_estimator,
-    )
+    )  # fmt: skip
     if cfg.sampler is not None:
         pcfg = dataclasses.replace(pcfg, sampler=cfg.sampler)
     if cfg.steps is not None:
         pcfg = dataclasses.replace(pcfg, steps=cfg.steps)
-    path = out / "prediction.h5ad"
-    adata = stages.run(
-        "predict_section",
-        f"diffst predict: whole section → {path}",
-        predict,
-        checkpoint,
-        sample,
-        path,
-        pcfg,
-        overwrite=True,
+    return pcfg
+
+
+def _route(
+    spots: bool, store: Path, eval_store: Path, evaluated: Any, training: Any, region: Region,
+    cfg: BenchmarkConfig,
+) -> Any:  # fmt: skip
+    """How learned methods predict the region: tiles of the section, or the store's patches."""
+    from diffst.data import StoreInfo
+    from diffst.evaluate.api import load_store_split
+    from diffst.evaluate.region import region_from_patches
+
+    has_val = StoreInfo.load(store).n_patches.get("val", 0) > 0
+    if spots:
+        val = None
+        if has_val and cfg.calibrate:
+            vt, _ = load_store_split(store, "val")
+            vr = region_from_patches(vt, what="validation patches")
+            val = (vt, vr, _eval_dataset(store, store, "val"))
+        truth, _ = load_store_split(eval_store, "test")
+        return PatchRoute(truth, region, _eval_dataset(eval_store, store), cfg, eval_store, val)
+    pcfg = _predict_config(cfg)
+    shape = tuple(StoreInfo.load(eval_store).geometry["shape_hr"])
+    val_part = None
+    if has_val and cfg.calibrate:
+        vt, _ = load_store_split(store, "val")
+        val_shape = tuple(StoreInfo.load(store).geometry["shape_hr"])
+        val_part = (training, region_from_patches(vt, what="validation patches"), val_shape)
+    return TiledRoute(evaluated, region, shape, pcfg, val_part)
+
+
+def _eval_dataset(eval_store: Path, train_store: Path, split: str = "test") -> Any:
+    """A split's dataset normalised with the *training* store's statistics."""
+    from diffst.data import PatchDataset, StoreInfo
+
+    data = PatchDataset(eval_store, split, augment=False)
+    if eval_store != train_store:
+        train_info = StoreInfo.load(train_store)
+        if tuple(data.info.genes) != tuple(train_info.genes):
+            raise ConfigError(f"{eval_store}: gene panel differs from the training store's")
+        data.info = dataclasses.replace(data.info, normalisation=train_info.normalisation)
+    return data
+
+
+def _section_context(route: Any, store: Path, split: str = "test") -> LRContext | None:
+    """The section's LR grid around the region, for the baselines."""
+    from diffst.evaluate.api import store_lr_context
+    from diffst.evaluate.metrics import pool_sum
+
+    maps = getattr(route, "full", None)
+    if maps is None:
+        return store_lr_context(store, split)
+    inputs = maps.ctx.inputs
+    lr, mask = inputs.lr_section()
+    geo = inputs.geometry
+    if inputs.lr_layout == "grid":
+        units = pool_sum(np.ones((1, *geo.shape_hr)), geo.factor)[0]
+    else:  # pseudo-spots: one LR value sums a spot of this many bins
+        units = np.full(mask.shape, np.pi * (inputs.spot_diameter_um / 2) ** 2 / geo.hr_um**2)
+    return LRContext(np.asarray(lr, np.float32), np.asarray(mask, bool), units)
+
+
+def _section_view(route: Any, region: Region, preds: list[MethodPrediction], cfg: Any) -> Any:
+    """Whole-section maps for the report figure (tiled route only)."""
+    from diffst.evaluate.baselines import interpolation_baseline
+    from diffst.evaluate.benchmark_methods import _on_section
+    from diffst.evaluate.report import SectionView
+    from diffst.predict.figures import image_on_grid
+    from diffst.predict.uncertainty import Stat
+
+    maps = getattr(route, "full", None)
+    if maps is None or region.context is None or maps.ctx.inputs.hr is None:
+        return None
+    inputs, ctx = maps.ctx.inputs, region.context
+    geo = inputs.geometry
+    shape = geo.shape_hr
+    lr_up = interpolation_baseline(
+        "nearest", ctx.lr, geo.factor, shape, units=ctx.units, lr_mask=ctx.mask
     )
-    grid = load_prediction(adata if adata is not None else path)
-    offset = _compare_geometry(grid, truth.genes, geo, "held-out patches")
-    shifted = dataclasses.replace(truth, origin_bins=truth.origin_bins + offset[None])
-    pred = prediction_patches(
-        grid,
-        shifted,
-        "diffst_section",
-        f"`diffst predict` on the whole section ({cfg.n_samples} samples per tile, tiles "
-        "blended"
-        + (
-            ", bins rescaled so each LR cell's total matches its measurement"
-            if cfg.project_section
-            else ""
+    views: dict[str, np.ndarray] = {}
+    views["diffst"] = maps.stats[Stat.MEAN]
+    if "bicubic" in cfg.evaluate.baselines:
+        views["bicubic"] = interpolation_baseline(
+            "bicubic", ctx.lr, geo.factor, shape, units=ctx.units, lr_mask=ctx.mask
         )
-        + "), cut at the held-out patches; output `prediction.h5ad`",
-    )
-    return pred, shifted
+    if "regression" in route.section_maps:
+        views["regression"] = route.section_maps["regression"]
+    image = image_on_grid(maps.ctx.image, geo) if maps.ctx.image is not None else None
+    return SectionView(
+        truth=np.asarray(inputs.hr, np.float32), lr=lr_up, held_out=_on_section(region, shape),
+        tissue=inputs.tissue, maps=views, std=maps.stats[Stat.STD], image=image,
+    )  # fmt: skip
 
 
 def run_benchmark(
@@ -485,8 +402,10 @@ def run_benchmark(
     from rich.console import Console
 
     from diffst.evaluate.api import baseline_predictions, load_store_split
+    from diffst.evaluate.benchmark_methods import patch_stitched_nearest
+    from diffst.evaluate.region import region_from_patches
     from diffst.evaluate.report import analysis_notes, write_report
-    from diffst.evaluate.scoring import score_method
+    from diffst.evaluate.scoring import score_all
     from diffst.predict.config import resolve_estimator
     from diffst.train.config import resolve_run_config
 
@@ -500,54 +419,114 @@ def run_benchmark(
     run_config = resolve_run_config(cfg.preset, None, list(cfg.overrides))
     methods = _diffusion_methods(cfg, run_config)
     n_stages = 2 + (held_out is not None) + 2 * len(methods) + 2 * cfg.regression
-    stages = _Stages(n_stages + cfg.predict_section, console)
+    stages = _Stages(n_stages + cfg.calibrate, console)
     start = time.perf_counter()
     store, eval_store = _prepare_stores(train_samples, held_out, out, prepare_cfg, stages)
-    data = _eval_dataset(eval_store, store)
-    truth, geo = load_store_split(eval_store, "test")
+    truth, _ = load_store_split(eval_store, "test")
+    region = region_from_patches(truth, what=f"{eval_store} test split")
+    evaluated = held_out or train_samples[0]
+    route = _route(spots, store, eval_store, evaluated, train_samples[0], region, cfg)
     preds: list[MethodPrediction] = []
-    checkpoints: dict[str, Path] = {}
-    for name, rc, what in methods:
-        pred, checkpoints[name] = _train_and_sample(name, rc, store, data, out, cfg, what, stages)
+    calibration = None
+    for k, (name, rc, what) in enumerate(methods):
+        ckpt = _train(name, rc, store, out, what, stages)
+        whole = k == 0 and not spots  # the full model on the whole section (figure, h5ad)
+        where = "the whole section" if whole else "the held-out region"
+        pred, sample_mean = stages.run(
+            f"predict_{name}", f"predict {name}: {cfg.n_samples} samples per tile of {where}",
+            route.diffusion, ckpt, name, what, whole=whole,
+        )  # fmt: skip
+        if k == 0:
+            if cfg.calibrate:
+                calibration = stages.run(
+                    "calibrate", "calibrate diffst's intervals on the validation split",
+                    route.calibration, ckpt,
+                )  # fmt: skip
+            pred = dataclasses.replace(pred, calibration=calibration)
+            lr_context = _section_context(route, eval_store)
+            if lr_context is not None:
+                region = region.with_context(lr_context)
+            if cfg.predict_section and route.full is not None:
+                _write_section(route, ckpt, evaluated, out, calibration)
         preds.append(pred)
+        if k == 0 and cfg.project_section and route.full is not None:
+            preds.append(_projected(route, region, pred))
         estimator = resolve_estimator(cfg.mean_estimator, rc.diffusion.prediction)
-        if name == "diffst" and estimator == "denoiser" and pred.samples is not None:
-            preds.append(
-                dataclasses.replace(
-                    pred,
-                    name="diffst_sample_mean",
-                    mean=pred.samples.mean(axis=1),
-                    description=f"diffst scored on the mean of its {cfg.n_samples} samples",
-                )
-            )
+        if name == "diffst" and estimator == "denoiser":
+            preds.append(sample_mean)
     if cfg.regression:
-        preds.append(_regression(run_config, store, eval_store, out, cfg, stages))
-    if cfg.predict_section:
-        section_pred, truth = _section_prediction(
-            checkpoints["diffst"], held_out or train_samples[0], truth, geo, out, cfg, stages
-        )
-        preds.insert(1, section_pred)
-    preds += baseline_predictions(truth, cfg.evaluate)
+        reg_ckpt = _train_regression(run_config, store, out, cfg, stages)
+        preds.append(
+            stages.run(
+                "predict_regression", "regression on the same tiles / patches",
+                route.regression, reg_ckpt, store,
+                "same encoders and UNet as diffst, trained with MSE, no noise",
+            )
+        )  # fmt: skip
+    preds += baseline_predictions(region, cfg.evaluate)
     if cfg.tesla:
         from diffst.evaluate.tesla import tesla_prediction
-        from diffst.prepare.binning import GridGeometry
 
-        evaluated = held_out or train_samples[0]
-        preds.append(tesla_prediction(evaluated, truth, GridGeometry.from_dict(geo)))
+        full = getattr(route, "full", None)
+        geometry = full.ctx.inputs.geometry if full is not None else None
+        preds.append(tesla_prediction(evaluated, region, geometry))
     scores = stages.run(
-        "evaluate",
-        "score every method on the held-out patches",
-        lambda: [score_method(p, truth, cfg.evaluate) for p in preds],
-    )
+        "evaluate", "score every method on the held-out region", score_all, preds, region,
+        cfg.evaluate,
+    )  # fmt: skip
     stages.timings["total"] = time.perf_counter() - start
+    grid = prepare_cfg.spots if spots else prepare_cfg
+    old_way = patch_stitched_nearest(region, grid.patch, grid.stride)
+    legacy = score_all([old_way], region, cfg.evaluate)
     lines = [*context, *_context_lines(train_samples, held_out, run_config, cfg, stages.timings)]
+    lines.append(_legacy_line(legacy[0], scores))
     ablated = [ABLATIONS[a][0] for a in cfg.ablations]
-    notes = analysis_notes(scores, truth, run_config, len(data), _n_train(store), ablated)
+    notes = analysis_notes(scores, region, run_config, region.n_patches, _n_train(store), ablated)
     files = write_report(
-        scores, preds, truth, out, cfg.evaluate, title=title, context=lines, notes=notes
-    )
+        scores, preds, region, out, cfg.evaluate, title=title, context=lines, notes=notes,
+        section=_section_view(route, region, preds, cfg),
+    )  # fmt: skip
     console.print(f"[bold green]report:[/] {files['report'].resolve()}")
     return BenchmarkResult(out, files["report"], {s.name: s for s in scores}, stages.timings)
+
+
+def _write_section(route: Any, ckpt: Path, sample: Any, out: Path, calibration: Any) -> None:
+    from diffst.predict.api import write_prediction
+
+    write_prediction(
+        route.full, ckpt, sample, out / "prediction.h5ad", route.pcfg, overwrite=True,
+        calibration=calibration,
+    )  # fmt: skip
+
+
+def _projected(route: Any, region: Region, pred: MethodPrediction) -> MethodPrediction:
+    """The full model rescaled so each LR cell's total matches its measurement."""
+    from diffst.predict.spots import spot_report
+    from diffst.predict.uncertainty import Stat
+
+    maps = route.full
+    genes = [str(g) for g in region.genes]
+    tissue = maps.ctx.inputs.tissue & maps.covered
+    stats, _ = spot_report(np.nan_to_num(maps.stats), tissue, maps.ctx.inputs, genes, True)
+    return dataclasses.replace(
+        pred, name="diffst_projected", mean=region.cut(stats[Stat.MEAN]), samples=None,
+        description="diffst rescaled so each LR cell's predicted total equals its measured "
+        "count (`diffst predict --project`)",
+    )  # fmt: skip
+
+
+def _legacy_line(legacy: Any, scores: Sequence[Any]) -> str:
+    nearest = next((s for s in scores if s.name == "nearest"), None)
+    if nearest is None or legacy.unavailable is not None:
+        return ""
+    old = float(np.nanmean(legacy.genes["pcc"]))
+    new = float(np.nanmean(nearest.genes["pcc"]))
+    return (
+        f"Nearest upsampling scores PCC {new:.3f} on the section's one LR grid; stitched from "
+        f"overlapping patches that each pool their own LR window (the previous protocol) it "
+        f"scored {old:.3f} on the same bins, because those windows see LR cells at other "
+        "offsets than one LR grid holds."
+    )
 
 
 def _training_samples(samples: Any, held_out: Any, prepare_cfg: Any) -> list[Any]:

@@ -26,7 +26,13 @@ from diffst.keys import BatchKey
 if TYPE_CHECKING:
     from diffst.models import DiffSTModel
 
-__all__ = ["RegressionConfig", "RegressionNetwork", "predict_regression", "train_regression"]
+__all__ = [
+    "RegressionConfig",
+    "RegressionNetwork",
+    "predict_regression",
+    "regression_tiles",
+    "train_regression",
+]
 
 
 @dataclass(frozen=True)
@@ -64,14 +70,25 @@ class RegressionNetwork(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Prediction ``[B, G, H, W]`` on the normalised scale (targets ≈ [-1, 1])."""
-        cond = self.model.encode_condition(
-            batch[BatchKey.LR], batch[BatchKey.TISSUE], batch[BatchKey.CELLS],
-            batch[BatchKey.CELL_SCORE],
-        )  # fmt: skip
         hr = batch[BatchKey.HR]
-        zeros = torch.zeros_like(hr)
-        t = torch.zeros(hr.shape[0], dtype=torch.long, device=hr.device)
-        return self.model(zeros, t, cond).prediction[:, : hr.shape[1]]
+        return self.from_inputs(
+            tuple(hr.shape), batch[BatchKey.LR], batch.get(BatchKey.TISSUE),
+            batch.get(BatchKey.CELLS), batch.get(BatchKey.CELL_SCORE),
+        )  # fmt: skip
+
+    def from_inputs(
+        self,
+        shape: tuple[int, ...],
+        lr: torch.Tensor,
+        tissue: torch.Tensor | None = None,
+        cells: torch.Tensor | None = None,
+        cell_score: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Prediction ``[B, G, H, W]`` (``shape``) from the conditioning inputs alone."""
+        cond = self.model.encode_condition(lr, tissue, cells, cell_score)
+        zeros = torch.zeros(shape, device=lr.device)
+        t = torch.zeros(shape[0], dtype=torch.long, device=lr.device)
+        return self.model(zeros, t, cond).prediction[:, : shape[1]]
 
 
 def _build(store: Path, run_config: Any) -> tuple[RegressionNetwork, dict[str, Any]]:
@@ -148,7 +165,10 @@ def train_regression(
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     next_batch = _batches(len(data), cfg)
     net.train()
+    curriculum = run_config.train.curriculum
     for step in range(cfg.steps):
+        # the same tile curriculum as the diffusion model, so both end on all the cell tiles
+        net.model.set_training_progress(step / cfg.steps if curriculum else 1.0)
         items = [data[i] for i in next_batch(step)]
         batch = {k: torch.stack([it[k] for it in items]) for k in items[0]}
         loss = _masked_mse(net(batch), batch[BatchKey.HR], batch[BatchKey.MASK])
@@ -162,6 +182,7 @@ def train_regression(
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    net.model.set_training_progress(1.0)
     state = {
         "weights": net.state_dict(),
         "run_config": to_dict(run_config),
@@ -219,3 +240,60 @@ def predict_regression(
         counts = inverse_normalise(x, stats, batch.get(BatchKey.NORM_SCALE))
         out.append(counts.float().numpy())
     return np.concatenate(out).astype(np.float32)
+
+
+def _load(checkpoint: str | os.PathLike[str], train_store: str | os.PathLike[str] | None):
+    from diffst.train.config import run_config_from_dict
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    run_config = run_config_from_dict(state["run_config"])
+    net, meta = _build(Path(train_store or state["store"]), run_config)
+    net.load_state_dict(state["weights"])
+    net.eval()
+    net.model.set_training_progress(1.0)
+    return net, meta, run_config
+
+
+def regression_tiles(
+    checkpoint: str | os.PathLike[str],
+    sample: Any,
+    cfg: Any = None,
+    *,
+    train_store: str | os.PathLike[str] | None = None,
+) -> tuple[Any, Any]:
+    """The regression network on the tiles of ``diffst predict``: ``(tile_fn, ctx)`` for
+    :func:`diffst.predict.maps.predict_maps`.
+
+    The section inputs, the tiles (on the section's LR grid) and the image views are exactly
+    those the diffusion model is predicted from; each tile's statistics are the network's map
+    (std 0, both quantiles equal to it).
+    """
+    from diffst.data import inverse_normalise
+    from diffst.predict.config import PredictConfig
+    from diffst.predict.maps import tile_context
+    from diffst.predict.tiled import tile_batch
+
+    cfg = cfg or PredictConfig()
+    net, meta, run_config = _load(checkpoint, train_store)
+    meta = {**meta, "normalisation": _norm_dict(meta["normalisation"])}
+    ctx = tile_context(meta, run_config.model.use_histology, sample, cfg, checkpoint)
+    stats = ctx.norm
+
+    @torch.no_grad()
+    def tile_fn(origins: np.ndarray, _index: np.ndarray) -> tuple[np.ndarray, None]:
+        batch = tile_batch(ctx, origins, torch.device("cpu"))
+        shape = (len(origins), ctx.n_genes, ctx.patch, ctx.patch)
+        x = net.from_inputs(
+            shape, batch["lr"], batch.get("tissue"), batch.get("cells"), batch.get("cell_score")
+        ).clamp(-1.0, 1.0)  # the range the diffusion sampler clips to
+        counts = inverse_normalise(x, stats).float().numpy()
+        zero = np.zeros_like(counts)
+        return np.stack([counts, zero, counts, counts, counts], axis=1), None
+
+    return tile_fn, ctx
+
+
+def _norm_dict(norm: Any) -> dict[str, Any]:
+    from diffst.data.transforms import NormStats
+
+    return norm.to_dict() if isinstance(norm, NormStats) else dict(norm)

@@ -5,7 +5,8 @@ Files written under ``out_dir``::
     metrics.csv        one row per (method, metric): mean, median, n_defined, n_nan over genes
     per_gene.csv       one row per (method, gene): every metric
     report.md          headline table, comparisons against the reference method, notes, figures
-    figures/gene_maps.png    truth / LR / baselines / diffst mean / diffst std for a few genes
+    figures/section_maps.png whole section: image, LR input, truth, methods, std; held-out outlined
+    figures/gene_maps.png    the held-out region: truth / LR / methods / std for a few genes
     figures/metric_bars.png  main metrics per method
     figures/calibration.png  nominal vs empirical interval coverage
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,28 +26,68 @@ import pandas as pd
 from diffst.config import atomic_write_text
 from diffst.evaluate.config import EvaluateConfig
 from diffst.evaluate.metrics import summarise
-from diffst.evaluate.scoring import MethodPrediction, MethodScores, PatchSet, stitch
+from diffst.evaluate.region import Region
+from diffst.evaluate.scoring import MethodPrediction, MethodScores
 
-__all__ = ["HEADLINE", "analysis_notes", "comparison_lines", "summary_frame", "write_report"]
+__all__ = [
+    "HEADLINE",
+    "SectionView",
+    "analysis_notes",
+    "comparison_lines",
+    "summary_frame",
+    "write_report",
+]
 
-#: metric column → (label, higher is better)
+#: metric column → (label, higher is better); every one goes to metrics.csv
 HEADLINE: dict[str, tuple[str, bool]] = {
-    "pcc": ("PCC counts", True),
-    "spearman": ("Spearman", True),
+    "pcc": ("PCC", True),
+    "detail_pcc": ("detail PCC", True),
+    "detail_recovered": ("detail recovered", True),
     "ssim": ("SSIM", True),
     "rmse": ("RMSE", False),
     "mass_ratio": ("count ratio", False),
+    "coverage90": ("90 % coverage (raw)", True),
+    "coverage90_expected": ("raw coverage a calibrated model reaches", True),
+    "coverage90_calibrated": ("90 % coverage (calibrated)", True),
+    "spearman": ("Spearman", True),
     "pcc_patch": ("PCC per patch", True),
     "pcc_paper": ("PCC paper", True),
     "ssim_paper": ("SSIM paper", True),
     "spot_consistency": ("spot consistency", True),
-    "coverage90": ("coverage 90%", True),
     "crps": ("CRPS", False),
     "std_err_corr": ("std–error corr", True),
     "diversity": ("sample diversity", True),
+    "pcc_ceiling": ("PCC noise ceiling", True),
+    "detail_ceiling": ("detail PCC noise ceiling", True),
 }
+#: columns of the headline table; the rest form the second table
+MAIN = (
+    "pcc", "detail_pcc", "detail_recovered", "ssim", "rmse", "mass_ratio", "coverage90",
+    "coverage90_expected", "coverage90_calibrated",
+)  # fmt: skip
+#: the same for every method (properties of the truth): stated once, not tabulated
+CEILINGS = ("pcc_ceiling", "detail_ceiling")
 #: metrics on which the reference method is compared with every other method
-COMPARED = ("pcc", "spearman", "ssim", "rmse", "pcc_paper")
+COMPARED = ("pcc", "detail_pcc", "ssim", "rmse", "pcc_paper")
+
+
+@dataclass
+class SectionView:
+    """Whole-section maps for the report's section figure (all on the section's HR grid).
+
+    ``truth [G, H, W]`` measured counts, ``lr [G, H, W]`` the LR input spread over its cells,
+    ``maps`` method name → ``[G, H, W]`` (NaN where not predicted), ``std`` the reference
+    method's ``[G, H, W]``, ``held_out [H, W]`` the scored bins, ``tissue [H, W]``, ``image``
+    ``[H·s, W·s, 3]`` RGB on the grid (or ``None``).
+    """
+
+    truth: np.ndarray
+    lr: np.ndarray
+    held_out: np.ndarray
+    tissue: np.ndarray
+    maps: dict[str, np.ndarray] = field(default_factory=dict)
+    std: np.ndarray | None = None
+    image: np.ndarray | None = None
 
 
 def summary_frame(scores: Sequence[MethodScores]) -> pd.DataFrame:
@@ -80,9 +122,11 @@ def _cell(summary: pd.DataFrame, method: str, metric: str) -> str:
     return f"{text} ({r.n_nan} NaN)" if r.n_nan else text
 
 
-def headline_markdown(scores: Sequence[MethodScores], summary: pd.DataFrame) -> str:
+def headline_markdown(
+    scores: Sequence[MethodScores], summary: pd.DataFrame, metrics: Sequence[str] = MAIN
+) -> str:
     """Markdown table: methods × metric means over genes (NaN genes counted, never dropped)."""
-    metrics = [m for m in HEADLINE if (summary.metric == m).any()]
+    metrics = [m for m in metrics if (summary.metric == m).any()]
     head = "| method | " + " | ".join(HEADLINE[m][0] for m in metrics) + " |"
     sep = "|---|" + "---:|" * len(metrics)
     lines = [head, sep]
@@ -94,6 +138,21 @@ def headline_markdown(scores: Sequence[MethodScores], summary: pd.DataFrame) -> 
             f"| {s.name} | " + " | ".join(_cell(summary, s.name, m) for m in metrics) + " |"
         )
     return "\n".join(lines)
+
+
+def ceiling_line(summary: pd.DataFrame) -> str:
+    """One sentence with the truth's split-half noise ceilings (the same for every method)."""
+    rows = summary[summary.metric.isin(CEILINGS)]
+    if rows.empty:
+        return ""
+    first = rows.method.iloc[0]
+    total = _mean(summary, first, "pcc_ceiling")
+    detail = _mean(summary, first, "detail_ceiling")
+    return (
+        f"Noise ceilings of this truth (split-half, Spearman–Brown, mean over genes): total PCC "
+        f"{total:.3f}, detail PCC {detail:.3f} — what a perfect predictor of the expected counts "
+        "would score against these measured counts."
+    )
 
 
 def comparison_lines(summary: pd.DataFrame, reference: str) -> list[str]:
@@ -143,9 +202,9 @@ def _savefig(fig: object, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _figure_genes(truth: PatchSet, cfg: EvaluateConfig) -> list[int]:
-    chosen = [truth.genes.index(g) for g in cfg.highlight_genes if g in truth.genes]
-    totals = truth.hr.sum(axis=(0, 2, 3))
+def _figure_genes(region: Region, cfg: EvaluateConfig) -> list[int]:
+    chosen = [region.genes.index(g) for g in cfg.highlight_genes if g in region.genes]
+    totals = (region.hr * region.scored).sum(axis=(1, 2))
     for g in np.argsort(-totals):
         if len(chosen) >= cfg.figure_genes:
             break
@@ -154,48 +213,101 @@ def _figure_genes(truth: PatchSet, cfg: EvaluateConfig) -> list[int]:
     return chosen
 
 
+def _panel(ax: Any, shown: np.ndarray, *, std: bool, vmax: float | None, title: str) -> None:
+    ax.imshow(shown, cmap="magma" if std else "viridis", vmin=0, vmax=vmax, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=9)
+
+
 def gene_maps_figure(
-    truth: PatchSet, preds: Sequence[MethodPrediction], cfg: EvaluateConfig, path: Path
+    region: Region, preds: Sequence[MethodPrediction], cfg: EvaluateConfig, path: Path
 ) -> None:
-    """Rows = genes; columns = truth, each method's mean, then the reference method's std."""
+    """The held-out region: rows = genes; columns = truth, LR input, each method, the reference
+    method's std. Bins outside the scored region are blank."""
     import matplotlib.pyplot as plt
 
-    from diffst.evaluate.baselines import nearest_upsample
+    from diffst.evaluate.baselines import interpolation_baseline
 
-    p = truth.hr.shape[-1]
-    lr_up = np.stack([nearest_upsample(x, truth.factor, (p, p)) for x in truth.lr])
-    panels: list[tuple[str, np.ndarray]] = [("truth", truth.hr), ("LR input", lr_up)]
+    lr_up = interpolation_baseline(
+        "nearest", region.lr, region.factor, region.shape, units=region.lr_units,
+        lr_mask=region.lr_mask,
+    )  # fmt: skip
+    panels: list[tuple[str, np.ndarray]] = [("truth", region.hr), ("LR input", lr_up)]
     panels += [(m.name, m.mean) for m in preds if m.mean is not None and m.name != "nearest"]
     ref_std = next((m.std for m in preds if m.name == cfg.reference_method), None)
     if ref_std is not None:
         panels.append((f"{cfg.reference_method} std", ref_std))
-    genes = _figure_genes(truth, cfg)
+    genes = _figure_genes(region, cfg)
+    h, w = region.shape
+    side = 2.2 * min(2.5, max(w / max(h, 1), 0.4))
     fig, axes = plt.subplots(
-        len(genes), len(panels), squeeze=False, figsize=(2.2 * len(panels), 2.2 * len(genes))
+        len(genes), len(panels), squeeze=False, figsize=(side * len(panels), 2.2 * len(genes))
     )
+    mask = region.scored
     for row, g in enumerate(genes):
-        region_truth, mask, _ = stitch(truth.hr[:, g : g + 1], truth.origin_bins, truth.mask)
-        vmax = max(float(np.percentile(region_truth[0][mask], 99)), 1e-6) if mask.any() else 1.0
+        vmax = max(float(np.percentile(region.hr[g][mask], 99)), 1e-6) if mask.any() else 1.0
         for col, (name, arr) in enumerate(panels):
-            region, _, _ = stitch(np.asarray(arr)[:, g : g + 1], truth.origin_bins, truth.mask)
-            shown = np.where(mask, region[0], np.nan)
             is_std = name.endswith(" std")
-            ax = axes[row, col]
-            ax.imshow(
-                shown,
-                cmap="magma" if is_std else "viridis",
-                vmin=0,
-                vmax=None if is_std else vmax,
-                interpolation="nearest",
-            )
+            shown = np.where(mask, np.asarray(arr)[g], np.nan)
+            _panel(axes[row, col], shown, std=is_std, vmax=None if is_std else vmax,
+                   title=name if row == 0 else "")  # fmt: skip
+            if col == 0:
+                axes[row, col].set_ylabel(region.genes[g], fontsize=9)
+    fig.suptitle(
+        "held-out region, counts per HR bin (shared colour scale per gene; std on its own)",
+        fontsize=9,
+    )
+    _savefig(fig, path)
+
+
+def section_figure(view: SectionView, region: Region, cfg: EvaluateConfig, path: Path) -> None:
+    """The whole section: image, LR input, truth, each method and the reference std, for a few
+    genes; the held-out (scored) region is outlined in white."""
+    import matplotlib.pyplot as plt
+
+    panels: list[tuple[str, np.ndarray | None]] = [("LR input", view.lr), ("truth", view.truth)]
+    panels += list(view.maps.items())
+    if view.std is not None:
+        panels.append((f"{cfg.reference_method} std", view.std))
+    genes = _figure_genes(region, cfg)
+    n_cols = len(panels) + (view.image is not None)
+    h, w = view.tissue.shape
+    aspect = min(2.5, max(w / max(h, 1), 0.4))
+    fig, axes = plt.subplots(
+        len(genes), n_cols, squeeze=False, figsize=(2.4 * aspect * n_cols, 2.4 * len(genes))
+    )
+    held = view.held_out.astype(float)
+    for row, g in enumerate(genes):
+        col = 0
+        if view.image is not None:
+            ax = axes[row, 0]
+            ax.imshow(view.image, extent=(-0.5, w - 0.5, h - 0.5, -0.5), interpolation="nearest")
+            ax.contour(held, levels=[0.5], colors="yellow", linewidths=0.8)
             ax.set_xticks([])
             ax.set_yticks([])
             if row == 0:
-                ax.set_title(name, fontsize=9)
+                ax.set_title("image", fontsize=9)
+            ax.set_ylabel(region.genes[g], fontsize=9)
+            col = 1
+        in_tissue = view.tissue
+        vmax = float(np.nanpercentile(np.where(in_tissue, view.truth[g], np.nan), 99))
+        for name, arr in panels:
+            assert arr is not None
+            is_std = name.endswith(" std")
+            shown = np.where(in_tissue, np.asarray(arr)[g], np.nan)
+            ax = axes[row, col]
+            _panel(ax, shown, std=is_std, vmax=None if is_std else max(vmax, 1e-6),
+                   title=name if row == 0 else "")  # fmt: skip
+            ax.contour(held, levels=[0.5], colors="white", linewidths=0.8)
             if col == 0:
-                ax.set_ylabel(truth.genes[g], fontsize=9)
+                ax.set_ylabel(region.genes[g], fontsize=9)
+            col += 1
     fig.suptitle(
-        "counts per HR bin (shared colour scale per gene; std on its own scale)", fontsize=9
+        "whole section, counts per HR bin (shared colour scale per gene; std on its own); "
+        "outlined: the held-out region every method is scored on",
+        fontsize=9,
     )
     _savefig(fig, path)
 
@@ -255,13 +367,14 @@ def _atomic_csv(frame: pd.DataFrame, path: Path, *, index: bool) -> None:
 def write_report(
     scores: Sequence[MethodScores],
     predictions: Sequence[MethodPrediction],
-    truth: PatchSet,
+    region: Region,
     out_dir: str | os.PathLike[str],
     cfg: EvaluateConfig,
     *,
     title: str = "diffst evaluation",
     context: Sequence[str] = (),
     notes: Sequence[str] = (),
+    section: SectionView | None = None,
 ) -> dict[str, Path]:
     """Write the CSV tables, the figures and ``report.md``; return the written paths by role.
 
@@ -270,15 +383,17 @@ def write_report(
     scores
         One :class:`MethodScores` per method (unavailable methods included, shown as such).
     predictions
-        The predictions scored (used for the gene-map figure).
-    truth
-        The truth patches.
+        The predictions scored (used for the region figure).
+    region
+        The held-out region they were scored on.
     out_dir
         Output folder (created).
     cfg
         Evaluation options (reference method, figure genes, calibration levels).
     title, context, notes
         Report title, lines describing the data and runs, and analysis paragraphs.
+    section
+        Whole-section maps for ``figures/section_maps.png`` (omitted when ``None``).
     """
     out = Path(out_dir)
     files = {
@@ -293,22 +408,64 @@ def write_report(
         table = pd.concat(per_gene).reset_index().set_index(["method", "gene"])
         _atomic_csv(table, files["per_gene"], index=True)
     if cfg.figures:
+        if section is not None:
+            files["section_maps"] = out / "figures" / "section_maps.png"
+            section_figure(section, region, cfg, files["section_maps"])
         files["gene_maps"] = out / "figures" / "gene_maps.png"
         files["metric_bars"] = out / "figures" / "metric_bars.png"
         files["calibration"] = out / "figures" / "calibration.png"
-        gene_maps_figure(truth, predictions, cfg, files["gene_maps"])
+        gene_maps_figure(region, predictions, cfg, files["gene_maps"])
         metric_bars_figure(summary, files["metric_bars"])
         calibration_figure(scores, cfg, files["calibration"])
     atomic_write_text(
-        files["report"], _markdown(scores, summary, truth, cfg, title, context, notes, files, out)
+        files["report"], _markdown(scores, summary, region, cfg, title, context, notes, files, out)
     )
     return files
+
+
+DEFINITIONS = (
+    "Every method is scored on the same held-out region, on the bins listed above, each once: the "
+    "in-tissue bins of the held-out split that lie in a complete LR cell of the section's own LR "
+    "grid. Every method's input is that one LR grid (patches and tiles start on LR-cell "
+    "boundaries; LR windows at other offsets are used for training only). Per gene, on the count "
+    "scale: *PCC*, *Spearman*, *SSIM* (data range = the truth's range) and *RMSE* (counts per HR "
+    "bin); *count ratio* = predicted / measured total counts. *Detail PCC* is the PCC of the "
+    "within-LR-cell deviations (a bin's value minus the mean of its LR cell over the scored bins) "
+    "of prediction and truth: it measures only what a method puts below the LR cell; a map that "
+    "is constant within each cell (nearest upsampling) scores 0 by definition. *Noise ceilings*: "
+    "the measured molecules are split at random into two halves (binomial thinning of every bin, "
+    "8 seeded splits), the halves' correlation r is Spearman–Brown corrected to full depth, "
+    "R = 2r / (1 + r), and sqrt(R) is the PCC a perfect predictor of the expected counts reaches "
+    "against this truth (total and detail alike); *detail recovered* = detail PCC / detail "
+    "ceiling. Methods that read the LR map know each cell's measured total, so their *total* PCC "
+    "can approach or pass its ceiling; the detail ceiling has no such shortcut. *PCC per patch*, "
+    "*PCC paper* and *SSIM paper* are computed on non-overlapping patch-sized tiles of the region "
+    "(the paper's protocol: log1p, min-max per tile and gene, absolute PCC) for comparison with "
+    "published numbers only. *Spot consistency* is the PCC over LR cells of prediction and truth "
+    "summed over the scored bins. *90 % coverage (raw)* is the share of scored bins whose measured "
+    "count lies within the 5–95 % quantiles of the method's K samples (each bin's from the tile or "
+    "patch where it is most central); even a perfectly calibrated model reaches only the "
+    "*raw coverage a calibrated model reaches* with K samples (about 0.72 for K = 8 and a "
+    "Gaussian predictive distribution). *90 % coverage (calibrated)* uses intervals widened per gene by split-conformal calibration on the "
+    "validation split (non-conformity max(q05 − y, y − q95) / (std + δ)). Genes where a metric is "
+    "undefined (constant maps) are counted as NaN in parentheses and left out of that mean only."
+)
+
+
+def _region_line(region: Region) -> str:
+    n_bins = int(region.scored.sum())
+    g = len(region.genes)
+    return (
+        f"- Scored region: {n_bins} in-tissue HR bins in {region.n_lr_cells()} LR cells of the "
+        f"section's LR grid (each counted once; factor {region.factor}), stitched from "
+        f"{region.n_patches} held-out patches of {region.patch}×{region.patch} bins; {g} genes."
+    )
 
 
 def _markdown(
     scores: Sequence[MethodScores],
     summary: pd.DataFrame,
-    truth: PatchSet,
+    region: Region,
     cfg: EvaluateConfig,
     title: str,
     context: Sequence[str],
@@ -316,33 +473,28 @@ def _markdown(
     files: dict[str, Path],
     out: Path,
 ) -> str:
-    n, g, p, _ = truth.hr.shape
     lines = [f"# {title}", ""]
     lines += [f"- {c}" for c in context]
     lines += [
-        f"- Evaluated on {n} held-out patches of {p}×{p} HR bins, {int(truth.mask.sum())} "
-        f"in-tissue bins, {g} genes, LR factor {truth.factor}.",
+        _region_line(region),
         "",
-        "## Headline table (mean over genes)",
+        "## Headline table (one LR grid; mean over genes)",
         "",
         headline_markdown(scores, summary),
+        "",
+        ceiling_line(summary),
+        "",
+        "Further metrics:",
+        "",
+        headline_markdown(
+            scores, summary, [m for m in HEADLINE if m not in MAIN and m not in CEILINGS]
+        ),
         "",
         "Methods:",
         "",
         *(f"- `{s.name}`: {s.description or 'no description'}" for s in scores),
         "",
-        "Metric definitions: *PCC counts*, *Spearman*, *SSIM* (data range = the truth's range "
-        "per gene) and *RMSE* (counts per HR bin) are computed per gene on the count scale over "
-        "the whole held-out region; *count ratio* is predicted / measured total counts (1 = "
-        "unbiased); *PCC per patch* is the signed PCC per patch averaged; *PCC "
-        "paper* / *SSIM paper* follow the Diff-ST paper (log1p, min-max per patch and gene, "
-        "**absolute** PCC per patch, averaged) and are shown only for comparison with published "
-        "numbers; *spot consistency* is the PCC between the prediction summed over each LR cell "
-        "and the LR input; *coverage 90%* is the share of in-tissue bins of every patch whose "
-        "measured count lies within that patch's 5–95 % sample quantiles (per gene, then the "
-        "mean over genes; the calibration table pools genes). Genes where a metric is undefined "
-        "(constant maps) are counted as NaN "
-        "in parentheses and left out of that mean only.",
+        DEFINITIONS,
         "",
         f"## How {cfg.reference_method} compares",
         "",
@@ -362,15 +514,29 @@ def _markdown(
         for s in calib:
             vals = " | ".join(f"{v:.3f}" for v in np.asarray(s.calibration))
             lines.append(f"| {s.name} | {s.calibration_source} | {vals} |")
-        lines += ["", "Columns: nominal coverage of the central interval → empirical coverage.", ""]
+        ks = sorted({s.n_samples for s in calib if s.n_samples})
+        from diffst.evaluate.calibration import expected_sample_coverage
+
+        for k in ks:
+            vals = " | ".join(
+                f"{expected_sample_coverage(k, lv):.3f}" for lv in cfg.calibration_levels
+            )
+            lines.append(f"| a calibrated model, {k} samples | expected | {vals} |")
+        lines += [
+            "",
+            "Columns: nominal coverage of the central sample-quantile interval → empirical "
+            "coverage (raw intervals; the last rows are what K exchangeable samples reach).",
+            "",
+        ]
     unavailable = [s for s in scores if s.unavailable is not None]
     for s in unavailable:
         lines.append(f"- `{s.name}` unavailable: {s.unavailable}")
     if cfg.figures:
         lines += ["", "## Figures", ""]
-        for key in ("gene_maps", "metric_bars", "calibration"):
-            lines.append(f"![{key}]({files[key].relative_to(out).as_posix()})")
-            lines.append("")
+        for key in ("section_maps", "gene_maps", "metric_bars", "calibration"):
+            if key in files:
+                lines.append(f"![{key}]({files[key].relative_to(out).as_posix()})")
+                lines.append("")
     lines += [
         "## Files",
         "",
@@ -389,7 +555,7 @@ def _means(scores: Sequence[MethodScores]) -> dict[tuple[str, str], float]:
 
 def analysis_notes(
     scores: Sequence[MethodScores],
-    truth: PatchSet,
+    region: Region,
     run_config: Any,
     n_test: int,
     n_train: int,
@@ -397,7 +563,7 @@ def analysis_notes(
 ) -> list[str]:
     """Data-driven explanations of where and why diffst does not beat a baseline."""
     m = _means(scores)
-    values = truth.hr.transpose(1, 0, 2, 3)[:, truth.mask.astype(bool)]
+    values = region.hr[:, region.scored]
     depth, zeros = float(values.mean()), float((values == 0).mean())
     tc = run_config.train
     epochs = tc.max_steps * tc.batch_size / max(n_train, 1)
@@ -435,10 +601,33 @@ def analysis_notes(
             "of it; the denoiser's estimate has averaged it out already. The samples still give "
             "the uncertainty (std, quantiles, coverage, CRPS)."
         )
+    notes += _detail_notes(m)
     notes += _conditioning_notes(m)
     notes += _level_notes(m)
     notes += _component_notes(m, ref, ablation_names)
     return notes
+
+
+def _detail_notes(m: dict[tuple[str, str], float]) -> list[str]:
+    """How much of the achievable detail below the LR cell each learned method recovers."""
+    ceiling = next((v for (_, metric), v in m.items() if metric == "detail_ceiling"), None)
+    detail = {name: v for (name, metric), v in m.items() if metric == "detail_pcc"}
+    if ceiling is None or not detail:
+        return []
+    ranked = sorted(detail.items(), key=lambda kv: -kv[1] if np.isfinite(kv[1]) else 1.0)
+    shown = ", ".join(f"{k} {v:.3f}" for k, v in ranked if np.isfinite(v))
+    note = (
+        f"- Detail below the LR cell (detail PCC; ceiling {ceiling:.3f}): {shown}. Nearest "
+        "upsampling has none by construction; whatever a method scores above bicubic here it "
+        "placed inside the LR cells"
+    )
+    if ceiling < 0.3:
+        note += (
+            ". The ceiling is low: at this depth half the molecules of a bin do not predict the "
+            "other half's deviations from the cell mean well, so little sub-cell detail is "
+            "measurable at all"
+        )
+    return [note + "."]
 
 
 def _conditioning_notes(m: dict[tuple[str, str], float]) -> list[str]:
@@ -494,16 +683,24 @@ def _level_notes(m: dict[tuple[str, str], float]) -> list[str]:
         )
     cov = m.get(("diffst", "coverage90"))
     if cov is not None and np.isfinite(cov):
-        verdict = (
-            "well calibrated"
-            if abs(cov - 0.9) <= 0.05
-            else "over-confident (intervals too narrow)"
-            if cov < 0.9
-            else "under-confident (intervals too wide)"
-        )
-        notes.append(
-            f"- Uncertainty: the 90% interval covers {cov:.1%} of held-out values: {verdict}."
-        )
+        expected = m.get(("diffst", "coverage90_expected"), float("nan"))
+        calibrated = m.get(("diffst", "coverage90_calibrated"), float("nan"))
+        text = f"- Uncertainty: the raw 5–95 % sample interval covers {cov:.1%} of held-out values"
+        if np.isfinite(expected):
+            text += f" (a calibrated model with this many samples would cover {expected:.1%})"
+        if np.isfinite(calibrated):
+            verdict = (
+                "within the 85–95 % target"
+                if abs(calibrated - 0.9) <= 0.05
+                else "over-confident"
+                if calibrated < 0.9
+                else "under-confident"
+            )
+            text += (
+                f"; after conformal calibration on the validation split the 90 % interval covers "
+                f"{calibrated:.1%}: {verdict}"
+            )
+        notes.append(text + ".")
     return notes
 
 

@@ -1,13 +1,15 @@
-"""Score one method's predictions on a set of truth patches (all metrics, one table per gene).
+"""Score one method's prediction on a held-out :class:`~diffst.evaluate.region.Region`.
 
-The unit of evaluation is a :class:`PatchSet`: the measured HR patches of a held-out region
-with their LR input and tissue masks. Every method (diffst, regression, interpolation
-baselines, ablations) gives a :class:`MethodPrediction` on the same patches, so all methods are
-scored on exactly the same bins.
+Every method (diffst, regression, interpolation baselines, ablations, peers) gives a
+:class:`MethodPrediction`: maps of the region's bounding box, made from the section's one LR grid.
+:func:`score_method` computes every metric per gene on the region's scored bins — each bin once —
+so all methods are judged on exactly the same bins. :func:`score_all` adds the split-half noise
+ceilings, computed once per region.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,56 +18,39 @@ import pandas as pd
 from diffst.evaluate import calibration as cal
 from diffst.evaluate import metrics as met
 from diffst.evaluate.config import EvaluateConfig
+from diffst.evaluate.region import PatchSet, Region
 
-__all__ = ["MethodPrediction", "MethodScores", "PatchSet", "score_method", "stitch"]
-
-
-@dataclass(frozen=True)
-class PatchSet:
-    """Measured truth on ``N`` square patches of one section.
-
-    Attributes
-    ----------
-    hr
-        ``[N, G, P, P]`` measured counts per HR bin.
-    lr
-        ``[N, G, p, p]`` LR counts per LR cell (sum over ``factor × factor`` HR bins).
-    mask, lr_mask
-        ``[N, P, P]`` / ``[N, p, p]`` bool: bins inside tissue / LR cells holding a measurement.
-    origin_bins
-        ``[N, 2]`` int ``(row, col)`` of each patch's top-left bin in the section grid.
-    genes
-        ``G`` gene names.
-    factor
-        HR bins per LR cell side.
-    """
-
-    hr: np.ndarray
-    lr: np.ndarray
-    mask: np.ndarray
-    lr_mask: np.ndarray
-    origin_bins: np.ndarray
-    genes: tuple[str, ...]
-    factor: int
-
-    def __post_init__(self) -> None:
-        n, g, p, _ = self.hr.shape
-        if self.lr.shape[:2] != (n, g) or self.mask.shape != (n, p, p):
-            raise ValueError(
-                f"patch arrays disagree: hr {self.hr.shape}, lr {self.lr.shape}, "
-                f"mask {self.mask.shape}"
-            )
-        if len(self.genes) != g:
-            raise ValueError(f"{len(self.genes)} gene names for {g} genes")
+__all__ = [
+    "MethodPrediction",
+    "MethodScores",
+    "PatchSet",
+    "Region",
+    "noise_ceiling",
+    "score_all",
+    "score_method",
+]
 
 
 @dataclass(frozen=True)
 class MethodPrediction:
-    """One method's prediction on the patches of a :class:`PatchSet` (counts per HR bin).
+    """One method's prediction of a region's bounding box (counts per HR unit).
 
-    ``mean`` is ``[N, G, P, P]``; ``std``, ``q05``, ``q95`` likewise when the method has
-    uncertainty; ``samples`` ``[N, K, G, P, P]`` when individual samples were kept.
-    ``unavailable`` holds the reason when the method could not run (then ``mean`` is None).
+    Attributes
+    ----------
+    mean
+        ``[G, H, W]`` point prediction (``None`` when the method is unavailable).
+    std, q05, q95
+        ``[G, H, W]`` spread and the raw 5 %/95 % quantiles of its samples, each bin's from one
+        tile or patch (the one where it is most central), when the method has uncertainty.
+    samples
+        ``[K, G, H, W]`` the samples themselves, when kept (CRPS, calibration curve).
+    n_samples
+        K, the samples behind ``std``/``q05``/``q95`` (for the coverage K samples can reach).
+    calibration
+        Conformal widening of the intervals fitted on the validation split
+        (:class:`~diffst.evaluate.calibration.ConformalCalibration`), when available.
+    unavailable
+        The reason when the method could not run.
     """
 
     name: str
@@ -76,6 +61,8 @@ class MethodPrediction:
     samples: np.ndarray | None = None
     description: str = ""
     unavailable: str | None = None
+    n_samples: int | None = None
+    calibration: cal.ConformalCalibration | None = None
 
 
 @dataclass
@@ -88,132 +75,134 @@ class MethodScores:
     calibration_source: str = ""
     description: str = ""
     unavailable: str | None = None
+    n_samples: int | None = None
 
 
-def stitch(
-    patches: np.ndarray, origin_bins: np.ndarray, mask: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
-    """Average overlapping patches into one map of their bounding box.
-
-    Parameters
-    ----------
-    patches
-        ``[N, G, P, P]``.
-    origin_bins
-        ``[N, 2]`` (row, col) of each patch in the section grid.
-    mask
-        ``[N, P, P]`` bool; the union is returned.
-
-    Returns
-    -------
-    (region ``[G, H, W]``, region mask ``[H, W]`` bool, ``(row0, col0)`` of the box).
-    """
-    n, g, p, _ = patches.shape
-    r0, c0 = origin_bins.min(axis=0)
-    h, w = origin_bins[:, 0].max() - r0 + p, origin_bins[:, 1].max() - c0 + p
-    total = np.zeros((g, h, w))
-    weight = np.zeros((h, w))
-    union = np.zeros((h, w), dtype=bool)
-    for i in range(n):
-        r, c = origin_bins[i, 0] - r0, origin_bins[i, 1] - c0
-        total[:, r : r + p, c : c + p] += patches[i]
-        weight[r : r + p, c : c + p] += 1
-        union[r : r + p, c : c + p] |= True if mask is None else mask[i].astype(bool)
-    with np.errstate(invalid="ignore"):
-        region = total / np.maximum(weight, 1)
-    return region, union & (weight > 0), (int(r0), int(c0))
+def _tiles(x: np.ndarray, region: Region) -> np.ndarray:
+    """``[T, G, P, P]`` non-overlapping tiles of a box map (zero-padded at the edges)."""
+    p = region.patch
+    padded = np.pad(x, ((0, 0), (0, p), (0, p)))
+    return np.stack([padded[:, r : r + p, c : c + p] for r, c in region.tiles()])
 
 
-def _per_patch_pcc(pred: np.ndarray, truth: PatchSet) -> np.ndarray:
-    values = np.stack(
-        [met.pearson_per_gene(pred[i], truth.hr[i], truth.mask[i]) for i in range(len(pred))]
-    )
+def _tile_masks(region: Region) -> np.ndarray:
+    p = region.patch
+    padded = np.pad(region.scored, ((0, p), (0, p)))
+    return np.stack([padded[r : r + p, c : c + p] for r, c in region.tiles()])
+
+
+def _per_tile_pcc(pred: np.ndarray, truth: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    values = np.stack([met.pearson_per_gene(pred[i], truth[i], masks[i]) for i in range(len(pred))])
     n = np.isfinite(values).sum(axis=0)
     with np.errstate(invalid="ignore"):
         return np.where(n > 0, np.nansum(values, axis=0) / np.maximum(n, 1), np.nan)
 
 
-def _spot_consistency(pred: np.ndarray, truth: PatchSet) -> np.ndarray:
-    pooled = np.stack([met.pool_sum(p, truth.factor) for p in pred])  # [N, G, p, p]
-    keep = truth.lr_mask.astype(bool)
-    a = pooled.transpose(1, 0, 2, 3)[:, keep][:, None, :]
-    b = truth.lr.transpose(1, 0, 2, 3)[:, keep][:, None, :]
-    return met.pearson_per_gene(a, b)
+def _spot_consistency(pred: np.ndarray, region: Region) -> np.ndarray:
+    """PCC over the LR cells holding scored bins between the prediction summed over each cell
+    and the cell's LR input (nearest upsampling re-aggregates to 1 by construction)."""
+    f = region.factor
+    pooled = met.pool_sum(np.asarray(pred, dtype=np.float64), f)
+    cells = (met.pool_sum(region.scored[None].astype(np.float64), f)[0] > 0) & region.lr_mask
+    return met.pearson_per_gene(pooled, region.lr.astype(np.float64), cells)
 
 
 def _uncertainty_columns(
-    pred: MethodPrediction, truth: PatchSet, cfg: EvaluateConfig
+    pred: MethodPrediction, region: Region, cfg: EvaluateConfig
 ) -> tuple[dict[str, np.ndarray], np.ndarray | None, str]:
     cols: dict[str, np.ndarray] = {}
-    curve, source = None, ""
     if pred.std is None or pred.mean is None:
-        return cols, curve, source
-    hr, origin, m = truth.hr, truth.origin_bins, truth.mask
-    region_truth, region_mask, _ = stitch(hr, origin, m)
-    region = {k: stitch(v, origin, m)[0] for k, v in (("mean", pred.mean), ("std", pred.std))}
-    n, g, p, _ = hr.shape
-    flat_truth = hr.transpose(1, 0, 2, 3).reshape(g, n * p, p)
-    flat_mask = m.reshape(n * p, p).astype(bool)
+        return cols, None, ""
+    truth, m = region.hr, region.scored
     if pred.q05 is not None and pred.q95 is not None:
-        # per patch, not stitched: the average of overlapping patches' quantiles is no quantile
-        lo, hi = (q.transpose(1, 0, 2, 3).reshape(g, n * p, p) for q in (pred.q05, pred.q95))
-        cols["coverage90"] = cal.interval_coverage(lo, hi, flat_truth, flat_mask)
-    cols["std_err_corr"] = cal.std_error_correlation(
-        region["std"], region["mean"], region_truth, region_mask
-    )
-    if pred.samples is not None and pred.samples.shape[1] >= 2:
-        # patches stacked along rows: samples [K, G, N·P, P], truth [G, N·P, P]
-        k = pred.samples.shape[1]
-        samples = pred.samples.transpose(1, 2, 0, 3, 4).reshape(k, g, n * p, p)
-        cols["crps"] = cal.crps_from_samples(samples, flat_truth, flat_mask)
-        cols["diversity"] = cal.sample_diversity(samples, flat_mask)
-        curve = cal.coverage_curve(samples, flat_truth, flat_mask, cfg.calibration_levels)
-        source = f"{k} samples per patch"
-    else:
-        curve = cal.coverage_curve_gaussian(
-            region["mean"], region["std"], region_truth, region_mask, cfg.calibration_levels
-        )
-        source = "Gaussian intervals mean ± z·std (samples not stored)"
-    return cols, curve, source
+        cols["coverage90"] = cal.interval_coverage(pred.q05, pred.q95, truth, m)
+        if pred.n_samples:
+            expected = cal.expected_sample_coverage(int(pred.n_samples), 0.9)
+            cols["coverage90_expected"] = np.full(len(region.genes), expected)
+        if pred.calibration is not None:
+            lo, hi = pred.calibration.apply(pred.q05, pred.q95, pred.std)
+            cols["coverage90_calibrated"] = cal.interval_coverage(lo, hi, truth, m)
+    cols["std_err_corr"] = cal.std_error_correlation(pred.std, pred.mean, truth, m)
+    if pred.samples is not None and pred.samples.shape[0] >= 2:
+        k = pred.samples.shape[0]
+        cols["crps"] = cal.crps_from_samples(pred.samples, truth, m)
+        cols["diversity"] = cal.sample_diversity(pred.samples, m)
+        curve = cal.coverage_curve(pred.samples, truth, m, cfg.calibration_levels)
+        return cols, curve, f"{k} samples per bin (from the tile where the bin is most central)"
+    curve = cal.coverage_curve_gaussian(pred.mean, pred.std, truth, m, cfg.calibration_levels)
+    return cols, curve, "Gaussian intervals mean ± z·std (samples not stored)"
 
 
-def score_method(pred: MethodPrediction, truth: PatchSet, cfg: EvaluateConfig) -> MethodScores:
-    """All metrics of one method, per gene.
+def score_method(
+    pred: MethodPrediction,
+    region: Region,
+    cfg: EvaluateConfig,
+    ceiling: met.NoiseCeiling | None = None,
+) -> MethodScores:
+    """All metrics of one method on the region's scored bins, per gene.
 
-    Columns of ``MethodScores.genes`` (one row per gene):
-    ``pcc``, ``spearman``, ``ssim``, ``rmse``, ``mass_ratio`` (counts protocol over the stitched
-    region),
-    ``pcc_patch`` (signed PCC per patch, averaged), ``pcc_paper``, ``ssim_paper`` (paper
-    protocol), ``spot_consistency``, and with uncertainty ``coverage90``, ``std_err_corr``,
-    ``crps``, ``diversity``.
+    Columns of ``MethodScores.genes`` (one row per gene): ``pcc``, ``spearman``, ``ssim``,
+    ``rmse``, ``mass_ratio`` (count ratio), ``detail_pcc`` (within-LR-cell deviations),
+    ``pcc_ceiling`` and ``detail_ceiling`` (split-half noise ceilings of the truth, the same for
+    every method), ``detail_recovered`` (detail PCC / detail ceiling), ``pcc_patch`` (signed PCC
+    per non-overlapping tile, averaged), ``pcc_paper``, ``ssim_paper`` (the paper's protocol on
+    those tiles), ``spot_consistency``; with uncertainty ``coverage90`` (raw 5–95 % sample
+    quantiles), ``coverage90_expected`` (what K samples of a calibrated model reach),
+    ``coverage90_calibrated`` (conformal intervals), ``std_err_corr``, ``crps``, ``diversity``.
     """
     if pred.unavailable is not None or pred.mean is None:
         return MethodScores(
             pred.name,
-            pd.DataFrame(index=list(truth.genes)),
+            pd.DataFrame(index=list(region.genes)),
             description=pred.description,
             unavailable=pred.unavailable or "no prediction",
         )
-    if pred.mean.shape != truth.hr.shape:
+    if pred.mean.shape != region.hr.shape:
         raise ValueError(
-            f"{pred.name}: prediction {pred.mean.shape} does not match the truth patches "
-            f"{truth.hr.shape}"
+            f"{pred.name}: prediction {pred.mean.shape} does not match the region {region.hr.shape}"
         )
-    region_pred, region_mask, _ = stitch(pred.mean, truth.origin_bins, truth.mask)
-    region_truth, _, _ = stitch(truth.hr, truth.origin_bins, truth.mask)
-    paper = met.paper_protocol(pred.mean, truth.hr, truth.mask, window=cfg.ssim_window)
+    truth, m, cells = region.hr, region.scored, region.cells()
+    if ceiling is None:
+        ceiling = noise_ceiling(region)
+    detail = met.detail_pcc_per_gene(pred.mean, truth, m, cells)
+    tiles_pred, tiles_truth = _tiles(pred.mean, region), _tiles(truth, region)
+    tile_masks = _tile_masks(region)
+    paper = met.paper_protocol(tiles_pred, tiles_truth, tile_masks, window=cfg.ssim_window)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recovered = np.where(ceiling.detail > 0, detail / ceiling.detail, np.nan)
     cols = {
-        "pcc": met.pearson_per_gene(region_pred, region_truth, region_mask),
-        "spearman": met.spearman_per_gene(region_pred, region_truth, region_mask),
-        "ssim": met.ssim_per_gene(region_pred, region_truth, region_mask, window=cfg.ssim_window),
-        "rmse": met.rmse_per_gene(region_pred, region_truth, region_mask),
-        "mass_ratio": met.mass_ratio_per_gene(region_pred, region_truth, region_mask),
-        "pcc_patch": _per_patch_pcc(pred.mean, truth),
+        "pcc": met.pearson_per_gene(pred.mean, truth, m),
+        "spearman": met.spearman_per_gene(pred.mean, truth, m),
+        "ssim": met.ssim_per_gene(pred.mean, truth, m, window=cfg.ssim_window),
+        "rmse": met.rmse_per_gene(pred.mean, truth, m),
+        "mass_ratio": met.mass_ratio_per_gene(pred.mean, truth, m),
+        "detail_pcc": detail,
+        "detail_recovered": recovered,
+        "pcc_ceiling": ceiling.total,
+        "detail_ceiling": ceiling.detail,
+        "pcc_patch": _per_tile_pcc(tiles_pred, tiles_truth, tile_masks),
         "pcc_paper": paper["pcc"],
         "ssim_paper": paper["ssim"],
-        "spot_consistency": _spot_consistency(pred.mean, truth),
+        "spot_consistency": _spot_consistency(pred.mean, region),
     }
-    extra, curve, source = _uncertainty_columns(pred, truth, cfg)
+    extra, curve, source = _uncertainty_columns(pred, region, cfg)
     cols.update(extra)
-    table = pd.DataFrame(cols, index=pd.Index(list(truth.genes), name="gene"))
-    return MethodScores(pred.name, table, curve, source, pred.description)
+    table = pd.DataFrame(cols, index=pd.Index(list(region.genes), name="gene"))
+    return MethodScores(pred.name, table, curve, source, pred.description, n_samples=pred.n_samples)
+
+
+def score_all(
+    preds: Sequence[MethodPrediction], region: Region, cfg: EvaluateConfig
+) -> list[MethodScores]:
+    """:func:`score_method` for every prediction, with the noise ceilings computed once."""
+    ceiling = noise_ceiling(region)
+    return [score_method(p, region, cfg, ceiling) for p in preds]
+
+
+def noise_ceiling(region: Region) -> met.NoiseCeiling:
+    """Split-half ceilings of the region's truth (NaN when it does not hold integer counts)."""
+    try:
+        return met.split_half_ceiling(region.hr, region.scored, region.cells())
+    except ValueError:
+        nan = np.full(len(region.genes), np.nan)
+        return met.NoiseCeiling(nan, nan, nan, nan, 0)

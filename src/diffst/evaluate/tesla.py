@@ -5,10 +5,11 @@ imported the adapter returns a :class:`MethodPrediction` marked *unavailable* wi
 hint — it is never scored as zero.
 
 TESLA imputes genes on a lattice of image "superpixels" from spot-level expression and the image
-colour. The adapter feeds it, per section, the LR cells as spots (centres in image pixels,
-counts per HR bin, i.e. LR counts / factor²), the image as 8-bit RGB and the whole image as the
-tissue contour, with a superpixel side of one HR bin; the superpixel values are then averaged
-per HR bin and cut into the evaluated patches.
+colour. The adapter feeds it the section's one LR grid — every measured LR cell as a spot
+(centre in image pixels, counts per HR unit: the cell's measured-unit mean, as the interpolation
+baselines get) — the image as 8-bit RGB and the whole image as the tissue contour, with a
+superpixel side of one HR bin; the superpixel values are averaged per HR bin and the section map
+is cut to the held-out region.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from diffst.evaluate.scoring import MethodPrediction, PatchSet
+from diffst.evaluate.region import Region
+from diffst.evaluate.scoring import MethodPrediction
 
 __all__ = ["INSTALL_HINT", "tesla_available", "tesla_prediction"]
 
@@ -50,70 +52,76 @@ def _rgb(image: Any) -> np.ndarray:
     return (unit[:, :, :3] * 255).astype(np.uint8)
 
 
-def _run_tesla(sample: Any, truth: PatchSet, geometry: Any) -> np.ndarray:
+def _run_tesla(sample: Any, region: Region, geometry: Any) -> np.ndarray:
     """TESLA on the whole section → ``[G, H, W]`` counts per HR bin (NaN where no superpixel)."""
     import anndata as ad
     import pandas as pd
     import TESLA  # type: ignore[import-not-found]
 
-    from diffst.evaluate.scoring import stitch
+    from diffst.evaluate.baselines import cell_means
 
-    f = truth.factor
-    lr_region, lr_mask, (r0, c0) = stitch(truth.lr, truth.origin_bins // f, truth.lr_mask)
-    a, b = np.nonzero(lr_mask)
+    lr, mask, units, _ = region.baseline_input()
+    a0, b0 = region.context.origin_cells if region.context is not None else (
+        region.origin_bins[0] // region.factor, region.origin_bins[1] // region.factor
+    )  # fmt: skip
+    means = cell_means(lr, units, mask)
+    a, b = np.nonzero(mask)
     x0, y0 = geometry.origin_um
-    lr_um = geometry.hr_um * f
-    centres_um = np.column_stack([x0 + (c0 + b + 0.5) * lr_um, y0 + (r0 + a + 0.5) * lr_um])
+    lr_um = geometry.hr_um * region.factor
+    centres_um = np.column_stack([x0 + (b0 + b + 0.5) * lr_um, y0 + (a0 + a + 0.5) * lr_um])
     px = sample.image.um_to_px.apply(centres_um)  # (col, row)
+    genes = list(region.genes)
     raw = ad.AnnData(
-        X=(lr_region[:, a, b].T / (f * f)).astype(np.float32),
+        X=means[:, a, b].T.astype(np.float32),
         obs=pd.DataFrame(
             {"pixel_x": np.rint(px[:, 1]).astype(int), "pixel_y": np.rint(px[:, 0]).astype(int)}
         ),
-        var=pd.DataFrame(index=list(truth.genes)),
+        var=pd.DataFrame(index=genes),
     )
     img = _rgb(sample.image)
     h, w = img.shape[:2]
     contour = np.array([[[0, 0]], [[w - 1, 0]], [[w - 1, h - 1]], [[0, h - 1]]], dtype=np.int32)
     res = max(1, round(geometry.hr_um / sample.image.um_per_px))
-    enhanced = TESLA.imputation(img=img, raw=raw, cnt=contour, genes=list(truth.genes), res=res)
+    enhanced = TESLA.imputation(img=img, raw=raw, cnt=contour, genes=genes, res=res)
     rows_px, cols_px = enhanced.obs["x"].to_numpy(), enhanced.obs["y"].to_numpy()
     um = sample.image.um_to_px.inverse().apply(np.column_stack([cols_px + 0.5, rows_px + 0.5]))
     i = np.floor((um[:, 1] - y0) / geometry.hr_um).astype(int)
     j = np.floor((um[:, 0] - x0) / geometry.hr_um).astype(int)
     hh, ww = geometry.shape_hr
     keep = (i >= 0) & (i < hh) & (j >= 0) & (j < ww)
-    values = np.asarray(enhanced[:, list(truth.genes)].X, dtype=np.float64)[keep]
-    total = np.zeros((len(truth.genes), hh, ww))
+    values = np.asarray(enhanced[:, genes].X, dtype=np.float64)[keep]
+    total = np.zeros((len(genes), hh, ww))
     count = np.zeros((hh, ww))
     np.add.at(count, (i[keep], j[keep]), 1)
-    for g in range(len(truth.genes)):
+    for g in range(len(genes)):
         np.add.at(total[g], (i[keep], j[keep]), values[:, g])
     with np.errstate(invalid="ignore"):
         return total / count
 
 
-def tesla_prediction(sample: Any, truth: PatchSet, geometry: Any) -> MethodPrediction:
-    """TESLA's prediction on the truth patches, or an *unavailable* entry with the reason.
+def tesla_prediction(sample: Any, region: Region, geometry: Any) -> MethodPrediction:
+    """TESLA's prediction of the held-out region, or an *unavailable* entry with the reason.
 
     Parameters
     ----------
     sample
         The evaluated section (:class:`~diffst.io.sample.SpatialSample` with its image).
-    truth
-        Patches to predict; ``origin_bins`` index ``geometry``'s grid.
+    region
+        The held-out region; its LR context (the section's LR grid) is TESLA's input.
     geometry
-        :class:`~diffst.prepare.binning.GridGeometry` of the section grid.
+        :class:`~diffst.prepare.binning.GridGeometry` of the section grid (``None``: the
+        section grid is not known, TESLA is reported unavailable).
     """
     reason = tesla_available()
     if reason is None and sample.image is None:
         reason = "TESLA needs the section image; the sample has none"
+    if reason is None and (geometry is None or region.context is None):
+        reason = "TESLA runs on the whole section's LR grid, which this evaluation does not have"
     if reason is not None:
         return MethodPrediction(
             "tesla", None, description="TESLA (Cell Systems 2023)", unavailable=reason
         )
-    grid = np.nan_to_num(_run_tesla(sample, truth, geometry), nan=0.0)
-    p = truth.hr.shape[-1]
-    padded = np.pad(grid, ((0, 0), (0, p), (0, p)))
-    mean = np.stack([padded[:, r : r + p, c : c + p] for r, c in truth.origin_bins])
-    return MethodPrediction("tesla", mean.astype(np.float32), description="TESLA imputation")
+    grid = np.nan_to_num(_run_tesla(sample, region, geometry), nan=0.0)
+    return MethodPrediction(
+        "tesla", region.cut(grid), description="TESLA imputation from the section's LR cells"
+    )

@@ -446,7 +446,8 @@ DEFINITIONS = (
     "count lies within the 5–95 % quantiles of the method's K samples (each bin's from the tile or "
     "patch where it is most central); even a perfectly calibrated model reaches only the "
     "*raw coverage a calibrated model reaches* with K samples (about 0.72 for K = 8 and a "
-    "Gaussian predictive distribution). *90 % coverage (calibrated)* uses intervals widened per gene by split-conformal calibration on the "
+    "Gaussian predictive distribution). *90 % coverage (calibrated)* uses intervals widened "
+    "per gene by split-conformal calibration on the "
     "validation split (non-conformity max(q05 − y, y − q95) / (std + δ)). Genes where a metric is "
     "undefined (constant maps) are counted as NaN in parentheses and left out of that mean only."
 )

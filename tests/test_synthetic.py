@@ -96,3 +96,84 @@ def test_random_transcripts_stream() -> None:
     assert x.min() >= 0 and x.max() < 100 and y.max() < 50
     freq = np.bincount(gene, minlength=20)
     assert freq[0] > 1.7 * freq[1] and freq[1] > freq[5]  # Zipf-like: p_g ∝ 1/(g + 1)
+
+
+@pytest.fixture(scope="module")
+def detail() -> SpatialSample:
+    from diffst.synthetic import simulate_detail_section
+
+    return simulate_detail_section(width_um=240, height_um=200, n_genes=8, seed=3)
+
+
+def test_detail_section_mixes_types_below_the_lr_cell(detail: SpatialSample) -> None:
+    centres, types = detail.metadata["cell_centers_um"], detail.metadata["cell_type"]
+    assert detail.name.startswith("synthetic") and detail.metadata["synthetic"] is True
+    cell = np.floor(centres / 40.0).astype(int)  # 40 µm LR cells
+    keys = cell[:, 0] * 1000 + cell[:, 1]
+    mixed = [len(np.unique(types[keys == k])) >= 2 for k in np.unique(keys)]
+    assert np.mean(mixed) > 0.8
+    assert len(np.unique(types)) == 4
+
+
+def test_detail_section_image_shows_the_cell_types(detail: SpatialSample) -> None:
+    """Brighter DAPI and larger nuclei per type, as the type's look says."""
+    looks = detail.metadata["looks"]
+    px = np.asarray(detail.image.pixels)
+    centres, types = detail.metadata["cell_centers_um"], detail.metadata["cell_type"]
+    ij = np.floor(centres / 0.5).astype(int)
+    at_centre = px[ij[:, 1], ij[:, 0], 0].astype(float)
+    mean_by_type = [at_centre[types == t].mean() for t in range(4)]
+    assert np.argsort(mean_by_type).tolist() == np.argsort(looks["dapi"]).tolist()
+
+
+def test_detail_section_round_trips_through_the_vizgen_reader(
+    detail: SpatialSample, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    from diffst.io.merfish import read_merfish
+    from diffst.synthetic import write_merfish_outs
+
+    write_merfish_outs(detail, tmp_path / "vizgen", offset_um=(500.0, 700.0))
+    back = read_merfish(tmp_path / "vizgen", image="both")
+    assert back.image.channels == ("DAPI", "polyT") and back.image.kind == "fluorescence"
+    assert back.image.um_per_px == pytest.approx(0.5)
+    x, y, g = _arrays(detail)
+    bx, by, bg = _arrays(back)
+    np.testing.assert_array_equal(
+        np.bincount(g, minlength=len(detail.genes)),
+        np.bincount(
+            [detail.genes.index(back.genes[k]) for k in bg], minlength=len(detail.genes)
+        ),
+    )
+    np.testing.assert_allclose(
+        back.image.um_to_px.apply(np.c_[bx, by]), detail.image.um_to_px.apply(np.c_[x, y]),
+        atol=1e-3,
+    )  # fmt: skip
+    mosaic = np.asarray(back.image.pixels[:, :, 0])  # uint16 mosaics: 8-bit values × 257
+    np.testing.assert_array_equal(mosaic // 257, detail.image.pixels[:, :, 0])
+    assert list(back.control) == [name.startswith("Blank") for name in back.genes]
+
+
+def test_detail_section_detail_is_in_the_image_not_in_the_lr_map(detail: SpatialSample) -> None:
+    """The expected counts of each HR bin follow its cells' types: a predictor that knows the
+    types (what the image shows) has detail below the LR cell; nearest upsampling has none."""
+    from diffst.evaluate import metrics as M
+    from diffst.evaluate.baselines import nearest_upsample
+
+    hr_um, f = 4.0, 10
+    x, y, g = _arrays(detail)
+    keep = ~detail.control[g]
+    h, w = int(200 // hr_um), int(240 // hr_um)
+    i, j = (y[keep] // hr_um).astype(int), (x[keep] // hr_um).astype(int)
+    counts = np.zeros((8, h, w))
+    np.add.at(counts, (g[keep], i, j), 1)
+    centres, types = detail.metadata["cell_centers_um"], detail.metadata["cell_type"]
+    programme = detail.metadata["gene_means"]
+    expected = np.zeros((8, h, w))
+    ci, cj = (centres[:, 1] // hr_um).astype(int), (centres[:, 0] // hr_um).astype(int)
+    np.add.at(expected, (slice(None), ci, cj), programme[types].T)
+    tissue = counts.sum(0) > 0
+    cells = M.lr_cell_index((h, w), f)
+    near = nearest_upsample(M.pool_sum(counts, f), f, (h, w))
+    np.testing.assert_array_equal(M.detail_pcc_per_gene(near, counts, tissue, cells), 0.0)
+    oracle = M.detail_pcc_per_gene(expected, counts, tissue, cells)
+    assert np.nanmean(oracle) > 0.3

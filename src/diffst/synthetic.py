@@ -6,8 +6,14 @@ own expression programme (gene means); per cell, counts are Poisson and each mol
 placed inside its cell. Every sample says it is synthetic: ``name`` starts with
 ``synthetic``, ``platform == "synthetic"`` and ``metadata["synthetic"] is True``.
 
+:func:`simulate_detail_section` is the public case where the **image carries detail below the
+LR cell**: cell types that the image shows (nuclear size, DAPI brightness, chromatin texture),
+a gene programme per type, types mixed cell by cell at scales below an LR cell. Interpolation
+of the LR map recovers none of that detail; a model that reads the image can. Written in
+Vizgen's format by :func:`write_merfish_outs`, it is read back by the real reader.
+
 :func:`random_transcripts` streams uniformly placed molecules for scale benchmarks. Writers of
-platform-format files (Xenium, Visium, Visium HD, legacy ST) live in
+platform-format files (Vizgen MERFISH, Xenium, Visium, Visium HD, legacy ST) live in
 :mod:`diffst.io.writers` and are re-exported here.
 """
 
@@ -32,6 +38,7 @@ from diffst.io.sample import (
 )
 from diffst.io.writers import (
     write_legacy_st,
+    write_merfish_outs,
     write_spaceranger_outs,
     write_visium_hd_outs,
     write_xenium_outs,
@@ -41,8 +48,10 @@ __all__ = [
     "SYNTHETIC_LABEL",
     "TissueLayout",
     "random_transcripts",
+    "simulate_detail_section",
     "simulate_tissue",
     "write_legacy_st",
+    "write_merfish_outs",
     "write_spaceranger_outs",
     "write_visium_hd_outs",
     "write_xenium_outs",
@@ -244,6 +253,201 @@ def simulate_tissue(
             "gene_means": layout.gene_means,
             "transcript_cell": np.r_[cell, np.full(n_bg, -1)],
             "size_um": (width_um, height_um),
+        },
+    )
+
+
+@dataclass(frozen=True)
+class _Looks:
+    """How each cell type looks in the image (per type, ``[K]``)."""
+
+    nucleus: np.ndarray  # nuclear radius as a share of the cell radius
+    dapi: np.ndarray  # DAPI brightness of the nucleus (0–255)
+    texture: np.ndarray  # chromatin texture frequency (cycles per µm)
+    contrast: np.ndarray  # chromatin texture contrast (share of the brightness)
+
+
+def _looks(rng: np.random.Generator, k: int) -> _Looks:
+    """Distinct but overlapping looks: each property is spread over the types independently."""
+    return _Looks(
+        nucleus=rng.permutation(np.linspace(0.32, 0.72, k)),
+        dapi=rng.permutation(np.linspace(105.0, 235.0, k)),
+        texture=rng.permutation(np.linspace(0.25, 1.1, k)),
+        contrast=rng.permutation(np.linspace(0.05, 0.45, k)),
+    )
+
+
+def _type_field(
+    rng: np.random.Generator, centres: np.ndarray, k: int, size_um: tuple[float, float],
+    scale_um: float, strength: float,
+) -> np.ndarray:  # fmt: skip
+    """Cell types drawn cell by cell from smooth, overlapping regional proportions.
+
+    Each type has a smooth random field (Gaussian-filtered noise of correlation length
+    ``scale_um``); proportions are a softmax of ``strength`` × the fields, and every cell draws
+    its type independently, so neighbouring cells — the cells of one LR cell — mix types while
+    the LR map still carries the regional composition.
+    """
+    from scipy import ndimage
+
+    step = max(scale_um / 6.0, 1.0)
+    shape = (int(np.ceil(size_um[1] / step)) + 1, int(np.ceil(size_um[0] / step)) + 1)
+    fields = np.stack(
+        [ndimage.gaussian_filter(rng.standard_normal(shape), scale_um / step) for _ in range(k)]
+    )
+    fields /= np.maximum(fields.std(axis=(1, 2), keepdims=True), 1e-12)
+    i = np.clip(np.rint(centres[:, 1] / step).astype(int), 0, shape[0] - 1)
+    j = np.clip(np.rint(centres[:, 0] / step).astype(int), 0, shape[1] - 1)
+    logits = strength * fields[:, i, j].T
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    u = rng.random(len(centres))[:, None]
+    return (u > np.cumsum(p, axis=1)).sum(axis=1).astype(np.int64)
+
+
+def _programmes(rng: np.random.Generator, k: int, n_genes: int, counts: float) -> np.ndarray:
+    """``[K, G]`` mean molecules per cell: a shared base and marker genes per type."""
+    base = rng.gamma(0.8, 1.0, (1, n_genes)) + 0.05
+    programme = np.repeat(base, k, axis=0)
+    for t, genes in enumerate(np.array_split(rng.permutation(n_genes), k)):
+        programme[t, genes] *= rng.uniform(6.0, 12.0, len(genes))
+    return programme / programme.sum(axis=1, keepdims=True) * counts
+
+
+def _render_fluorescence(
+    rng: np.random.Generator, layout: TissueLayout, looks: _Looks, rna: np.ndarray,
+    shape_hw: tuple[int, int], um_per_px: float,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """DAPI + polyT image ``[H, W, 2]`` uint8 and tissue mask ``[H, W]``, row block by block.
+
+    DAPI: each nucleus a disc of its type's radius share, brightness and chromatin texture
+    (a per-cell jitter of ±10 % keeps types overlapping); polyT: the cytoplasm's RNA content
+    (molecules of the cell) and a dimmer nucleus.
+    """
+    h, w = shape_hw
+    tree = cKDTree(layout.centers_um)
+    t = layout.cell_type
+    jitter = rng.lognormal(0.0, 0.1, len(t))
+    phase = rng.uniform(0, 2 * np.pi, len(t))
+    cyto = 40.0 + 150.0 * rna / max(float(np.percentile(rna, 99)), 1e-9)
+    img = np.empty((h, w, 2), np.uint8)
+    mask = np.zeros((h, w), bool)
+    xs = (np.arange(w) + 0.5) * um_per_px
+    for r0 in range(0, h, _ROW_BLOCK):
+        ys = (np.arange(r0, min(h, r0 + _ROW_BLOCK)) + 0.5) * um_per_px
+        px, py = (a.ravel() for a in np.meshgrid(xs, ys))
+        dist, idx = tree.query(np.c_[px, py], k=1)
+        own = np.asarray(idx)
+        radius = layout.radius_um[own]
+        inside = dist <= 1.25 * radius
+        rel = dist / np.maximum(radius, 1e-6)
+        nucleus = rel < looks.nucleus[t[own]]
+        wave = np.sin(2 * np.pi * looks.texture[t[own]] * (px + 0.6 * py) + phase[own])
+        chromatin = 1.0 + looks.contrast[t[own]] * wave
+        dapi = np.where(nucleus, looks.dapi[t[own]] * jitter[own] * chromatin, 8.0)
+        polyt = np.where(nucleus, 0.5, 1.0) * cyto[own] * jitter[own]
+        val = np.stack([dapi, polyt], axis=1)
+        val[~inside] = 0.0
+        val += rng.normal(0, 5, val.shape)
+        rows = slice(r0, r0 + len(ys))
+        img[rows] = np.clip(val, 0, 255).reshape(len(ys), w, 2).astype(np.uint8)
+        mask[rows] = inside.reshape(len(ys), w)
+    return img, mask
+
+
+def simulate_detail_section(
+    *,
+    width_um: float = 800.0,
+    height_um: float = 800.0,
+    n_genes: int = 25,
+    n_cell_types: int = 4,
+    cell_diameter_um: float = 10.0,
+    counts_per_cell: float = 40.0,
+    mix_scale_um: float = 80.0,
+    mix_strength: float = 1.5,
+    um_per_px: float = 0.5,
+    seed: int = 0,
+) -> SpatialSample:
+    """A section whose image carries expression detail below the LR cell (labelled synthetic).
+
+    Cells tile an irregular tissue at ``cell_diameter_um`` spacing; each cell draws its type from
+    smooth regional proportions (:func:`_type_field`: correlation length ``mix_scale_um``), so
+    types are mixed at the scale of single cells, well below an LR cell of 40 µm. Each type has
+    its own gene programme (marker genes 6–12× the shared base; Poisson counts per cell, each
+    molecule inside its cell) and its own look in a two-channel fluorescence image: nuclear
+    radius, DAPI brightness and chromatin texture in DAPI, RNA content in polyT.
+
+    Parameters
+    ----------
+    width_um, height_um
+        Section size (µm); the image covers it with pixel ``(0, 0)``'s corner at µm ``(0, 0)``.
+    n_genes, n_cell_types
+        Genes ``G`` (plus two ``Blank-*`` control barcodes) and cell types ``K``.
+    cell_diameter_um, counts_per_cell
+        Cell spacing and mean molecules per cell.
+    mix_scale_um, mix_strength
+        Correlation length and strength of the regional type proportions (0: types i.i.d.).
+    um_per_px, seed
+        Image pixel size; everything is deterministic given the seed.
+
+    Returns
+    -------
+    SpatialSample
+        In-memory transcripts, DAPI + polyT image and tissue mask; ``metadata`` holds the truth
+        (cell centres, types, programmes, the looks of each type) and ``synthetic=True``.
+    """
+    rng = np.random.default_rng(seed)
+    size = (width_um, height_um)
+    step = cell_diameter_um
+    gx, gy = np.meshgrid(np.arange(step / 2, width_um, step), np.arange(step / 2, height_um, step))
+    pts = np.c_[gx.ravel(), gy.ravel()] + rng.uniform(-0.25, 0.25, (gx.size, 2)) * step
+    # an irregular tissue: a rounded square (superellipse) with a wavy border, filling most of
+    # the section and keeping two cell diameters from its edges
+    cx, cy = width_um / 2, height_um / 2
+    angle = np.arctan2(pts[:, 1] - cy, pts[:, 0] - cx)
+    wobble = 1.0 - 0.04 * (1 + np.sin(3 * angle + rng.uniform(0, 6.3))) - 0.02 * np.sin(7 * angle)
+    rx, ry = width_um / 2 - 2 * step, height_um / 2 - 2 * step
+    norm4 = ((pts[:, 0] - cx) / rx) ** 4 + ((pts[:, 1] - cy) / ry) ** 4
+    inside = norm4 <= wobble**4
+    centres = pts[inside]
+    cell_type = _type_field(rng, centres, n_cell_types, size, mix_scale_um, mix_strength)
+    programme = _programmes(rng, n_cell_types, n_genes, counts_per_cell)
+    dist, _ = cKDTree(centres).query(centres, k=2)
+    radius = np.minimum(dist[:, 1] / 2, 0.6 * cell_diameter_um)
+    layout = TissueLayout(centres, cell_type, programme, radius)
+    xy, gene, cell = _molecules(rng, layout)
+    rna = np.bincount(cell, minlength=len(centres)).astype(np.float64)
+    looks = _looks(rng, n_cell_types)
+    shape_hw = (int(np.ceil(height_um / um_per_px)), int(np.ceil(width_um / um_per_px)))
+    pixels, mask = _render_fluorescence(rng, layout, looks, rna, shape_hw, um_per_px)
+    genes = (*(f"Gene{g:03d}" for g in range(n_genes)), "Blank-0001", "Blank-0002")
+    n_bg = max(1, int(0.002 * len(gene)))
+    bg_xy = rng.uniform([0, 0], [width_um, height_um], (n_bg, 2))
+    bg_gene = rng.integers(n_genes, n_genes + 2, n_bg).astype(np.int32)
+    transform = AffineTransform.from_pixel_size(um_per_px)
+    return SpatialSample(
+        name=f"{SYNTHETIC_LABEL}_detail_seed{seed}",
+        platform=Platform.SYNTHETIC,
+        image=SpatialImage(pixels, ("DAPI", "polyT"), transform, None, "fluorescence"),
+        transcripts=InMemoryTranscripts(
+            np.r_[xy[:, 0], bg_xy[:, 0]],
+            np.r_[xy[:, 1], bg_xy[:, 1]],
+            np.r_[gene, bg_gene],
+            genes,
+            np.arange(len(genes)) >= n_genes,
+        ),
+        tissue_mask=TissueMask(mask, transform),
+        metadata={
+            "synthetic": True,
+            "description": "simulated section with image-borne detail below the LR cell "
+            "(diffst.synthetic.simulate_detail_section), not measured",
+            "seed": seed,
+            "cell_centers_um": centres,
+            "cell_type": cell_type,
+            "gene_means": programme,
+            "transcript_cell": np.r_[cell, np.full(n_bg, -1)],
+            "looks": {k: v.tolist() for k, v in vars(looks).items()},
+            "size_um": size,
         },
     )
 

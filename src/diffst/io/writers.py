@@ -1,6 +1,9 @@
 """Writers of small, faithful platform-format files from a (synthetic) sample, for reader tests
 and benchmarks. Each file is written atomically (temporary name, then ``os.replace``).
 
+* :func:`write_merfish_outs` — Vizgen ``detected_transcripts.csv`` (µm, with an offset like a
+  real experiment's global frame), ``images/mosaic_<channel>_z0.tif`` (uint16) and
+  ``images/micron_to_mosaic_pixel_transform.csv``;
 * :func:`write_xenium_outs` — ``transcripts.parquet`` (+ control and low-qv rows),
   ``morphology_focus.ome.tif`` (PhysicalSizeX/Y), ``experiment.xenium``, optional registered
   H&E + 10x alignment CSV;
@@ -31,6 +34,8 @@ from diffst.geometry import GeometryError
 from diffst.io._constants import (
     H5Matrix,
     LegacyStColumn,
+    MerfishColumn,
+    MerfishFile,
     ScaleFactor,
     VisiumColumn,
     VisiumFile,
@@ -41,6 +46,7 @@ from diffst.io.sample import SpatialSample
 
 __all__ = [
     "write_legacy_st",
+    "write_merfish_outs",
     "write_spaceranger_outs",
     "write_visium_hd_outs",
     "write_xenium_outs",
@@ -439,3 +445,51 @@ def write_legacy_st(
     rgb = Image.fromarray(_rgb(sample))
     image_path = _atomic(out / f"{name}_he.jpg", lambda t: rgb.save(t, format="JPEG", quality=92))
     return counts_path, spots_path, image_path
+
+
+def write_merfish_outs(
+    sample: SpatialSample,
+    out_dir: str | os.PathLike[str],
+    *,
+    offset_um: tuple[float, float] = (1000.0, 2000.0),
+) -> dict[str, Path]:
+    """Write a sample as a Vizgen MERFISH output folder (one z-plane).
+
+    ``global_x``/``global_y`` are the sample's µm plus ``offset_um`` (Vizgen's experiment frame
+    does not start at 0); the micron-to-mosaic transform maps that frame onto the mosaics. The
+    image channels (e.g. ``DAPI``, ``polyT``) become ``mosaic_<channel>_z0.tif``, uint16.
+
+    Returns the written paths by role (``transcripts``, ``transform``, one per channel).
+    """
+    import tifffile
+
+    out = Path(out_dir)
+    x, y, gene = _transcripts(sample)
+    s = _pixel_size(sample)
+    assert sample.image is not None
+    ox, oy = offset_um
+    frame = pd.DataFrame(
+        {
+            "barcode_id": gene,
+            MerfishColumn.X.value: x + ox,
+            MerfishColumn.Y.value: y + oy,
+            MerfishColumn.Z.value: np.zeros(len(x), dtype=np.int64),
+            "x": x / s,
+            "y": y / s,
+            "fov": np.zeros(len(x), dtype=np.int64),
+            MerfishColumn.GENE.value: np.asarray(sample.genes, dtype=object)[gene],
+            "transcript_id": np.arange(len(x)),
+        }
+    )
+    paths = {"transcripts": out / MerfishFile.TRANSCRIPTS.value}
+    _atomic(paths["transcripts"], lambda tmp: frame.to_csv(tmp, float_format="%.4f"))
+    images = out / MerfishFile.IMAGES_DIR.value
+    matrix = np.array([[1 / s, 0.0, -ox / s], [0.0, 1 / s, -oy / s], [0.0, 0.0, 1.0]])
+    paths["transform"] = images / MerfishFile.TRANSFORM.value
+    _atomic(paths["transform"], lambda tmp: np.savetxt(tmp, matrix, fmt="%.10f"))
+    pixels = np.asarray(sample.image.pixels[:, :, :])
+    for c, name in enumerate(sample.image.channels):
+        plane = (pixels[:, :, c].astype(np.uint16) * 257).astype(np.uint16)
+        paths[name] = images / f"mosaic_{name}_z0.tif"
+        _atomic(paths[name], lambda tmp, p=plane: tifffile.imwrite(tmp, p))
+    return paths

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,13 @@ import pandas as pd
 from diffst.geometry import AffineTransform, GeometryError
 from diffst.io._constants import MerfishColumn, MerfishFile, Platform, control_mask
 from diffst.io._tables import Fields, iter_csv
+from diffst.io.alignment import (
+    AlignmentGrid,
+    assess_alignment,
+    check_alignment,
+    image_signal,
+    warn_low_coverage,
+)
 from diffst.io.checks import Extent, check_inside_image, require_file
 from diffst.io.images import read_image, stack_channels
 from diffst.io.sample import (
@@ -61,6 +69,17 @@ def read_micron_to_pixel(path: Path) -> AffineTransform:
         raise GeometryError(f"{path}: {err}") from err
 
 
+def _lowest_mosaic_z(images_dir: Path, channel: str) -> int:
+    """The lowest z-plane with a mosaic of ``channel`` (0 when there is none)."""
+    zs = [
+        int(m.group(1))
+        for p in images_dir.glob("*")
+        if p.suffix.lower() in _IMAGE_SUFFIXES and channel in p.stem.lower()
+        and (m := re.search(r"_z(\d+)$", p.stem.lower()))
+    ]  # fmt: skip
+    return min(zs, default=0)
+
+
 def _find_image(images_dir: Path, channel: str, z: int) -> Path:
     """Mosaic image of ``channel`` at z-plane ``z`` (``mosaic_DAPI_z0.tif``, ``…dapi_z0.jpg``)."""
     hits = sorted(
@@ -88,8 +107,10 @@ def _scan(
     z_planes: Sequence[int] | None,
     chunk_rows: int,
     transform: AffineTransform | None,
+    grid: AlignmentGrid | None = None,
 ) -> _Scan:
-    """First pass: gene list, kept-row count, pixel extent and z-planes present."""
+    """First pass: gene list, kept-row count, pixel extent, z-planes present and (with
+    ``grid``) the molecule counts per image block."""
     genes: set[str] = set()
     zs: set[int] = set()
     extent = Extent()
@@ -107,6 +128,8 @@ def _scan(
         extent.update(xy)
         if transform is not None:
             extent_px.update(transform.apply(xy))
+        if grid is not None:
+            grid.add(xy)
     if z_planes is not None and not set(z_planes) <= zs:
         raise InputError(
             f"{path}: field {MerfishColumn.Z} has z-planes {sorted(zs)}; requested {list(z_planes)}"
@@ -175,6 +198,41 @@ def _read_merfish_image(
     )
 
 
+def _first_image(
+    images_dir: Path,
+    image: MerfishImage | Sequence[str],
+    image_z: int | None,
+    z_planes: Sequence[int] | None,
+    transform: AffineTransform,
+) -> tuple[SpatialImage, int]:
+    """The image read before the scan (its shape lays out the alignment grid) and its z-plane:
+    ``image_z``, else the lowest selected plane, else the lowest plane with a mosaic."""
+    z = image_z if image_z is not None else min(z_planes) if z_planes else None
+    if z is None:
+        z = _lowest_mosaic_z(images_dir, merfish_channels(image)[0])
+    return _read_merfish_image(images_dir, image, z, transform), z
+
+
+def _check_geometry(
+    scan: _Scan, image: SpatialImage, grid: AlignmentGrid, tx_path: Path, tf_path: Path
+) -> dict[str, object] | None:
+    """Alignment (:mod:`diffst.io.alignment`), then the extent check; returns the report."""
+    fields = f"{MerfishColumn.X}/{MerfishColumn.Y}"
+    report = None
+    if image.shape_hw == grid.shape_hw:  # mosaics of one experiment share their shape
+        report = assess_alignment(grid, image_signal(image.pixels, image.kind, grid))
+        check_alignment(report, file=tx_path, fields=fields, image=image.path,
+                        transform_file=tf_path)  # fmt: skip
+    check_inside_image(
+        scan.extent_px, image.shape_hw, file=tx_path, field=fields, image=image.path,
+        transform=grid.transform,
+    )  # fmt: skip
+    if report is None:
+        return None
+    warn_low_coverage(report, file=tx_path, image=image.path)
+    return report.to_dict()
+
+
 def read_merfish(
     path: Path | str,
     *,
@@ -227,7 +285,13 @@ def read_merfish(
         if not tf_path.is_file():
             tf_path = images_dir / MerfishFile.TRANSFORM_MINI
         transform = read_micron_to_pixel(tf_path)
-    scan = _scan(tx_path, None if z_planes is None else tuple(z_planes), chunk_rows, transform)
+    spatial_image = grid = None
+    z_read = -1
+    if image is not None and transform is not None:
+        spatial_image, z_read = _first_image(images_dir, image, image_z, z_planes, transform)
+        grid = AlignmentGrid(spatial_image.shape_hw, transform)
+    z_sel = None if z_planes is None else tuple(z_planes)
+    scan = _scan(tx_path, z_sel, chunk_rows, transform, grid)
     genes = scan.genes
     control = control_mask(genes)
     source = ChunkedTranscripts(
@@ -237,18 +301,12 @@ def read_merfish(
         path=tx_path,
     )
     files = {"transcripts": tx_path}
-    spatial_image = None
-    if image is not None and transform is not None and tf_path is not None:
+    metadata: dict[str, object] = {}
+    if image is not None and spatial_image is not None and grid is not None and tf_path:
         z = scan.z_planes[0] if image_z is None else image_z
-        spatial_image = _read_merfish_image(images_dir, image, z, transform)
-        check_inside_image(
-            scan.extent_px,
-            spatial_image.shape_hw,
-            file=tx_path,
-            field=f"{MerfishColumn.X}/{MerfishColumn.Y}",
-            image=spatial_image.path,
-            transform=transform,
-        )
+        if z != z_read:  # the default plane is the first kept one, known after the scan
+            spatial_image = _read_merfish_image(images_dir, image, z, grid.transform)
+        metadata["alignment"] = _check_geometry(scan, spatial_image, grid, tx_path, tf_path)
         files.update(transform=tf_path, image=spatial_image.path or tf_path)
     return SpatialSample(
         name=root.name,
@@ -260,5 +318,6 @@ def read_merfish(
             "n_transcripts": scan.n_transcripts,
             "z_planes": list(scan.z_planes),
             "n_control_genes": int(control.sum()),
+            **{k: v for k, v in metadata.items() if v is not None},
         },
     )

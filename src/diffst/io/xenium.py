@@ -14,6 +14,13 @@ import pandas as pd
 from diffst.geometry import AffineTransform, GeometryError
 from diffst.io._constants import Platform, XeniumColumn, XeniumFile, control_mask
 from diffst.io._tables import Fields, iter_csv, iter_parquet
+from diffst.io.alignment import (
+    AlignmentGrid,
+    assess_alignment,
+    check_alignment,
+    image_signal,
+    warn_low_coverage,
+)
 from diffst.io.checks import Extent, check_inside_image, check_pixel_size, require_file
 from diffst.io.images import ome_pixel_size_um, read_image
 from diffst.io.sample import (
@@ -92,8 +99,10 @@ def _scan(
     keep_controls: bool,
     chunk_rows: int,
     transform: AffineTransform | None,
+    grid: AlignmentGrid | None = None,
 ) -> _Scan:
-    """Gene list, kept/total counts and (given a µm → px map) the pixel extent of kept rows."""
+    """Gene list, kept/total counts and (given a µm → px map) the pixel extent of kept rows;
+    with ``grid``, their counts per image block."""
     genes: set[str] = set()
     extent = Extent()
     extent_px = Extent()
@@ -109,6 +118,8 @@ def _scan(
         extent.update(xy)
         if transform is not None:
             extent_px.update(transform.apply(xy))
+        if grid is not None:
+            grid.add(xy)
     if extent.n == 0:
         raise InputError(f"{path}: no transcript passes qv ≥ {min_qv} (field {XeniumColumn.QV})")
     return _Scan(tuple(sorted(genes)), extent.n, total, extent_px)
@@ -224,7 +235,10 @@ def read_xenium(
     if image is not None:
         spatial_image = _xenium_image(root, image, alignment, alignment_units)
     transform = None if spatial_image is None else spatial_image.um_to_px
-    scan = _scan(tx, min_qv, keep_controls, chunk_rows, transform)
+    grid = None
+    if spatial_image is not None:
+        grid = AlignmentGrid(spatial_image.shape_hw, spatial_image.um_to_px)
+    scan = _scan(tx, min_qv, keep_controls, chunk_rows, transform, grid)
     genes = scan.genes
     control = control_mask(genes)
     source = ChunkedTranscripts(
@@ -234,15 +248,23 @@ def read_xenium(
         path=tx,
     )
     files = {"transcripts": tx}
-    if spatial_image is not None:
+    alignment_report = None
+    if spatial_image is not None and grid is not None:
+        fields = f"{XeniumColumn.X}/{XeniumColumn.Y}"
+        alignment_report = assess_alignment(
+            grid, image_signal(spatial_image.pixels, spatial_image.kind, grid)
+        )
+        check_alignment(alignment_report, file=tx, fields=fields, image=spatial_image.path,
+                        transform_file=alignment)  # fmt: skip
         check_inside_image(
             scan.extent_px,
             spatial_image.shape_hw,
             file=tx,
-            field=f"{XeniumColumn.X}/{XeniumColumn.Y}",
+            field=fields,
             image=spatial_image.path,
             transform=spatial_image.um_to_px,
         )
+        warn_low_coverage(alignment_report, file=tx, image=spatial_image.path)
         files["image"] = spatial_image.path or tx
         if alignment is not None:
             files["alignment"] = Path(alignment)
@@ -257,6 +279,7 @@ def read_xenium(
             "n_dropped": scan.n_total - scan.n_kept,
             "min_qv": min_qv,
             "controls_kept": keep_controls,
+            **({} if alignment_report is None else {"alignment": alignment_report.to_dict()}),
         },
     )
 

@@ -57,7 +57,8 @@ def _edit(line: int, column: int, value: str) -> Callable[[list[str]], list[str]
 
 
 CASES = {
-    "empty z": (_edit(50, 3, ""), "line 50: field global_z is empty"),
+    "empty z": (_edit(50, 3, ""), "line 50: field global_z is empty or NaN"),
+    "NaN x": (_edit(56, 0, "NaN"), "line 56: field global_x is empty or NaN"),
     "fractional z": (_edit(51, 3, "1.5"), "line 51: field global_z = '1.5' is not an integer"),
     "non-numeric x": (
         _edit(52, 0, "abc"),
@@ -87,8 +88,8 @@ def test_csv_cut_mid_line_says_truncated(tmp_path: Path) -> None:
     rows = _rows()
     rows[-1] = rows[-1][: rows[-1].index(",", rows[-1].index(",") + 1)]  # "x,y" of the last row
     folder = write_merfish(tmp_path / "mf", rows, newline_at_end=False)
-    with pytest.raises(InputError, match=rf"line {N_ROWS + 1}: field global_z is empty; the file "
-                       "ends mid-line, so it looks truncated"):  # fmt: skip
+    with pytest.raises(InputError, match=rf"line {N_ROWS + 1}: field global_z is empty or NaN; "
+                       "the file ends mid-line, so it looks truncated"):  # fmt: skip
         read_merfish(folder)
 
 

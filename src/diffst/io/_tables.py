@@ -110,7 +110,7 @@ def check_fields(
             k = int(np.argmax(bad))
             value = raw.iloc[k]
             if pd.isna(value):
-                problem = "is empty" + _truncation_hint(path, k, len(frame))
+                problem = "is empty or NaN" + _truncation_hint(path, k, len(frame))
             elif not np.isfinite(number[k]):
                 problem = f"= {str(value)!r} is not a finite number"
             else:

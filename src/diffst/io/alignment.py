@@ -61,6 +61,7 @@ MIN_CORRELATION = 0.4  # an alternative must reach this Spearman r to be named a
 MIN_GAIN = 0.3  # … and beat the transform as given by this much
 INSIDE = 0.99  # share of molecules inside the image for a reading to fit by extent
 LOW_COVERAGE = 0.5  # image blocks holding molecules below which a warning is logged
+MAX_PER_CHUNK = 200_000  # molecules of one streamed chunk counted (evenly strided)
 
 
 def _scale(name: str) -> float | None:
@@ -100,6 +101,7 @@ class AlignmentGrid:
         """Count molecules ``[n, 2]`` (x, y µm)."""
         if len(xy_um) == 0:
             return
+        xy_um = xy_um[:: max(1, len(xy_um) // MAX_PER_CHUNK)]  # block densities need no more
         self.n += len(xy_um)
         px = self.transform.apply(xy_um)
         readings = {

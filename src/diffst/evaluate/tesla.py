@@ -15,6 +15,8 @@ is cut to the held-out region.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -52,6 +54,41 @@ def _rgb(image: Any) -> np.ndarray:
     return (unit[:, :, :3] * 255).astype(np.uint8)
 
 
+@contextmanager
+def _positional_obs(tesla: Any) -> Iterator[None]:
+    """Run TESLA 1.2.2 under the anndata installed here.
+
+    TESLA builds its superpixel table with an integer index and then looks rows of a distance
+    table up by ``adata.obs.index[i]``; anndata (≥ 0.8) turns every obs index into strings, so
+    the lookup fails (``KeyError: '0'``). Inside this context TESLA's ``AnnData`` returns
+    ``obs`` with a positional index wherever the index is the default ``'0', '1', …``; nothing
+    else of TESLA changes.
+    """
+    import anndata as ad
+    import pandas as pd
+
+    class PositionalObs(ad.AnnData):  # type: ignore[misc]
+        @property
+        def obs(self) -> pd.DataFrame:
+            frame = ad.AnnData.obs.fget(self)  # type: ignore[attr-defined]
+            default = pd.Index([str(i) for i in range(len(frame))])
+            return (
+                frame.set_axis(pd.RangeIndex(len(frame))) if frame.index.equals(default) else frame
+            )
+
+        @obs.setter
+        def obs(self, value: pd.DataFrame) -> None:
+            ad.AnnData.obs.fset(self, value)  # type: ignore[attr-defined]
+
+    module = importlib.import_module("TESLA.imputation")
+    original = module.AnnData
+    module.AnnData = PositionalObs
+    try:
+        yield
+    finally:
+        module.AnnData = original
+
+
 def _run_tesla(sample: Any, region: Region, geometry: Any) -> np.ndarray:
     """TESLA on the whole section → ``[G, H, W]`` counts per HR bin (NaN where no superpixel)."""
     import anndata as ad
@@ -82,7 +119,8 @@ def _run_tesla(sample: Any, region: Region, geometry: Any) -> np.ndarray:
     h, w = img.shape[:2]
     contour = np.array([[[0, 0]], [[w - 1, 0]], [[w - 1, h - 1]], [[0, h - 1]]], dtype=np.int32)
     res = max(1, round(geometry.hr_um / sample.image.um_per_px))
-    enhanced = TESLA.imputation(img=img, raw=raw, cnt=contour, genes=genes, res=res)
+    with _positional_obs(TESLA):
+        enhanced = TESLA.imputation(img=img, raw=raw, cnt=contour, genes=genes, res=res)
     rows_px, cols_px = enhanced.obs["x"].to_numpy(), enhanced.obs["y"].to_numpy()
     um = sample.image.um_to_px.inverse().apply(np.column_stack([cols_px + 0.5, rows_px + 0.5]))
     i = np.floor((um[:, 1] - y0) / geometry.hr_um).astype(int)

@@ -140,9 +140,7 @@ def test_detail_section_round_trips_through_the_vizgen_reader(
     bx, by, bg = _arrays(back)
     np.testing.assert_array_equal(
         np.bincount(g, minlength=len(detail.genes)),
-        np.bincount(
-            [detail.genes.index(back.genes[k]) for k in bg], minlength=len(detail.genes)
-        ),
+        np.bincount([detail.genes.index(back.genes[k]) for k in bg], minlength=len(detail.genes)),
     )
     np.testing.assert_allclose(
         back.image.um_to_px.apply(np.c_[bx, by]), detail.image.um_to_px.apply(np.c_[x, y]),

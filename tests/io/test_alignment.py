@@ -17,10 +17,11 @@ from diffst.geometry import AffineTransform, GeometryError
 from diffst.io import read_merfish
 from diffst.io.alignment import (
     AlignmentGrid,
+    AlignmentReport,
     assess_alignment,
     check_alignment,
     image_signal,
-    warn_low_coverage,
+    warn_doubtful,
 )
 
 MINI = "giotto_vizgen_mini"
@@ -123,5 +124,38 @@ def test_section_covering_little_of_its_image_is_a_warning(
     report = assess_alignment(grid, image_signal(image, "fluorescence", grid))
     assert report.likely is None
     with caplog.at_level(logging.WARNING, logger="diffst.io"):
-        warn_low_coverage(report, file="t.csv", image="i.tif")
+        warn_doubtful(report, file="t.csv", image="i.tif")
     assert "molecules cover only 6% of the image i.tif" in caplog.text
+
+
+def test_somewhat_better_alternative_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    corr = {"as_given": 0.65, "xy_exchanged": 0.88}
+    report = AlignmentReport(corr, {"as_given": 1.0, "xy_exchanged": 1.0}, 0.9, None, "",
+                             doubtful="xy_exchanged")  # fmt: skip
+    check_alignment(report, file="t.parquet", fields="x/y", image="i.tif")  # no error
+    with caplog.at_level(logging.WARNING, logger="diffst.io"):
+        warn_doubtful(report, file="t.parquet", image="i.tif")
+    assert "with the x and y columns exchanged somewhat better (Spearman r = 0.88) than as " in (
+        caplog.text
+    )
+    assert "(a fix would be: exchange the x and y columns of the table)" in caplog.text
+
+
+@pytest.mark.parametrize(("noise", "likely", "doubtful"), [(4.0, None, "xy_exchanged"),
+                                                          (9.0, "xy_exchanged", None),
+                                                          (0.0, None, None)])  # fmt: skip
+def test_gain_over_the_given_reading_decides(
+    noise: float, likely: str | None, doubtful: str | None
+) -> None:
+    """Counts that follow the signal less closely as given than exchanged."""
+    rng = np.random.default_rng(4)
+    grid = AlignmentGrid((160, 160), AffineTransform.from_pixel_size(1.0), blocks=16)
+    signal = rng.uniform(0, 1, grid.grid)
+    for name in grid.counts:
+        grid.counts[name] = rng.poisson(5, signal.size)  # unrelated readings
+        grid.inside[name] = 100
+    grid.n = 100
+    grid.counts["xy_exchanged"] = np.rint(100 * signal.ravel() + rng.normal(0, 5, signal.size))
+    grid.counts["as_given"] = np.rint(100 * signal.ravel() + rng.normal(0, 5 + 5 * noise, 256))
+    report = assess_alignment(grid, signal)
+    assert (report.likely, report.doubtful) == (likely, doubtful), report.correlation

@@ -16,7 +16,8 @@ transform as given and under the mistakes that are easy to make:
 fluorescence as is, brightfield inverted), and :func:`check_alignment` refuses when another
 reading fits clearly better than the transform as given, or when molecules fall outside the
 image only as given. Images that do not show the tissue (no correlation under any reading)
-pass; a section that covers little of its image is logged as a warning.
+pass. :func:`warn_doubtful` logs a warning when an alternative fits somewhat better, and when
+the section covers little of its image.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ __all__ = [
     "assess_alignment",
     "check_alignment",
     "image_signal",
-    "warn_low_coverage",
+    "warn_doubtful",
 ]
 
 log = logging.getLogger("diffst.io")
@@ -59,6 +60,7 @@ _ADVICE = {
 }
 MIN_CORRELATION = 0.4  # an alternative must reach this Spearman r to be named as the cause
 MIN_GAIN = 0.3  # … and beat the transform as given by this much
+DOUBT_GAIN = 0.1  # an alternative better by this much (but less than MIN_GAIN) is a warning
 INSIDE = 0.99  # share of molecules inside the image for a reading to fit by extent
 LOW_COVERAGE = 0.5  # image blocks holding molecules below which a warning is logged
 MAX_PER_CHUNK = 200_000  # molecules of one streamed chunk counted (evenly strided)
@@ -162,6 +164,7 @@ class AlignmentReport:
     image_covered: float  # share of image blocks holding molecules, as given
     likely: str | None  # the reading that fits clearly better than the one given, else None
     reason: str  # why ``likely`` was chosen ("correlation" or "extent"), "" when None
+    doubtful: str | None = None  # a reading that fits somewhat better (a warning), else None
 
     def to_dict(self) -> dict[str, object]:
         """Plain mapping (for manifests and metadata)."""
@@ -170,6 +173,7 @@ class AlignmentReport:
             "inside": dict(self.inside),
             "image_covered": self.image_covered,
             "likely": self.likely,
+            "doubtful": self.doubtful,
         }
 
 
@@ -180,22 +184,24 @@ def assess_alignment(grid: AlignmentGrid, signal: np.ndarray) -> AlignmentReport
     corr = {k: _spearman(c, signal.ravel()) if inside[k] > 0 else float("nan")
             for k, c in grid.counts.items()}  # fmt: skip
     given = corr[GIVEN] if np.isfinite(corr[GIVEN]) else -1.0
-    likely, reason = None, ""
+    likely, reason, doubtful = None, "", None
     alternatives = {k: v for k, v in corr.items() if k != GIVEN and np.isfinite(v)}
     best = max(alternatives, key=lambda k: alternatives[k], default=None)
-    if (
+    plausible = (
         best is not None
         and alternatives[best] >= MIN_CORRELATION
-        and alternatives[best] >= given + MIN_GAIN
         and inside[best] >= min(INSIDE, inside[GIVEN])
-    ):
+    )
+    if plausible and best is not None and alternatives[best] >= given + MIN_GAIN:
         likely, reason = best, "correlation"
-    elif inside[GIVEN] < INSIDE:
+    elif plausible and best is not None and alternatives[best] >= given + DOUBT_GAIN:
+        doubtful = best
+    if likely is None and inside[GIVEN] < INSIDE:
         fits = [k for k in ("xy_exchanged", "image_transposed") if inside[k] >= INSIDE]
         if fits:
             likely, reason = fits[0], "extent"
     covered = float(np.mean(grid.counts[GIVEN] > 0))
-    return AlignmentReport(corr, inside, covered, likely, reason)
+    return AlignmentReport(corr, inside, covered, likely, reason, doubtful)
 
 
 def check_alignment(
@@ -242,12 +248,23 @@ def check_alignment(
         )
 
 
-def warn_low_coverage(
-    report: AlignmentReport, *, file: Path | str, image: Path | str | None
-) -> None:
-    """Log a warning when the molecules cover little of the image (a legitimately larger
-    image, or a scale mistake that :func:`check_alignment` could not name)."""
+def warn_doubtful(report: AlignmentReport, *, file: Path | str, image: Path | str | None) -> None:
+    """Log warnings when another reading fits the image somewhat better than the one given,
+    and when the molecules cover little of the image (a legitimately larger image, or a scale
+    mistake that :func:`check_alignment` could not name)."""
     given = report.correlation[GIVEN]
+    if report.doubtful is not None:
+        name = report.doubtful
+        advice = _ADVICE["scale" if _scale(name) else name]
+        log.warning(
+            "%s: transcript density follows the image %s somewhat better (Spearman r = %.2f) "
+            "than as given (r = %.2f); check the alignment (a fix would be: %s)",
+            file,
+            HYPOTHESES[name],
+            report.correlation[name],
+            given,
+            advice,
+        )
     if report.image_covered < LOW_COVERAGE:
         log.warning(
             "%s: molecules cover only %.0f%% of the image %s (density vs image r = %.2f); if "

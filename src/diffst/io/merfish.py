@@ -19,7 +19,7 @@ from diffst.io.alignment import (
     assess_alignment,
     check_alignment,
     image_signal,
-    warn_low_coverage,
+    warn_doubtful,
 )
 from diffst.io.checks import Extent, check_inside_image, require_file
 from diffst.io.images import read_image, stack_channels
@@ -229,7 +229,7 @@ def _check_geometry(
     )  # fmt: skip
     if report is None:
         return None
-    warn_low_coverage(report, file=tx_path, image=image.path)
+    warn_doubtful(report, file=tx_path, image=image.path)
     return report.to_dict()
 
 

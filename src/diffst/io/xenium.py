@@ -19,7 +19,7 @@ from diffst.io.alignment import (
     assess_alignment,
     check_alignment,
     image_signal,
-    warn_low_coverage,
+    warn_doubtful,
 )
 from diffst.io.checks import Extent, check_inside_image, check_pixel_size, require_file
 from diffst.io.images import ome_pixel_size_um, read_image
@@ -264,7 +264,7 @@ def read_xenium(
             image=spatial_image.path,
             transform=spatial_image.um_to_px,
         )
-        warn_low_coverage(alignment_report, file=tx, image=spatial_image.path)
+        warn_doubtful(alignment_report, file=tx, image=spatial_image.path)
         files["image"] = spatial_image.path or tx
         if alignment is not None:
             files["alignment"] = Path(alignment)

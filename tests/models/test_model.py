@@ -208,3 +208,36 @@ def test_gradient_checkpointing_gives_the_same_gradients() -> None:
         out.prediction.square().mean().backward()
         grads.append(model.denoiser.input_conv.weight.grad.clone())
     torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_tile_mosaic_reassembles_the_image_the_tiles_were_cut_from() -> None:
+    from diffst.models.histology import tile_mosaic
+
+    n, t, c = 3, 4, 2
+    image = torch.arange(c * n * t * n * t, dtype=torch.float32).reshape(c, n * t, n * t)
+    # the cut of diffst.prepare.views: (c, n, t, n, t) → (n, n, c, t, t), row-major tiles
+    tiles = image.reshape(c, n, t, n, t).permute(1, 3, 0, 2, 4).reshape(n * n, c, t, t)
+    torch.testing.assert_close(tile_mosaic(tiles[None])[0], image)
+    with pytest.raises(ValueError, match="square grid"):
+        tile_mosaic(torch.zeros(1, 5, c, t, t))
+
+
+def test_hr_image_features_enter_the_unet_at_every_hr_bin() -> None:
+    cfg = tiny_config(hr_image_channels=3, hr_image_width=8)
+    model = tiny_model(cfg).train()
+    inputs = tiny_inputs(2, cfg=cfg)
+    cond = model.encode_condition(**inputs)
+    assert cond.hr_image is not None and cond.hr_image.shape == (2, 3, HR, HR)
+    assert model.denoiser.input_conv.in_channels == 2 * N_GENES + 3
+    out = model(torch.randn(2, N_GENES, HR, HR), torch.randint(0, 1000, (2,)), cond)
+    (out.prediction.square().mean() + cond.disentangle_loss).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.hr_image.parameters())
+    # the features follow the image: other pixels, other features
+    other = dict(inputs, cells=inputs["cells"].flip(-1))
+    again = model.encode_condition(**other)
+    assert not torch.allclose(again.hr_image, cond.hr_image)
+    rep = cond.repeat(3)
+    assert rep.hr_image is not None and rep.hr_image.shape[0] == 6
+    torch.testing.assert_close(rep.select([3]).hr_image, cond.hr_image[1:2])
+    off = tiny_model(tiny_config(hr_image_channels=3, use_histology=False))
+    assert off.hr_image is None  # no image branch, no HR image features

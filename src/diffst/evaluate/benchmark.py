@@ -231,7 +231,7 @@ def _train(name: str, run_config: Any, store: Path, out: Path, what: str, stages
 
     result = stages.run(
         f"train_{name}", f"train {name} ({what}), {run_config.train.max_steps} steps",
-        train, store, out / "runs" / name, run_config, progress=True,
+        train, store, out / "runs" / name, run_config, progress=True, overwrite=True,
     )  # fmt: skip
     return Path(result.checkpoint)
 

@@ -51,6 +51,11 @@ class ModelConfig:
     cross_attention_residual: float = 0.1  # tissue = (1 − w)·tissue + w·attended (release 0.1)
     curriculum_shares: tuple[float, ...] = (0.25, 0.5, 1.0)  # share of top-entropy tiles used
     curriculum_boundaries: tuple[float, ...] = (1 / 3, 2 / 3)  # training progress of switches
+    # image features on the HR grid, concatenated to x_t at the UNet input (0 = off, the paper's
+    # network): a small CNN over the patch at the cell tiles' resolution (their n×n mosaic),
+    # area-pooled to one feature vector per HR bin, so image detail reaches every HR bin directly
+    hr_image_channels: int = 0
+    hr_image_width: int = 32  # width of that CNN
     backbone: str = "builtin"  # "builtin", "timm:<model_name>" or "torchscript:<path>"
     backbone_weights: str | None = None  # local weights file for a timm backbone (no download)
     backbone_trainable: bool = False  # fine-tune an external backbone (else frozen)
@@ -74,7 +79,9 @@ class ModelConfig:
         _positive(self, "base_channels", "num_res_blocks", "num_heads", "time_embed_mult")
         _positive(self, "norm_groups", "cond_channels", "cond_token_grid", "lr_hidden_channels")
         _positive(self, "tissue_size", "cell_grid", "cell_tile_size", "histology_channels")
-        _positive(self, "graph_kernel", "modulation_window")
+        _positive(self, "graph_kernel", "modulation_window", "hr_image_width")
+        if self.hr_image_channels < 0:
+            raise ConfigError(f"model.hr_image_channels must be ≥ 0, got {self.hr_image_channels}")
         if not self.channel_mult or min(self.channel_mult) <= 0:
             raise ConfigError(
                 f"model.channel_mult: positive integers needed, got {self.channel_mult}"

@@ -12,7 +12,7 @@ from diffst.models.backbones import ExternalBackbone, build_backbone
 from diffst.models.blocks import CrossAttention, ResBlock, grid_position_encoding, resize_to
 from diffst.models.config import ModelConfig
 
-__all__ = ["CellEncoder", "HistologyEncoder", "TissueEncoder"]
+__all__ = ["CellEncoder", "HRImageEncoder", "HistologyEncoder", "TissueEncoder", "tile_mosaic"]
 
 
 def _conv_stages(width: int, n_down: int, groups: int) -> nn.Sequential:
@@ -84,6 +84,38 @@ class CellEncoder(nn.Module):
 
     def forward(self, tiles: torch.Tensor) -> torch.Tensor:
         return self.out(F.silu(self.features(tiles).mean(dim=(2, 3))))
+
+
+def tile_mosaic(cells: torch.Tensor) -> torch.Tensor:
+    """Cell tiles ``[B, n², C, t, t]`` (row-major on the n × n grid) → the patch image
+    ``[B, C, n·t, n·t]`` they were cut from."""
+    b, n_tiles, c, t, _ = cells.shape
+    n = math.isqrt(n_tiles)
+    if n * n != n_tiles:
+        raise ValueError(f"cells: N = {n_tiles} tiles do not form a square grid")
+    return cells.reshape(b, n, n, c, t, t).permute(0, 3, 1, 4, 2, 5).reshape(b, c, n * t, n * t)
+
+
+class HRImageEncoder(nn.Module):
+    """Image features on the HR grid: ``[B, C, S', S']`` patch image → ``[B, D, H, W]``.
+
+    A strided stem and two residual blocks at half the image's resolution, area-pooled onto the
+    HR bins (each bin's feature is the mean over the image pixels it covers) and projected by a
+    1×1 convolution. Fed to the UNet input beside ``x_t``, it gives every HR bin the look of its
+    own piece of tissue, which the bottleneck-resolution conditioning map cannot.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, *, width: int, groups: int) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(in_channels, width, 3, stride=2, padding=1)
+        self.blocks = nn.Sequential(
+            ResBlock(width, width, groups=groups), ResBlock(width, width, groups=groups)
+        )
+        self.out = nn.Conv2d(width, out_channels, 1)
+
+    def forward(self, image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        feat = self.blocks(self.stem(image))
+        return self.out(F.silu(F.adaptive_avg_pool2d(feat, size)))
 
 
 class HistologyEncoder(nn.Module):

@@ -13,7 +13,7 @@ from diffst.models.config import ModelConfig
 from diffst.models.denoiser import ConditionalUNet, DenoiserOutput
 from diffst.models.fusion import MultiModalFusion
 from diffst.models.gene_graph import LREncoder
-from diffst.models.histology import HistologyEncoder
+from diffst.models.histology import HistologyEncoder, HRImageEncoder, tile_mosaic
 
 __all__ = ["Condition", "DiffSTModel", "count_parameters"]
 
@@ -30,6 +30,8 @@ class Condition:
     """Scalar float32 disentangling loss of the batch (0 when disentangling is off)."""
     lr_up: torch.Tensor | None = None
     """``[B, G, H, W]`` LR map upsampled to the HR grid (nearest, exact cell footprint), or None."""
+    hr_image: torch.Tensor | None = None
+    """``[B, D, H, W]`` image features on the HR grid (``model.hr_image_channels``), or None."""
 
     @property
     def batch_size(self) -> int:
@@ -38,17 +40,26 @@ class Condition:
 
     def repeat(self, k: int) -> Condition:
         """Each sample repeated ``k`` times in a row: ``[B, …] → [B·k, …]`` (for K draws)."""
+
+        def rep(x: torch.Tensor | None) -> torch.Tensor | None:
+            return None if x is None else x.repeat_interleave(k, dim=0)
+
         return replace(
             self,
             features=self.features.repeat_interleave(k, dim=0),
             tokens=self.tokens.repeat_interleave(k, dim=0),
-            lr_up=None if self.lr_up is None else self.lr_up.repeat_interleave(k, dim=0),
+            lr_up=rep(self.lr_up),
+            hr_image=rep(self.hr_image),
         )
 
     def select(self, index: torch.Tensor | slice | list[int]) -> Condition:
         """The samples at ``index`` (a slice, index list or boolean/integer tensor)."""
         lr_up = None if self.lr_up is None else self.lr_up[index]
-        return replace(self, features=self.features[index], tokens=self.tokens[index], lr_up=lr_up)
+        hr_image = None if self.hr_image is None else self.hr_image[index]
+        return replace(
+            self, features=self.features[index], tokens=self.tokens[index], lr_up=lr_up,
+            hr_image=hr_image,
+        )  # fmt: skip
 
     def detach(self) -> Condition:
         """A copy cut from the autograd graph (for sampling)."""
@@ -57,6 +68,7 @@ class Condition:
             self.tokens.detach(),
             self.disentangle_loss.detach(),
             None if self.lr_up is None else self.lr_up.detach(),
+            None if self.hr_image is None else self.hr_image.detach(),
         )
 
 
@@ -130,9 +142,14 @@ class DiffSTModel(nn.Module):
                 groups=cfg.norm_groups,
             )
             cond_channels = self.fusion.out_channels
-        self.denoiser = ConditionalUNet(
-            cfg, n_genes, cond_channels, extra_in=n_genes * self.concat_lr
-        )
+        self.hr_image: HRImageEncoder | None = None
+        if cfg.use_histology and cfg.hr_image_channels > 0:
+            self.hr_image = HRImageEncoder(
+                image_channels, cfg.hr_image_channels, width=cfg.hr_image_width,
+                groups=cfg.norm_groups,
+            )  # fmt: skip
+        extra = n_genes * self.concat_lr + (cfg.hr_image_channels if self.hr_image else 0)
+        self.denoiser = ConditionalUNet(cfg, n_genes, cond_channels, extra_in=extra)
 
     def set_training_progress(self, frac: float) -> None:
         """Training progress ``frac`` ∈ [0, 1]; selects the share of cell tiles used."""
@@ -180,7 +197,12 @@ class DiffSTModel(nn.Module):
             loss = torch.zeros((), device=features.device, dtype=torch.float32)
         pooled = F.adaptive_avg_pool2d(features, self.token_grid)
         lr_up = self._upsample_lr(lr) if self.concat_lr and lr is not None else None
-        return Condition(features, pooled.flatten(2).transpose(1, 2), loss, lr_up)
+        hr_image = None
+        if self.hr_image is not None:
+            assert tissue is not None
+            image = tile_mosaic(cells) if cells is not None else tissue
+            hr_image = self.hr_image(image, (self.hr_size, self.hr_size))
+        return Condition(features, pooled.flatten(2).transpose(1, 2), loss, lr_up, hr_image)
 
     def _upsample_lr(self, lr: torch.Tensor) -> torch.Tensor:
         """``[B, G, h, w] → [B, G, h·f, w·f]`` on the normalised scale.
@@ -209,6 +231,9 @@ class DiffSTModel(nn.Module):
                     f"lr_factor {self.lr_factor} is wrong for this LR size"
                 )
             x_t = torch.cat([x_t, cond.lr_up[..., :h, :w].to(x_t.dtype)], dim=1)
+        if cond.hr_image is not None:
+            h, w = x_t.shape[-2:]
+            x_t = torch.cat([x_t, cond.hr_image[..., :h, :w].to(x_t.dtype)], dim=1)
         return self.denoiser(x_t, t, cond.features, cond.tokens)
 
 

@@ -164,7 +164,8 @@ def run_one(job: dict[str, Any]) -> list[dict[str, Any]]:
 class _Quiet:
     """Stand-in for the benchmark's stage printer."""
 
-    timings: dict[str, float] = {}
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
 
     def run(self, key: str, label: str, fn: Any, *args: Any, **kw: Any) -> Any:
         return fn(*args, **kw)

@@ -81,12 +81,12 @@ def _positional_obs(tesla: Any) -> Iterator[None]:
             ad.AnnData.obs.fset(self, value)  # type: ignore[attr-defined]
 
     module = importlib.import_module("TESLA.imputation")
-    original = module.AnnData
-    module.AnnData = PositionalObs
+    original = getattr(module, "AnnData")  # noqa: B009 (an attribute of a third-party module)
+    setattr(module, "AnnData", PositionalObs)  # noqa: B010
     try:
         yield
     finally:
-        module.AnnData = original
+        setattr(module, "AnnData", original)  # noqa: B010
 
 
 def _run_tesla(sample: Any, region: Region, geometry: Any) -> np.ndarray:

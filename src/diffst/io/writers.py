@@ -490,6 +490,10 @@ def write_merfish_outs(
     pixels = np.asarray(sample.image.pixels[:, :, :])
     for c, name in enumerate(sample.image.channels):
         plane = (pixels[:, :, c].astype(np.uint16) * 257).astype(np.uint16)
+
+        def write(tmp: Path, plane: np.ndarray = plane) -> None:
+            tifffile.imwrite(tmp, plane)
+
         paths[name] = images / f"mosaic_{name}_z0.tif"
-        _atomic(paths[name], lambda tmp, p=plane: tifffile.imwrite(tmp, p))
+        _atomic(paths[name], write)
     return paths

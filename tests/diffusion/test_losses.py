@@ -226,3 +226,25 @@ def test_configuration_mismatches_raise(schedule: NoiseSchedule) -> None:
         training_losses(Pointwise(2), schedule, x0, None, mask[:, 0], DiffusionConfig())
     with pytest.raises(ValueError, match="1000-step schedule"):
         training_losses(Pointwise(2), schedule.respace(20), x0, None, mask, DiffusionConfig())
+
+
+def test_t_max_share_trains_a_share_of_the_batch_at_the_last_step() -> None:
+    """``diffusion.t_max_share``: that share of draws at t = T − 1 (the posterior-mean step),
+    the rest uniform; 0 keeps the paper's uniform draw."""
+    seen: list[Tensor] = []
+
+    def spy(x_t: Tensor, t: Tensor, cond: object) -> Output:
+        seen.append(t.clone())
+        return Output(torch.zeros_like(x_t), None)
+
+    x0 = torch.zeros(4000, 1, 1, 1)
+    mask = torch.ones_like(x0)
+    for share in (0.0, 0.3):
+        seen.clear()
+        cfg = DiffusionConfig(learn_sigma=False, t_max_share=share, disentangle_weight=0.0)
+        schedule = NoiseSchedule.from_config(cfg)
+        training_losses(spy, schedule, x0, None, mask, cfg, torch.Generator().manual_seed(0))
+        at_last = (seen[0] == schedule.model_timesteps(torch.tensor([cfg.num_steps - 1]))).float()
+        assert at_last.mean().item() == pytest.approx(share + (1 - share) / cfg.num_steps, abs=0.02)
+    with pytest.raises(Exception, match="t_max_share"):
+        DiffusionConfig(t_max_share=1.0)

@@ -50,6 +50,11 @@ class DiffusionConfig:
     learn_sigma: bool = True
     """The network also outputs v ∈ [-1, 1] interpolating log β and log β̃ (improved DDPM eq. 15);
     when False the reverse variance is fixed to the posterior variance β̃."""
+    t_max_share: float = 0.0
+    """Share of each batch trained at the last step t = T − 1 instead of t ~ U{0, …, T−1} (0: the
+    paper's uniform draw). At t = T − 1 the input carries no information about x0, so the network
+    output is the regression estimate E[x0 | condition] that the posterior-mean point prediction
+    reads (``diffusion.posterior_mean_draws``); with t uniform only ~0.1 % of draws train it."""
     simple_loss: Literal["charbonnier", "mse"] = "charbonnier"
     """Penalty on the prediction error d: ``sqrt(d² + eps²)`` (paper) or ``d²`` (DDPM L_simple)."""
     charbonnier_eps: float = 1e-3
@@ -86,6 +91,8 @@ class DiffusionConfig:
             )
         if self.charbonnier_eps <= 0:
             raise ConfigError(f"diffusion.charbonnier_eps: must be > 0, got {self.charbonnier_eps}")
+        if not 0.0 <= self.t_max_share < 1.0:
+            raise ConfigError(f"diffusion.t_max_share: must be in [0, 1), got {self.t_max_share}")
         for name in ("vb_weight", "disentangle_weight", "ddim_eta"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"diffusion.{name}: must be ≥ 0, got {getattr(self, name)}")

@@ -115,9 +115,13 @@ def training_losses(
             f"mask must be [B, 1, H, W] for x0 {tuple(x0.shape)}, got {tuple(mask.shape)}"
         )
     device = generator.device if generator is not None else x0.device
-    # 1. t ~ U{0, …, T−1} and ε ~ N(0, I) (DDPM Algorithm 1, lines 3–4).
+    # 1. t ~ U{0, …, T−1} and ε ~ N(0, I) (DDPM Algorithm 1, lines 3–4); with t_max_share a
+    #    share of the batch at t = T − 1, where the output is the regression estimate of x0.
     if t is None:
         t = torch.randint(0, schedule.num_steps, (x0.shape[0],), generator=generator, device=device)
+        if cfg.t_max_share > 0:
+            at_max = torch.rand(x0.shape[0], generator=generator, device=device) < cfg.t_max_share
+            t = torch.where(at_max, torch.full_like(t, schedule.num_steps - 1), t)
     t = t.to(x0.device)
     noise = torch.randn(x0.shape, generator=generator, device=device, dtype=x0.dtype).to(x0.device)
     # 2. x_t from q(x_t | x0) (DDPM eq. 4), with out-of-mask bins of x0 zeroed; for the residual

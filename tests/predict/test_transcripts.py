@@ -125,3 +125,46 @@ def test_bin_arrays_are_pooled_like_molecules(section: SpatialSample, lr: str) -
         assert abs(hd.spot_counts.sum() - total) < 0.1 * total
     np.testing.assert_allclose(hd.lr_window(12, 12, PATCH)[0], ref.lr_window(12, 12, PATCH)[0],
                                rtol=0.25 if lr == "visium" else 0)  # fmt: skip
+
+
+def test_a_model_trained_on_other_stains_is_refused(
+    make_checkpoint: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Same number of channels, other stains (polyT given to a DAPI model): refused, with the
+    option that reads the right mosaic; the trained channel names are readable up front."""
+    from diffst.io.sample import InputError
+    from diffst.predict.api import checkpoint_image_channels
+
+    fluo = simulate_tissue(width_um=200.0, height_um=200.0, n_genes=6, um_per_px=2.0, seed=3,
+                           image_kind="fluorescence")  # fmt: skip
+    assert fluo.image is not None and fluo.image.channels == ("DAPI", "polyT")
+    polyt = replace(
+        fluo, image=replace(fluo.image, pixels=np.asarray(fluo.image.pixels)[:, :, 1:],
+                            channels=("polyT",)),
+    )  # fmt: skip
+    ckpt = make_checkpoint(GENES, lr="grid", hr_um=HR, channels=1, image={"channels": ["DAPI"]})
+    assert checkpoint_image_channels(ckpt) == ("DAPI",)
+    with pytest.raises(
+        InputError, match=r"\['polyT'\].*trained on \['DAPI'\].*--image-channels DAPI"
+    ):
+        predict(ckpt, polyt, tmp_path / "p.h5ad", FAST)
+    assert list(tmp_path.iterdir()) == []
+    assert predict(ckpt, fluo, tmp_path / "d.h5ad", FAST) is not None  # DAPI picked by name
+
+
+def test_predict_cli_reads_the_trained_mosaics_of_a_merfish_section(
+    make_checkpoint: Callable[..., Path],
+) -> None:
+    import argparse
+
+    from diffst.predict.command import _merfish_channels
+
+    both = make_checkpoint(GENES, lr="grid", hr_um=HR, channels=2,
+                           image={"channels": ["DAPI", "polyT"]})  # fmt: skip
+    rgb = make_checkpoint(GENES, lr="grid", hr_um=HR, channels=3,
+                          image={"channels": ["R", "G", "B"]})  # fmt: skip
+    args = argparse.Namespace(input="merfish_mini", platform="auto", checkpoint=both)
+    assert _merfish_channels(args) == ["DAPI", "polyT"]
+    assert _merfish_channels(argparse.Namespace(**{**vars(args), "checkpoint": rgb})) is None
+    other = argparse.Namespace(**{**vars(args), "input": "visium_mini"})
+    assert _merfish_channels(other) is None

@@ -186,6 +186,24 @@ def _fullres_um_per_px(sample: SpatialSample) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
+_STAINS = {"dapi", "polyt"}
+
+
+def _stains_differ(trained: tuple[str, ...], present: tuple[str, ...]) -> bool:
+    """Both images are named fluorescence stains (DAPI, polyT) and their sets differ."""
+    a, b = {c.lower() for c in trained}, {c.lower() for c in present}
+    return a <= _STAINS and b <= _STAINS and a != b
+
+
+def checkpoint_image_channels(checkpoint: str | os.PathLike[str]) -> tuple[str, ...]:
+    """Image channel names the checkpoint's model was trained on (empty when not recorded)."""
+    from diffst.train.checkpoint import load_checkpoint
+
+    state = load_checkpoint(checkpoint)  # a .pt file or a run folder (its last.pt)
+    image = state.get("store_meta", {}).get("image", {})
+    return tuple(str(c) for c in image.get("channels", ()))
+
+
 def _check_image(sample: SpatialSample, bundle: Any, views: Any) -> tuple[Any, Any]:
     """The image the model needs and the view config with its channels, checked up front.
 
@@ -210,6 +228,13 @@ def _check_image(sample: SpatialSample, bundle: Any, views: Any) -> tuple[Any, A
     names = tuple(trained_image.get("channels", ()))
     if names and all(c in image.channels for c in names):
         views = replace(views, channels=names)
+    elif names and _stains_differ(names, image.channels):
+        raise InputError(
+            f"{image.path or sample.name}: field channels: the image holds {list(image.channels)} "
+            f"but the model was trained on {list(names)}; a model reads each channel as the "
+            "stain it was trained on (for a MERFISH folder pass --image-channels "
+            f"{' '.join(names)})"
+        )
     n_channels = len(channel_indices(image, tuple(views.channels)))
     if n_channels != int(meta["image_channels"]):
         raise InputError(

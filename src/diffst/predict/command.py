@@ -73,6 +73,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _merfish_channels(args: argparse.Namespace) -> list[str] | None:
+    """For a MERFISH input without --image-channels: the mosaics the checkpoint was trained on."""
+    from diffst.io import detect_platform
+    from diffst.predict.api import checkpoint_image_channels
+
+    spec = str(args.input)
+    is_merfish = spec == "merfish_mini" and not Path(spec).exists()
+    if not is_merfish and Path(spec).exists():
+        platform = detect_platform(Path(spec)) if args.platform == "auto" else args.platform
+        is_merfish = str(platform) == "merfish"
+    if not is_merfish:
+        return None
+    names = checkpoint_image_channels(args.checkpoint)
+    known = {"dapi", "polyt"}
+    return list(names) if names and {n.lower() for n in names} <= known else None
+
+
 def run(args: argparse.Namespace) -> int:
     """Build the configuration, read the section and predict."""
     from diffst.predict.api import predict
@@ -95,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
     )
     from diffst.datasets import load_sample
 
-    sample = load_sample(args.input, platform=args.platform, image_channels=args.image_channels)
+    channels = args.image_channels or _merfish_channels(args)
+    sample = load_sample(args.input, platform=args.platform, image_channels=channels)
     adata = predict(
         args.checkpoint,
         sample,

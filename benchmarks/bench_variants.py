@@ -47,6 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="val", choices=["val", "test"])
     p.add_argument("--samples", type=int, default=4, help="K per tile (posterior-mean draws)")
     p.add_argument("--regression", action="store_true", help="also the regression twin")
+    p.add_argument(
+        "--regression-for", action="append", default=[], metavar="NAME",
+        help="train the regression twin only for these variants (default: every variant)",
+    )  # fmt: skip
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--size-um", type=float, default=480.0, help="detail: section side")
     p.add_argument("--genes", type=int, default=25, help="detail: genes")
@@ -147,10 +151,11 @@ def run_one(job: dict[str, Any]) -> list[dict[str, Any]]:
     if pred.q05 is not None and pred.std is not None:  # coverage calibrated on the same split
         cal = conformal_calibration(pred.q05, pred.q95, pred.std, region.hr, region.scored)
         pred = dataclasses.replace(pred, calibration=cal)
-    preds = [pred, sample_mean]
+    preds = [pred, sample_mean, _projected_row(route, region, "diffst", route.full.stats[0])]
     if job["regression"]:
         reg = _train_regression(run_config, store, run_dir, bench, _Quiet())
         preds.append(route.regression(reg, store, "regression twin"))
+        preds.append(_projected_row(route, region, "regression", route.section_maps["regression"]))
     rows = _score(route, region, preds, store)
     for row in rows:
         row.update(variant=job["variant"], seed=job["seed"], steps=job["steps"],
@@ -159,6 +164,16 @@ def run_one(job: dict[str, Any]) -> list[dict[str, Any]]:
         for row in rows:
             fh.write(json.dumps(row) + "\n")
     return rows
+
+
+def _projected_row(route: Any, region: Any, name: str, mean: np.ndarray) -> Any:
+    """A whole-section point estimate rescaled to its LR cells' measured totals, cut out."""
+    from diffst.evaluate.scoring import MethodPrediction
+    from diffst.predict.spots import project_mean
+
+    inputs = route.full.ctx.inputs
+    projected = project_mean(mean, inputs.tissue & route.full.covered, inputs)
+    return MethodPrediction(f"{name}_projected", region.cut(projected))
 
 
 class _Quiet:
@@ -214,7 +229,9 @@ def main(argv: list[str] | None = None) -> None:
             jobs.append({
                 "out": str(args.out), "store": str(store), "variant": name, "seed": seed,
                 "overrides": overrides, "steps": args.steps, "preset": args.preset,
-                "split": args.split, "samples": args.samples, "regression": args.regression,
+                "split": args.split, "samples": args.samples,
+                "regression": args.regression
+                and (not args.regression_for or name in args.regression_for),
                 "data": args.data, "size_um": args.size_um, "genes": args.genes,
             })  # fmt: skip
     with ProcessPoolExecutor(max_workers=args.workers) as pool:

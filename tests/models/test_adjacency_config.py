@@ -100,3 +100,15 @@ def test_parse_backbone() -> None:
     assert parse_backbone("torchscript:/a/b:c.pt") == ("torchscript", "/a/b:c.pt")
     with pytest.raises(ConfigError):
         parse_backbone("timm:")
+
+
+def test_pearson_topk_keeps_each_genes_strongest_neighbours() -> None:
+    r = np.array(
+        [[1.0, 0.9, -0.8, 0.1], [0.9, 1.0, 0.2, 0.3], [-0.8, 0.2, 1.0, 0.05], [0.1, 0.3, 0.05, 1.0]]
+    )
+    a = coexpression_adjacency(pearson=r, kind="pearson_topk", topk=1).numpy()
+    np.testing.assert_allclose(a.sum(axis=1), 1.0, rtol=1e-6)
+    assert (np.count_nonzero(a, axis=1) == 2).all()  # self loop + one neighbour
+    assert a[0, 1] > 0 and a[0, 2] == 0  # gene 0 keeps |0.9| over |−0.8|
+    assert a[2, 0] > 0  # gene 2's strongest is |−0.8| with gene 0
+    assert a[3, 1] > 0 and a[3, 0] == 0

@@ -174,3 +174,31 @@ def test_cross_attention_residual_weight() -> None:
     enc.cfg = tiny_config(cross_attention_residual=0.1)
     out = enc(inputs["tissue"], inputs["cells"], inputs["cell_score"], (2, 2))
     assert not torch.allclose(out, enc.tissue(inputs["tissue"], (2, 2)))
+
+
+def test_learned_graph_gate_starts_at_half_and_is_trained() -> None:
+    from diffst.models.gene_graph import GeneGraphConv
+
+    adj = torch.full((3, 3), 1 / 3)
+    conv = GeneGraphConv(adj, residual=0.02, kernel=3, learned_gate=True)
+    torch.testing.assert_close(conv.weight(), torch.full((3,), 0.5))
+    x = torch.randn(2, 3, 4, 4)
+    conv(x).square().mean().backward()
+    assert conv.gate is not None and conv.gate.grad is not None and conv.gate.grad.abs().sum() > 0
+    fixed = GeneGraphConv(adj, residual=0.02, kernel=3)
+    assert fixed.gate is None and torch.allclose(fixed.weight(), torch.full((3,), 0.02))
+
+
+def test_cosine_disentangle_loss_cannot_be_lowered_by_scaling() -> None:
+    from diffst.models.fusion import cosine_disentangle_loss, disentangle_loss
+
+    g = torch.Generator().manual_seed(0)
+    c1, c2, d1, d2 = (torch.randn(2, 8, 3, 3, generator=g) for _ in range(4))
+    base = cosine_disentangle_loss(c1, c2, d1, d2)
+    torch.testing.assert_close(cosine_disentangle_loss(c1, c2, 10 * d1, 10 * d2), base)
+    # the paper's ratio falls towards 0 just by inflating the distinct parts
+    assert disentangle_loss(c1, c2, 10 * d1, 10 * d2, 1e-6) < 0.05 * disentangle_loss(
+        c1, c2, d1, d2, 1e-6
+    )
+    assert cosine_disentangle_loss(c1, c1, d1, -d1).item() == pytest.approx(0.0, abs=1e-6)
+    assert 0.0 <= base.item() <= 3.0

@@ -241,3 +241,30 @@ def test_hr_image_features_enter_the_unet_at_every_hr_bin() -> None:
     torch.testing.assert_close(rep.select([3]).hr_image, cond.hr_image[1:2])
     off = tiny_model(tiny_config(hr_image_channels=3, use_histology=False))
     assert off.hr_image is None  # no image branch, no HR image features
+
+
+def test_lr_mask_input_tells_unmeasured_cells_from_zero_expression() -> None:
+    """With ``model.lr_mask_input`` the model reads which LR cells were measured: the same LR
+    values with a cell marked unmeasured give another condition; without it they cannot."""
+    cfg = tiny_config(lr_mask_input=True)
+    model = tiny_model(cfg).eval()
+    inputs = tiny_inputs(1, cfg=cfg)
+    mask = torch.ones(1, 1, LR, LR)
+    hole = mask.clone()
+    hole[0, 0, 0, 0] = 0
+    a = model.encode_condition(**inputs, lr_mask=mask)
+    b = model.encode_condition(**inputs, lr_mask=hole)
+    assert a.lr_mask_up is not None and a.lr_mask_up.shape[:2] == (1, 1)
+    assert a.lr_mask_up.shape[-1] >= HR  # f × LR cells, cropped to x_t in forward
+    assert not torch.allclose(a.features, b.features)
+    assert model.denoiser.input_conv.in_channels == 2 * N_GENES + 1
+    x_t = torch.randn(1, N_GENES, HR, HR)
+    t = torch.tensor([500])
+    assert not torch.allclose(model(x_t, t, a).prediction, model(x_t, t, b).prediction)
+    default = model.encode_condition(**inputs)  # no mask given: every cell measured
+    torch.testing.assert_close(default.features, a.features)
+    plain = tiny_model().eval()
+    torch.testing.assert_close(
+        plain.encode_condition(**inputs, lr_mask=mask).features,
+        plain.encode_condition(**inputs, lr_mask=hole).features,
+    )

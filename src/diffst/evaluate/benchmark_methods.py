@@ -122,7 +122,7 @@ def sample_split(
             batch = _batch([dataset[i] for i in idx])
             cond = model.encode_condition(
                 batch[BatchKey.LR], batch[BatchKey.TISSUE], batch[BatchKey.CELLS],
-                batch[BatchKey.CELL_SCORE],
+                batch[BatchKey.CELL_SCORE], batch.get(BatchKey.LR_MASK),
             ).repeat(n_samples)  # fmt: skip
             shape = (len(idx) * n_samples, *batch[BatchKey.HR].shape[1:])
             x0, posterior = sample_groups(

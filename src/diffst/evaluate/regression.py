@@ -73,7 +73,7 @@ class RegressionNetwork(nn.Module):
         hr = batch[BatchKey.HR]
         return self.from_inputs(
             tuple(hr.shape), batch[BatchKey.LR], batch.get(BatchKey.TISSUE),
-            batch.get(BatchKey.CELLS), batch.get(BatchKey.CELL_SCORE),
+            batch.get(BatchKey.CELLS), batch.get(BatchKey.CELL_SCORE), batch.get(BatchKey.LR_MASK),
         )  # fmt: skip
 
     def from_inputs(
@@ -83,9 +83,10 @@ class RegressionNetwork(nn.Module):
         tissue: torch.Tensor | None = None,
         cells: torch.Tensor | None = None,
         cell_score: torch.Tensor | None = None,
+        lr_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Prediction ``[B, G, H, W]`` (``shape``) from the conditioning inputs alone."""
-        cond = self.model.encode_condition(lr, tissue, cells, cell_score)
+        cond = self.model.encode_condition(lr, tissue, cells, cell_score, lr_mask)
         zeros = torch.zeros(shape, device=lr.device)
         t = torch.zeros(shape[0], dtype=torch.long, device=lr.device)
         return self.model(zeros, t, cond).prediction[:, : shape[1]]
@@ -95,7 +96,10 @@ def _build(store: Path, run_config: Any) -> tuple[RegressionNetwork, dict[str, A
     from diffst.train.checkpoint import read_store_meta
     from diffst.train.loop import build_model
 
-    meta = read_store_meta(store, run_config.model.adjacency_kind, run_config.data.train_split)
+    meta = read_store_meta(
+        store, run_config.model.adjacency_kind, run_config.data.train_split,
+        run_config.model.graph_topk,
+    )  # fmt: skip
     model_cfg = dataclasses.replace(
         run_config.model,
         tissue_size=int(meta["tissue_size"]),
@@ -284,8 +288,9 @@ def regression_tiles(
         batch = tile_batch(ctx, origins, torch.device("cpu"))
         shape = (len(origins), ctx.n_genes, ctx.patch, ctx.patch)
         x = net.from_inputs(
-            shape, batch["lr"], batch.get("tissue"), batch.get("cells"), batch.get("cell_score")
-        ).clamp(-1.0, 1.0)  # the range the diffusion sampler clips to
+            shape, batch["lr"], batch.get("tissue"), batch.get("cells"), batch.get("cell_score"),
+            batch.get("lr_mask"),
+        ).clamp(-1.0, 1.0)  # fmt: skip  # the range the diffusion sampler clips to
         counts = inverse_normalise(x, stats).float().numpy()
         zero = np.zeros_like(counts)
         return np.stack([counts, zero, counts, counts, counts], axis=1), None

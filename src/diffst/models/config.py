@@ -17,7 +17,7 @@ from diffst.config import ConfigError
 
 __all__ = ["AdjacencyKind", "ModelConfig", "parse_backbone"]
 
-AdjacencyKind = Literal["intensity", "pearson", "pearson_positive"]
+AdjacencyKind = Literal["intensity", "pearson", "pearson_positive", "pearson_topk"]
 BackboneKind = Literal["builtin", "timm", "torchscript"]
 
 
@@ -41,6 +41,9 @@ class ModelConfig:
     # --- LR encoder with the gene-correlation graph ---
     adjacency_kind: AdjacencyKind = "intensity"  # paper: co-expression intensity ratio
     graph_residual: float = 0.02  # output = (1 − w)·input + w·graph (release: 0.98 / 0.02)
+    graph_gate: Literal["fixed", "learned"] = "fixed"  # w fixed at graph_residual (release), or
+    # learned per gene (sigmoid, starting at 0.5) so the graph carries as much as the data want
+    graph_topk: int = 8  # neighbours per gene of the "pearson_topk" adjacency (|r|, sparse)
     graph_kernel: int = 3  # side of the learnable spatial mixing over LR positions (LR cells)
     lr_hidden_channels: int = 64  # width of the convolutional LR encoder
     # --- histology encoder ---
@@ -62,6 +65,11 @@ class ModelConfig:
     # --- multi-modal fusion ---
     modulation_window: int = 3  # side of the local window of cross-modal modulation (cells)
     disentangle_eps: float = 1e-6  # ε in MSE(common) / (MSE(distinct) + ε)
+    disentangle_kind: Literal["ratio", "cosine"] = "ratio"  # the paper's MSE ratio (minimised
+    # by inflating the distinct parts), or a scale-free loss: (1 − cos) of the common parts plus
+    # the positive part of cos of the distinct parts, per position
+    lr_mask_input: bool = False  # the LR encoder and the UNet input also read which LR cells hold
+    # a measurement (else an unmeasured cell looks like zero expression)
     # --- ablation switches ---
     use_graph: bool = True  # gene-correlation graph convolution in the LR encoder
     use_cross_attention: bool = True  # dynamic cross-attention to cell-level tiles
@@ -79,7 +87,13 @@ class ModelConfig:
         _positive(self, "base_channels", "num_res_blocks", "num_heads", "time_embed_mult")
         _positive(self, "norm_groups", "cond_channels", "cond_token_grid", "lr_hidden_channels")
         _positive(self, "tissue_size", "cell_grid", "cell_tile_size", "histology_channels")
-        _positive(self, "graph_kernel", "modulation_window", "hr_image_width")
+        _positive(self, "graph_kernel", "modulation_window", "hr_image_width", "graph_topk")
+        if self.graph_gate not in ("fixed", "learned"):
+            raise ConfigError(f"model.graph_gate: {self.graph_gate!r} is not fixed or learned")
+        if self.disentangle_kind not in ("ratio", "cosine"):
+            raise ConfigError(
+                f"model.disentangle_kind: {self.disentangle_kind!r} is not ratio or cosine"
+            )
         if self.hr_image_channels < 0:
             raise ConfigError(f"model.hr_image_channels must be ≥ 0, got {self.hr_image_channels}")
         if not self.channel_mult or min(self.channel_mult) <= 0:

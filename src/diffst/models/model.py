@@ -32,6 +32,8 @@ class Condition:
     """``[B, G, H, W]`` LR map upsampled to the HR grid (nearest, exact cell footprint), or None."""
     hr_image: torch.Tensor | None = None
     """``[B, D, H, W]`` image features on the HR grid (``model.hr_image_channels``), or None."""
+    lr_mask_up: torch.Tensor | None = None
+    """``[B, 1, H, W]`` 1 where the LR cell above a bin was measured (``model.lr_mask_input``)."""
 
     @property
     def batch_size(self) -> int:
@@ -50,15 +52,18 @@ class Condition:
             tokens=self.tokens.repeat_interleave(k, dim=0),
             lr_up=rep(self.lr_up),
             hr_image=rep(self.hr_image),
+            lr_mask_up=rep(self.lr_mask_up),
         )
 
     def select(self, index: torch.Tensor | slice | list[int]) -> Condition:
         """The samples at ``index`` (a slice, index list or boolean/integer tensor)."""
-        lr_up = None if self.lr_up is None else self.lr_up[index]
-        hr_image = None if self.hr_image is None else self.hr_image[index]
+
+        def pick(x: torch.Tensor | None) -> torch.Tensor | None:
+            return None if x is None else x[index]
+
         return replace(
-            self, features=self.features[index], tokens=self.tokens[index], lr_up=lr_up,
-            hr_image=hr_image,
+            self, features=self.features[index], tokens=self.tokens[index], lr_up=pick(self.lr_up),
+            hr_image=pick(self.hr_image), lr_mask_up=pick(self.lr_mask_up),
         )  # fmt: skip
 
     def detach(self) -> Condition:
@@ -69,6 +74,7 @@ class Condition:
             self.disentangle_loss.detach(),
             None if self.lr_up is None else self.lr_up.detach(),
             None if self.hr_image is None else self.hr_image.detach(),
+            None if self.lr_mask_up is None else self.lr_mask_up.detach(),
         )
 
 
@@ -128,6 +134,8 @@ class DiffSTModel(nn.Module):
                 residual=cfg.graph_residual,
                 kernel=cfg.graph_kernel,
                 groups=cfg.norm_groups,
+                learned_gate=cfg.graph_gate == "learned",
+                extra_in=int(cfg.lr_mask_input),
             )
         if cfg.use_histology:
             self.histology = HistologyEncoder(cfg, image_channels, width, self.grid)
@@ -140,6 +148,7 @@ class DiffSTModel(nn.Module):
                 window=cfg.modulation_window,
                 eps=cfg.disentangle_eps,
                 groups=cfg.norm_groups,
+                loss_kind=cfg.disentangle_kind,
             )
             cond_channels = self.fusion.out_channels
         self.hr_image: HRImageEncoder | None = None
@@ -148,7 +157,9 @@ class DiffSTModel(nn.Module):
                 image_channels, cfg.hr_image_channels, width=cfg.hr_image_width,
                 groups=cfg.norm_groups,
             )  # fmt: skip
-        extra = n_genes * self.concat_lr + (cfg.hr_image_channels if self.hr_image else 0)
+        self.mask_input = cfg.use_lr and cfg.lr_mask_input
+        extra = (n_genes + int(self.mask_input)) * self.concat_lr
+        extra += cfg.hr_image_channels if self.hr_image else 0
         self.denoiser = ConditionalUNet(cfg, n_genes, cond_channels, extra_in=extra)
 
     def set_training_progress(self, frac: float) -> None:
@@ -162,6 +173,7 @@ class DiffSTModel(nn.Module):
         tissue: torch.Tensor | None = None,
         cells: torch.Tensor | None = None,
         cell_score: torch.Tensor | None = None,
+        lr_mask: torch.Tensor | None = None,
     ) -> Condition:
         """Encode the conditioning inputs of a batch.
 
@@ -175,14 +187,24 @@ class DiffSTModel(nn.Module):
             ``[B, N, C, t, t]`` cell tiles in [0, 1] (used with dynamic cross-attention).
         cell_score
             ``[B, N]`` tile entropy (bits) ranking the tiles for the curriculum.
+        lr_mask
+            ``[B, 1, h, w]`` (or ``[B, h, w]``) 1 where an LR cell holds a measurement; read with
+            ``model.lr_mask_input`` (default: every cell measured).
         """
         grid = (self.grid, self.grid)
+        mask = None
+        if self.mask_input and lr is not None:
+            mask = (
+                torch.ones_like(lr[:, :1])
+                if lr_mask is None
+                else lr_mask.reshape(lr.shape[0], 1, *lr.shape[-2:]).to(lr.dtype)
+            )
         expr = img = None
         if self.lr_encoder is not None:
             if lr is None or lr.ndim != 4 or lr.shape[1] != self.n_genes:
                 got = None if lr is None else tuple(lr.shape)
                 raise ValueError(f"lr: [B, {self.n_genes}, h, w] needed, got {got}")
-            expr = self.lr_encoder(lr, grid)
+            expr = self.lr_encoder(lr, grid, mask)
         if self.histology is not None:
             if tissue is None or tissue.ndim != 4 or tissue.shape[1] != self.image_channels:
                 got = None if tissue is None else tuple(tissue.shape)
@@ -197,12 +219,18 @@ class DiffSTModel(nn.Module):
             loss = torch.zeros((), device=features.device, dtype=torch.float32)
         pooled = F.adaptive_avg_pool2d(features, self.token_grid)
         lr_up = self._upsample_lr(lr) if self.concat_lr and lr is not None else None
+        mask_up = None
+        if lr_up is not None and mask is not None:
+            f = self.lr_factor
+            mask_up = mask.repeat_interleave(f, dim=2).repeat_interleave(f, dim=3)
         hr_image = None
         if self.hr_image is not None:
             assert tissue is not None
             image = tile_mosaic(cells) if cells is not None else tissue
             hr_image = self.hr_image(image, (self.hr_size, self.hr_size))
-        return Condition(features, pooled.flatten(2).transpose(1, 2), loss, lr_up, hr_image)
+        return Condition(
+            features, pooled.flatten(2).transpose(1, 2), loss, lr_up, hr_image, mask_up
+        )
 
     def _upsample_lr(self, lr: torch.Tensor) -> torch.Tensor:
         """``[B, G, h, w] → [B, G, h·f, w·f]`` on the normalised scale.
@@ -231,9 +259,10 @@ class DiffSTModel(nn.Module):
                     f"lr_factor {self.lr_factor} is wrong for this LR size"
                 )
             x_t = torch.cat([x_t, cond.lr_up[..., :h, :w].to(x_t.dtype)], dim=1)
-        if cond.hr_image is not None:
-            h, w = x_t.shape[-2:]
-            x_t = torch.cat([x_t, cond.hr_image[..., :h, :w].to(x_t.dtype)], dim=1)
+        h, w = x_t.shape[-2:]
+        for extra in (cond.lr_mask_up, cond.hr_image):
+            if extra is not None:
+                x_t = torch.cat([x_t, extra[..., :h, :w].to(x_t.dtype)], dim=1)
         return self.denoiser(x_t, t, cond.features, cond.tokens)
 
 

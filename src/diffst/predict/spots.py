@@ -34,6 +34,7 @@ __all__ = [
     "aggregate_to_spots",
     "assign_bins_to_spots",
     "build_section_inputs",
+    "project_mean",
     "project_to_spots",
     "spot_consistency",
     "spot_membership",
@@ -490,3 +491,16 @@ def spot_report(
     if project:
         stats = project_to_spots(stats, spot_of_bin, inputs.spot_counts)
     return stats, report
+
+
+def project_mean(mean: np.ndarray, tissue: np.ndarray, inputs: SectionInputs) -> np.ndarray:
+    """A point estimate ``[G, H, W]`` rescaled so each measured spot (LR cell) re-aggregates to
+    its measured counts (bins in ``tissue`` only; bins in no spot unchanged)."""
+    geo = inputs.geometry
+    spot_of_bin = assign_bins_to_spots(
+        inputs.spot_centres_um, inputs.spot_diameter_um, inputs.spot_shape,  # type: ignore[arg-type]
+        geo.origin_um, geo.hr_um, geo.shape_hr, bin_mask=tissue,
+    )  # fmt: skip
+    stats = np.zeros((len(Stat), *mean.shape), dtype=np.float32)
+    stats[Stat.MEAN] = np.nan_to_num(mean)
+    return project_to_spots(stats, spot_of_bin, inputs.spot_counts)[Stat.MEAN]

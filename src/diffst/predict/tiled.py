@@ -318,12 +318,14 @@ def tile_batch(ctx: TileContext, origins: np.ndarray, device: torch.device) -> d
 
     p, patch = ctx.lr_size, ctx.patch
     lr = np.empty((len(origins), ctx.n_genes, p, p), dtype=np.float32)
+    lr_mask = np.empty((len(origins), 1, p, p), dtype=np.float32)
     tissue, cells, score = [], [], []
     x0, y0 = ctx.inputs.geometry.origin_um
     hr_um = ctx.inputs.geometry.hr_um
     for k, (r, c) in enumerate(origins):
-        raw, _ = ctx.inputs.lr_window(int(r), int(c), patch)
+        raw, measured = ctx.inputs.lr_window(int(r), int(c), patch)
         lr[k] = normalise(np.zeros((ctx.n_genes, 1, 1)), raw, ctx.norm)[1]
+        lr_mask[k, 0] = measured
         if ctx.image is not None:
             origin_um = (x0 + int(c) * hr_um, y0 + int(r) * hr_um)
             t, cl, sc = image_views(
@@ -332,7 +334,10 @@ def tile_batch(ctx: TileContext, origins: np.ndarray, device: torch.device) -> d
             tissue.append(t)
             cells.append(cl)
             score.append(sc)
-    batch: dict[str, Any] = {"lr": torch.from_numpy(lr).to(device)}
+    batch: dict[str, Any] = {
+        "lr": torch.from_numpy(lr).to(device),
+        "lr_mask": torch.from_numpy(lr_mask).to(device),
+    }
     if ctx.image is not None:
         batch["tissue"] = torch.from_numpy(np.stack(tissue)).to(device).float() / 255.0
         batch["cells"] = torch.from_numpy(np.stack(cells)).to(device).float() / 255.0

@@ -233,7 +233,9 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
-def read_store_meta(store_dir: str | os.PathLike[str], adjacency_kind: str, split: str) -> dict:
+def read_store_meta(
+    store_dir: str | os.PathLike[str], adjacency_kind: str, split: str, graph_topk: int = 8
+) -> dict:
     """Store facts a checkpoint must carry, read from ``manifest.json`` and the split's arrays.
 
     Parameters
@@ -242,7 +244,7 @@ def read_store_meta(store_dir: str | os.PathLike[str], adjacency_kind: str, spli
         Patch store written by ``diffst prepare``.
     adjacency_kind
         ``model.adjacency_kind``; the adjacency ``[G, G]`` is built from the manifest's
-        ``coexpr`` (training split only).
+        ``coexpr`` (training split only), with ``graph_topk`` neighbours for ``pearson_topk``.
     split
         Split whose arrays give the patch sizes (the training split).
 
@@ -273,8 +275,9 @@ def read_store_meta(store_dir: str | os.PathLike[str], adjacency_kind: str, spli
             raise InputError(f"{path}: field '{key}' is missing")
     coexpr = manifest["coexpr"]
     adjacency = coexpression_adjacency(
-        totals=coexpr.get("s"), pearson=coexpr.get("pearson"), kind=adjacency_kind
-    )
+        totals=coexpr.get("s"), pearson=coexpr.get("pearson"), kind=adjacency_kind,
+        topk=graph_topk,
+    )  # fmt: skip
     files = {"hr": StoreFile.HR, "lr": StoreFile.LR, "cells": StoreFile.CELLS,
              "tissue": StoreFile.TISSUE}  # fmt: skip
     shapes = {key: _array_shape(store / split / name) for key, name in files.items()}

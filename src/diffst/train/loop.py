@@ -105,7 +105,7 @@ class _LossModule(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
         cond = self.model.encode_condition(
             batch[BatchKey.LR], batch[BatchKey.TISSUE], batch[BatchKey.CELLS],
-            batch[BatchKey.CELL_SCORE],
+            batch[BatchKey.CELL_SCORE], batch.get(BatchKey.LR_MASK),
         )  # fmt: skip
         terms: LossTerms = training_losses(
             self.model, self.schedule, batch[BatchKey.HR], cond, batch[BatchKey.MASK],
@@ -308,7 +308,7 @@ def validate(
         batch = {k: torch.stack([it[k] for it in items]).to(device) for k in items[0]}
         cond = model.encode_condition(
             batch[BatchKey.LR], batch[BatchKey.TISSUE], batch[BatchKey.CELLS],
-            batch[BatchKey.CELL_SCORE],
+            batch[BatchKey.CELL_SCORE], batch.get(BatchKey.LR_MASK),
         )  # fmt: skip
         k, shape = tc.val_samples, tuple(batch[BatchKey.HR].shape)
         samples, posterior = sample_groups(
@@ -420,7 +420,9 @@ def _run(
     clear = check_run_folder(
         out_dir, resume=resume is not False and resume is not None, overwrite=overwrite
     )
-    meta = read_store_meta(store, config.model.adjacency_kind, config.data.train_split)
+    meta = read_store_meta(
+        store, config.model.adjacency_kind, config.data.train_split, config.model.graph_topk
+    )
     config = _prepare_config(config, meta)
     tc = config.train
     train_ds = _open_dataset(store, config.data.train_split, config, augment=config.data.augment)

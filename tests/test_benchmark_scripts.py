@@ -45,3 +45,12 @@ def test_summary_table_formats_the_figures_present() -> None:
     table = _run_all().summary_table(rows)
     assert table[0] == "| batch | arithmetic | patches/s | peak RSS GiB |"
     assert table[2] == "| 1 | – | 2.50 | 0.50 |" and table[3] == "| 4 | bf16 | – | – |"
+
+
+@pytest.mark.parametrize("script", ["bench_variants.py", "bench_budget.py", "bench_detail.py"])
+def test_experiment_scripts_parse_their_documented_usage(script: str) -> None:
+    parser = _load(script)._parser()
+    base = ["--out", "x"] if script == "bench_detail.py" else ["--data", "detail", "--out", "x"]
+    extra = ["--variant", "base="] if script == "bench_variants.py" else []
+    args = parser.parse_args(base + extra)
+    assert args.out.name == "x"

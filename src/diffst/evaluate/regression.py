@@ -46,6 +46,7 @@ class RegressionConfig:
     grad_clip: float = 1.0  # max global gradient L2 norm (0 = off)
     augment: bool = True  # random 90° rotations and flips of training patches
     seed: int = 0  # seed of weights and data order
+    snapshot_every: int = 0  # also save the weights every N steps as <out>.step<N>.pt (0: off)
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or not self.lr > 0:
@@ -110,6 +111,25 @@ def _build(store: Path, run_config: Any) -> tuple[RegressionNetwork, dict[str, A
     return RegressionNetwork(build_model(config, meta)), meta
 
 
+def _save(
+    net: RegressionNetwork, run_config: Any, cfg: RegressionConfig, store: Path, out: Path
+) -> None:
+    """Write the regression weights atomically (curriculum at its final share, as evaluated)."""
+    from diffst.config import to_dict
+
+    net.model.set_training_progress(1.0)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    state = {
+        "weights": net.state_dict(),
+        "run_config": to_dict(run_config),
+        "regression": to_dict(cfg),
+        "store": str(store),
+    }
+    torch.save(state, tmp)
+    os.replace(tmp, out)
+
+
 def _masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     m = mask.expand_as(target)
     return ((pred - target) ** 2 * m).sum() / m.sum().clamp_min(1.0)
@@ -156,7 +176,6 @@ def train_regression(
     -------
     The checkpoint path.
     """
-    from diffst.config import to_dict
     from diffst.data import PatchDataset
 
     cfg = cfg or RegressionConfig()
@@ -183,18 +202,11 @@ def train_regression(
         opt.step()
         if on_step is not None:
             on_step(step + 1, float(loss.detach()))
+        if cfg.snapshot_every and (step + 1) % cfg.snapshot_every == 0 and step + 1 < cfg.steps:
+            snap = Path(out_path).with_suffix(f".step{step + 1}.pt")
+            _save(net, run_config, cfg, store, snap)
     out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    net.model.set_training_progress(1.0)
-    state = {
-        "weights": net.state_dict(),
-        "run_config": to_dict(run_config),
-        "regression": to_dict(cfg),
-        "store": str(store),
-    }
-    torch.save(state, tmp)
-    os.replace(tmp, out)
+    _save(net, run_config, cfg, store, out)
     return out
 
 

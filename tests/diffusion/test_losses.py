@@ -248,3 +248,54 @@ def test_t_max_share_trains_a_share_of_the_batch_at_the_last_step() -> None:
         assert at_last.mean().item() == pytest.approx(share + (1 - share) / cfg.num_steps, abs=0.02)
     with pytest.raises(Exception, match="t_max_share"):
         DiffusionConfig(t_max_share=1.0)
+
+
+@dataclass
+class MeanCondition:
+    """Condition carrying a regression μ of the data (as ``model.mean_head`` gives)."""
+
+    mean: Tensor
+    disentangle_loss: Tensor
+
+
+def test_mean_target_diffuses_the_residual_over_mu_and_trains_mu_by_its_own_error() -> None:
+    """``diffusion.target='mean'``: the diffused variable is x0 − μ (μ cut from the graph), and
+    μ gets the masked squared error against x0 with weight ``mean_weight``."""
+    x0, mask = _batch(7)
+    cfg = DiffusionConfig(learn_sigma=False, target="mean", mean_weight=0.5, prediction="x0",
+                          simple_loss="mse", disentangle_weight=0.0)  # fmt: skip
+    schedule = NoiseSchedule.from_config(cfg)
+    mean = (x0 + 0.3 * torch.randn_like(x0)).requires_grad_(True)
+    cond = MeanCondition(mean, torch.zeros(()))
+    seen: list[Tensor] = []
+
+    def residual_oracle(x_t: Tensor, t: Tensor, c: object) -> Output:
+        seen.append(x_t)
+        return Output((x0 - mean).detach(), None)  # the exact residual, as x0-prediction
+
+    terms = training_losses(residual_oracle, schedule, x0, cond, mask, cfg,
+                            torch.Generator().manual_seed(0))  # fmt: skip
+    assert terms.simple.item() == pytest.approx(0.0, abs=1e-10)  # the residual was the target
+    expected = masked_mean((mean.detach() - x0) ** 2, mask)
+    torch.testing.assert_close(terms.mean, expected)
+    torch.testing.assert_close(terms.total, 0.5 * expected)
+    terms.total.backward()
+    assert mean.grad is not None
+    in_mask = mask.expand_as(x0).sum()  # bins × genes averaged over
+    torch.testing.assert_close(mean.grad, 0.5 * 2 * (mean.detach() - x0) * mask / in_mask)
+    # without μ in the condition: no mean term, and the mean process refuses to run
+    plain = training_losses(Pointwise(2), NoiseSchedule.from_config(DiffusionConfig()), x0, None,
+                            mask, DiffusionConfig(), torch.Generator().manual_seed(0))  # fmt: skip
+    assert plain.mean.item() == 0.0
+    with pytest.raises(ValueError, match="mean_head"):
+        training_losses(Pointwise(2), schedule, x0, None, mask, cfg)
+
+
+def test_mean_target_needs_the_mean_head() -> None:
+    from diffst.config import ConfigError
+    from diffst.train.config import resolve_run_config
+
+    with pytest.raises(ConfigError, match="mean_head"):
+        resolve_run_config("tiny", None, ["diffusion.target=mean"])
+    run = resolve_run_config("tiny", None, ["diffusion.target=mean", "model.mean_head=true"])
+    assert run.diffusion.target == "mean" and run.model.mean_head

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -268,3 +269,49 @@ def test_lr_mask_input_tells_unmeasured_cells_from_zero_expression() -> None:
         plain.encode_condition(**inputs, lr_mask=mask).features,
         plain.encode_condition(**inputs, lr_mask=hole).features,
     )
+
+
+def test_mean_head_regresses_from_the_condition_alone_and_feeds_the_denoiser() -> None:
+    """``model.mean_head``: ``encode_condition`` also returns μ ``[B, G, H, W]`` (the UNet in its
+    mean mode on x = 0), with a gradient path to every encoder; the denoiser reads μ as G more
+    input channels but cannot move it (μ is cut from the denoising pass's graph)."""
+    cfg = tiny_config(mean_head=True)
+    model = tiny_model(cfg).train()
+    model.set_training_progress(1.0)
+    inputs = tiny_inputs(2, cfg=cfg)
+    cond = model.encode_condition(**inputs)
+    assert cond.mean is not None and cond.mean.shape == (2, N_GENES, HR, HR)
+    assert model.denoiser.input_conv.in_channels == 3 * N_GENES
+    # the mean depends on the condition, not on any x_t: same inputs, same μ
+    again = model.encode_condition(**inputs)
+    torch.testing.assert_close(again.mean, cond.mean)
+    other = model.encode_condition(**dict(inputs, lr=inputs["lr"].flip(-1)))
+    assert not torch.allclose(other.mean, cond.mean)
+    # the mean loss reaches the mode embedding and the encoders
+    cond.mean.square().mean().backward()
+    assert model.denoiser.mean_embed is not None and model.denoiser.mean_embed.grad is not None
+    assert model.denoiser.mean_embed.grad.abs().sum() > 0
+    assert model.lr_encoder is not None
+    assert all(p.grad is not None for p in model.lr_encoder.parameters())
+    # the denoising pass reads μ but sends no gradient into it
+    model.zero_grad()
+    cond = model.encode_condition(**inputs)
+    mean = cond.mean
+    assert mean is not None
+    mean.retain_grad()
+    x_t = torch.randn(2, N_GENES, HR, HR)
+    out = model(x_t, torch.randint(0, 1000, (2,)), cond)
+    out.prediction.square().mean().backward()
+    assert mean.grad is None or (mean.grad == 0).all()
+    shifted = dataclasses.replace(cond, mean=cond.mean.detach() + 1.0)
+    t = torch.tensor([10, 900])
+    assert not torch.allclose(model(x_t, t, shifted).prediction, model(x_t, t, cond).prediction)
+    # repeat / select / detach carry μ
+    rep = cond.repeat(2)
+    assert rep.mean is not None and rep.mean.shape[0] == 4
+    torch.testing.assert_close(rep.select([2]).mean, cond.mean[1:2])
+    assert not cond.detach().mean.requires_grad
+    with pytest.raises(ValueError, match="mean_head"):
+        tiny_model().denoiser(torch.zeros(1, 2 * N_GENES, HR, HR), None, cond.features[:1],
+                              cond.tokens[:1], mean_mode=True)  # fmt: skip
+    assert tiny_model().encode_condition(**tiny_inputs(1)).mean is None

@@ -236,3 +236,79 @@ def _one_draw(model, bundle, cond, cfg, offset: int) -> torch.Tensor:
         model, bundle.schedule, cond, (1, 4, 8, 8), sampler="ddim", steps=cfg.train.val_steps,
         seeds=[cfg.train.val_seed + offset], device="cpu",
     )  # fmt: skip
+
+
+def test_mean_head_run_logs_its_loss_resumes_and_predicts_around_mu(
+    store: Path, tmp_path: Path
+) -> None:
+    """``diffusion.target='mean'``: training logs the regression's loss, resumes exactly, and
+    the posterior-mean estimate at t = T is μ plus the network's residual there."""
+    from diffst.diffusion import NoiseSchedule, posterior_mean_draws
+
+    mean_cfg = ("model.mean_head=true", "diffusion.target=mean", "diffusion.prediction=v")
+    cfg = tiny_config("train.max_steps=4", "train.ckpt_every=2", "train.val_every=4", *mean_cfg)
+    out = tmp_path / "m"
+    result = train(store, out, cfg, progress=False)
+    with open(out / "log.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert all(float(r["loss_mean"]) > 0 for r in rows)
+    assert result.val_pcc is not None
+    # resumed from the step-2 checkpoint: bit-identical steps 3 and 4, μ's weights included
+    again = tmp_path / "again"
+    shutil.copytree(out, again)
+    resumed = train(store, again, cfg, resume=again / "checkpoints" / "step_0000002.pt",
+                    progress=False)  # fmt: skip
+    assert resumed.loss == result.loss
+    a = load_checkpoint(out / "checkpoints" / LAST)["model"]
+    b = load_checkpoint(again / "checkpoints" / LAST)["model"]
+    assert "denoiser.mean_embed" in a
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    from diffst.data import PatchDataset
+    from diffst.diffusion.samplers import make_generators, seeded_normal
+
+    bundle = load_for_inference(out, "cpu")
+    ds = PatchDataset(store, "val")
+    batch = {k: torch.stack([ds[i][k] for i in range(2)]) for k in ds[0]}
+    schedule = NoiseSchedule.from_config(bundle.config.diffusion)
+    with torch.no_grad():
+        cond = bundle.model.encode_condition(
+            batch["lr"], batch["tissue"], batch["cells"], batch["cell_score"]
+        )
+        assert cond.mean is not None and cond.mean.shape == (2, 4, 8, 8)
+        draws = posterior_mean_draws(
+            bundle.model, schedule, cond, (2, 4, 8, 8), seeds=[0, 1], device="cpu",
+            clip_denoised=False,
+        )  # fmt: skip
+        # by hand: x_T of those seeds, the network's x̂0 of the residual at T − 1, plus μ
+        x_t = seeded_normal(make_generators([0, 1], "cpu"), (2, 4, 8, 8), device="cpu")
+        last = torch.full((2,), schedule.num_steps - 1)
+        v = bundle.model(x_t, schedule.model_timesteps(last), cond).prediction
+        expected = schedule.predict_x0(v, x_t, last) + cond.mean
+    torch.testing.assert_close(draws, expected)
+
+
+def test_regression_twin_is_the_mean_pass_alone_with_averaged_weights(
+    store: Path, tmp_path: Path
+) -> None:
+    """The regression twin of a mean-head run is the same network as a plain regressor (no mean
+    head, no diffusion), and what it saves is the moving average of its weights, as the
+    diffusion model is evaluated with its EMA weights."""
+    from diffst.evaluate.regression import RegressionConfig, _load, train_regression
+
+    cfg = tiny_config("model.mean_head=true", "diffusion.target=mean", "train.ema_decay=0.5")
+    seen: list[float] = []
+    path = train_regression(store, tmp_path / "twin.pt", cfg, RegressionConfig(steps=3,
+                            batch_size=2), on_step=lambda s, loss: seen.append(loss))  # fmt: skip
+    assert len(seen) == 3 and all(np.isfinite(seen))
+    net, _, run_config = _load(path, store)
+    assert not net.model.cfg.mean_head and net.model.denoiser.mean_embed is None
+    assert run_config.diffusion.target == "mean"  # the run's own configuration is kept
+    # the saved weights are the moving average: with decay 0 they are the last step's weights,
+    # with decay 0.5 (same seed, same steps) an average of several steps, hence other weights
+    plain_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, ema_decay=0.0))
+    plain = train_regression(store, tmp_path / "plain.pt", plain_cfg,
+                             RegressionConfig(steps=3, batch_size=2))  # fmt: skip
+    averaged = torch.load(path, map_location="cpu", weights_only=False)["weights"]
+    last = torch.load(plain, map_location="cpu", weights_only=False)["weights"]
+    assert averaged.keys() == last.keys()
+    assert any(not torch.equal(averaged[k], last[k]) for k in averaged)

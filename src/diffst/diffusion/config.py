@@ -7,11 +7,12 @@ from typing import Literal, get_args
 
 from diffst.config import ConfigError
 
-__all__ = ["BetaSchedule", "DiffusionConfig", "Prediction", "SamplerName"]
+__all__ = ["BetaSchedule", "DiffusionConfig", "DiffusionTarget", "Prediction", "SamplerName"]
 
 BetaSchedule = Literal["linear", "cosine"]
 Prediction = Literal["eps", "v", "x0"]
 SamplerName = Literal["ddpm", "ddim", "dpmpp"]
+DiffusionTarget = Literal["hr", "residual", "mean"]
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "beta_schedule": get_args(BetaSchedule),
@@ -19,7 +20,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "simple_loss": ("charbonnier", "mse"),
     "decoder_nll": ("gaussian", "discretised"),
     "sampler": get_args(SamplerName),
-    "target": ("hr", "residual"),
+    "target": get_args(DiffusionTarget),
 }
 
 
@@ -38,10 +39,16 @@ class DiffusionConfig:
     beta_schedule: BetaSchedule = "linear"
     """``linear``: β from 1e-4 to 0.02 (Ho et al. 2020), both scaled by 1000/T as in improved DDPM;
     ``cosine``: improved DDPM eq. (17) with offset s = 0.008 and β ≤ 0.999."""
-    target: Literal["hr", "residual"] = "hr"
-    """What is diffused: the HR map itself (paper), or its residual over the LR map copied onto the
-    HR grid (``x0 − lr_up``, as in residual super-resolution diffusion): the network then has to
-    generate only what the LR map does not say. ``residual`` needs ``model.lr_input_concat``."""
+    target: DiffusionTarget = "hr"
+    """What is diffused: the HR map itself (paper); its residual over the LR map copied onto the
+    HR grid (``x0 − lr_up``, as in residual super-resolution diffusion; needs
+    ``model.lr_input_concat``); or ``mean``, its residual over the network's own regression of
+    the HR map from the condition (``x0 − μ``, μ from ``model.mean_head``, trained by a masked
+    squared error with weight ``mean_weight``), as in corrective diffusion for downscaling
+    (Mardani et al., CorrDiff): μ carries the point prediction with a full regression gradient at
+    every step, and the diffusion generates only the spread around it."""
+    mean_weight: float = 1.0
+    """Weight of the squared error of μ (``target='mean'``) in the total loss."""
     prediction: Prediction = "eps"
     """What the network predicts: the noise ε (paper), v = √ᾱ·ε − √(1−ᾱ)·x0 (Salimans & Ho
     2022), or x0 itself. With ``x0`` the network output at large t is directly the regression
@@ -93,6 +100,6 @@ class DiffusionConfig:
             raise ConfigError(f"diffusion.charbonnier_eps: must be > 0, got {self.charbonnier_eps}")
         if not 0.0 <= self.t_max_share < 1.0:
             raise ConfigError(f"diffusion.t_max_share: must be in [0, 1), got {self.t_max_share}")
-        for name in ("vb_weight", "disentangle_weight", "ddim_eta"):
+        for name in ("vb_weight", "disentangle_weight", "ddim_eta", "mean_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"diffusion.{name}: must be ≥ 0, got {getattr(self, name)}")

@@ -25,7 +25,7 @@ __all__ = ["LossTerms", "masked_mean", "training_losses", "vb_terms_bits"]
 class LossTerms:
     """Scalar loss terms of one batch.
 
-    ``total = simple + vb_weight·T·vb + disentangle_weight·disentangle``.
+    ``total = simple + vb_weight·T·vb + disentangle_weight·disentangle + mean_weight·mean``.
     """
 
     total: Tensor
@@ -36,6 +36,9 @@ class LossTerms:
     """L_t of the variational bound at the sampled t, bits per in-mask bin (0 without learned σ)."""
     disentangle: Tensor
     """``cond.disentangle_loss`` (0 when the condition has none)."""
+    mean: Tensor
+    """Squared error of the condition's regression ``cond.mean`` against x0, mean over in-mask
+    bins (0 when the condition has none, i.e. without ``model.mean_head``)."""
 
 
 def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
@@ -126,10 +129,13 @@ def training_losses(
     noise = torch.randn(x0.shape, generator=generator, device=device, dtype=x0.dtype).to(x0.device)
     # 2. x_t from q(x_t | x0) (DDPM eq. 4), with out-of-mask bins of x0 zeroed; for the residual
     #    process x0 is first replaced by its residual over the LR map on the HR grid.
+    zero = torch.zeros((), dtype=x0.dtype, device=x0.device)
+    cond_mean = getattr(cond, "mean", None)
+    mean_loss = zero if cond_mean is None else masked_mean((cond_mean.to(x0.dtype) - x0) ** 2, mask)
     offset = schedule.data_offset(cond, x0)
     if offset is not None:
         x0 = x0 - offset
-    x0 = torch.where(mask > 0, x0, torch.zeros((), dtype=x0.dtype, device=x0.device))
+    x0 = torch.where(mask > 0, x0, zero)
     x_t = schedule.q_sample(x0, t, noise)
     out = model(x_t, schedule.model_timesteps(t), cond)
     if (out.variance is not None) != cfg.learn_sigma:
@@ -145,7 +151,6 @@ def training_losses(
         penalty = error**2
     simple = masked_mean(penalty, mask)
     # 4. L_vb with a stop-gradient on the mean, so it trains only Σ_θ (improved DDPM eq. 16).
-    zero = torch.zeros((), dtype=x0.dtype, device=x0.device)
     vb = zero
     if out.variance is not None:
         terms = vb_terms_bits(
@@ -161,5 +166,7 @@ def training_losses(
     # 5. Disentangling loss of the condition encoder (Diff-ST, weight 0.01).
     disentangle = getattr(cond, "disentangle_loss", None)
     disentangle = zero if disentangle is None else disentangle.to(x0.dtype)
+    # 6. The regression μ of model.mean_head: squared error against the data (x0 before offsets).
     total = simple + cfg.vb_weight * schedule.num_steps * vb + cfg.disentangle_weight * disentangle
-    return LossTerms(total=total, simple=simple, vb=vb, disentangle=disentangle)
+    total = total + cfg.mean_weight * mean_loss
+    return LossTerms(total=total, simple=simple, vb=vb, disentangle=disentangle, mean=mean_loss)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from diffst.diffusion.config import BetaSchedule, DiffusionConfig, Prediction
+from diffst.diffusion.config import BetaSchedule, DiffusionConfig, DiffusionTarget, Prediction
 
 __all__ = [
     "Denoiser",
@@ -104,7 +104,7 @@ class NoiseSchedule:
         timestep_map: np.ndarray | None = None,
         *,
         prediction: Prediction = "eps",
-        residual: bool = False,
+        target: DiffusionTarget = "hr",
     ) -> None:
         betas = np.asarray(betas, dtype=np.float64)
         if betas.ndim != 1 or betas.size == 0 or not ((betas > 0) & (betas <= 1)).all():
@@ -115,7 +115,9 @@ class NoiseSchedule:
         if steps.shape != betas.shape or (np.diff(steps) <= 0).any():
             raise ValueError("timestep_map must be increasing with one entry per beta")
         self.prediction: Prediction = prediction
-        self.residual = residual
+        if target not in ("hr", "residual", "mean"):
+            raise ValueError(f"target must be 'hr', 'residual' or 'mean', got {target!r}")
+        self.diffused: DiffusionTarget = target  # what is diffused (diffusion.target)
         self.betas = betas
         self.timestep_map = steps.astype(np.int64)
         self.alphas_cumprod = np.cumprod(1.0 - betas)
@@ -144,7 +146,7 @@ class NoiseSchedule:
         return cls(
             make_betas(cfg.beta_schedule, cfg.num_steps),
             prediction=cfg.prediction,
-            residual=cfg.target == "residual",
+            target=cfg.target,
         )
 
     @property
@@ -169,7 +171,7 @@ class NoiseSchedule:
             raise ValueError(f"steps must be in [1, {self.num_steps}], got {steps}")
         if steps == self.num_steps:
             return NoiseSchedule(
-                self.betas, self.timestep_map, prediction=self.prediction, residual=self.residual
+                self.betas, self.timestep_map, prediction=self.prediction, target=self.diffused
             )
         if steps == 1:
             keep = np.array([self.num_steps - 1])
@@ -178,25 +180,31 @@ class NoiseSchedule:
         kept_alphas = self.alphas_cumprod[keep]
         betas = 1.0 - kept_alphas / np.append(1.0, kept_alphas[:-1])
         return NoiseSchedule(
-            betas, self.timestep_map[keep], prediction=self.prediction, residual=self.residual
+            betas, self.timestep_map[keep], prediction=self.prediction, target=self.diffused
         )
+
+    @property
+    def residual(self) -> bool:
+        """True when the diffused variable is data minus an offset taken from the condition."""
+        return self.diffused != "hr"
 
     def data_offset(self, cond: Any, like: Tensor) -> Tensor | None:
         """Offset between data and the diffused variable: data = x + offset.
 
-        ``None`` for the plain process; for the residual process the LR map on the HR grid,
-        ``cond.lr_up`` cropped to ``like``'s ``[H, W]``.
+        ``None`` for the plain process; for ``residual`` the LR map on the HR grid
+        (``cond.lr_up``), for ``mean`` the network's own regression of the HR map
+        (``cond.mean``, cut from the autograd graph: the diffusion loss never moves it), each
+        cropped to ``like``'s ``[H, W]``.
         """
-        if not self.residual:
+        if self.diffused == "hr":
             return None
-        lr_up = getattr(cond, "lr_up", None)
-        if lr_up is None:
-            raise ValueError(
-                "diffusion.target='residual' needs the LR map on the HR grid (cond.lr_up); "
-                "enable model.lr_input_concat"
-            )
+        name = "lr_up" if self.diffused == "residual" else "mean"
+        offset = getattr(cond, name, None)
+        if offset is None:
+            need = "model.lr_input_concat" if name == "lr_up" else "model.mean_head"
+            raise ValueError(f"diffusion.target={self.diffused!r} needs cond.{name}; enable {need}")
         h, w = like.shape[-2:]
-        return lr_up[..., :h, :w].to(like.dtype)
+        return offset[..., :h, :w].detach().to(like.dtype)
 
     def model_timesteps(self, t: Tensor) -> Tensor:
         """``[B]`` int64 original timesteps (denoiser input) of schedule indices ``t``."""

@@ -4,7 +4,9 @@ The network is :class:`diffst.models.DiffSTModel` with the same configuration as
 model (gene-graph LR encoder, histology encoders, fusion, conditional UNet); it is called with a
 zero input map at timestep 0 and its first ``G`` output channels are read as the normalised HR
 map. It is trained with the masked mean-squared error against the normalised HR patches — one
-deterministic answer per input, so the comparison shows what the generative objective adds.
+deterministic answer per input, so the comparison shows what the generative objective adds. Like
+the diffusion model it is evaluated with an exponential moving average of its weights (the run
+configuration's ``train.ema_decay``), so neither side gains from weight averaging alone.
 """
 
 from __future__ import annotations
@@ -101,13 +103,19 @@ def _build(store: Path, run_config: Any) -> tuple[RegressionNetwork, dict[str, A
         store, run_config.model.adjacency_kind, run_config.data.train_split,
         run_config.model.graph_topk,
     )  # fmt: skip
+    # the twin is the denoiser's network as a plain regressor: the mean pass of model.mean_head
+    # (the same network, without the diffusion around it) is what it is, so it is built without
     model_cfg = dataclasses.replace(
         run_config.model,
         tissue_size=int(meta["tissue_size"]),
         cell_grid=int(meta["cell_grid"]),
         cell_tile_size=int(meta["cell_tile_size"]),
+        mean_head=False,
     )
-    config = dataclasses.replace(run_config, model=model_cfg)
+    diffusion = run_config.diffusion
+    if diffusion.target == "mean":
+        diffusion = dataclasses.replace(diffusion, target="residual" if model_cfg.use_lr else "hr")
+    config = dataclasses.replace(run_config, model=model_cfg, diffusion=diffusion)
     return RegressionNetwork(build_model(config, meta)), meta
 
 
@@ -177,6 +185,7 @@ def train_regression(
     The checkpoint path.
     """
     from diffst.data import PatchDataset
+    from diffst.train.ema import EMA
 
     cfg = cfg or RegressionConfig()
     torch.manual_seed(cfg.seed)
@@ -186,6 +195,7 @@ def train_regression(
     if len(data) == 0:
         raise ConfigError(f"{store}: the training split holds no patches")
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ema = EMA(net, decay=run_config.train.ema_decay)
     next_batch = _batches(len(data), cfg)
     net.train()
     curriculum = run_config.train.curriculum
@@ -200,14 +210,21 @@ def train_regression(
         if cfg.grad_clip > 0:
             nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
         opt.step()
+        ema.update(net)
         if on_step is not None:
             on_step(step + 1, float(loss.detach()))
         if cfg.snapshot_every and (step + 1) % cfg.snapshot_every == 0 and step + 1 < cfg.steps:
             snap = Path(out_path).with_suffix(f".step{step + 1}.pt")
-            _save(net, run_config, cfg, store, snap)
+            _save(_averaged(ema), run_config, cfg, store, snap)
     out = Path(out_path)
-    _save(net, run_config, cfg, store, out)
+    _save(_averaged(ema), run_config, cfg, store, out)
     return out
+
+
+def _averaged(ema: Any) -> RegressionNetwork:
+    net = ema.module
+    assert isinstance(net, RegressionNetwork)
+    return net
 
 
 @torch.no_grad()

@@ -68,6 +68,9 @@ class ModelConfig:
     disentangle_kind: Literal["ratio", "cosine"] = "ratio"  # the paper's MSE ratio (minimised
     # by inflating the distinct parts), or a scale-free loss: (1 − cos) of the common parts plus
     # the positive part of cos of the distinct parts, per position
+    mean_head: bool = False  # the UNet also regresses the normalised HR map from the condition
+    # alone (x = 0, a learned mode embedding in place of the time embedding): Condition.mean, the
+    # offset of diffusion.target='mean', which the denoiser also reads as G more input channels
     lr_mask_input: bool = False  # the LR encoder and the UNet input also read which LR cells hold
     # a measurement (else an unmeasured cell looks like zero expression)
     # --- ablation switches ---

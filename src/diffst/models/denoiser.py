@@ -73,6 +73,8 @@ class ConditionalUNet(nn.Module):
         base = cfg.base_channels
         emb = cfg.time_embed_mult * base
         self.time_embed = TimestepEmbedding(base, emb)
+        # the mean pass (model.mean_head) replaces the time embedding by this learned vector
+        self.mean_embed = nn.Parameter(torch.zeros(emb)) if cfg.mean_head else None
         self.input_conv = nn.Conv2d(n_genes + extra_in, base, 3, padding=1)
         widths = [base * m for m in cfg.channel_mult]
         skips, ch = [base], base
@@ -112,6 +114,8 @@ class ConditionalUNet(nn.Module):
         t: torch.Tensor,
         cond_features: torch.Tensor,
         cond_tokens: torch.Tensor,
+        *,
+        mean_mode: bool = False,
     ) -> DenoiserOutput:
         """Predict the noise (or v) and the variance interpolation.
 
@@ -125,11 +129,19 @@ class ConditionalUNet(nn.Module):
             ``[B, C_c, g, g]`` conditioning map.
         cond_tokens
             ``[B, T, C_c]`` pooled conditioning tokens (row-major on a square grid).
+        mean_mode
+            The mean pass of ``model.mean_head``: the learned mode embedding replaces the time
+            embedding (``t`` is ignored) and the output's first G channels are the regression.
         """
         factor = self.cfg.downsampling
         if x.shape[-1] % factor or x.shape[-2] % factor:
             raise ValueError(f"x_t: H and W must be divisible by {factor}, got {tuple(x.shape)}")
-        emb = self.time_embed(t)
+        if mean_mode:
+            if self.mean_embed is None:
+                raise ValueError("mean_mode needs a network built with model.mean_head")
+            emb = self.mean_embed.to(x.dtype).expand(x.shape[0], -1)
+        else:
+            emb = self.time_embed(t)
         h = self.input_conv(x)
         hs = [h]
         for level, stage in enumerate(self.down):

@@ -34,6 +34,9 @@ class Condition:
     """``[B, D, H, W]`` image features on the HR grid (``model.hr_image_channels``), or None."""
     lr_mask_up: torch.Tensor | None = None
     """``[B, 1, H, W]`` 1 where the LR cell above a bin was measured (``model.lr_mask_input``)."""
+    mean: torch.Tensor | None = None
+    """``[B, G, H, W]`` the network's regression of the normalised HR map from the condition
+    alone (``model.mean_head``; keeps its autograd graph for the mean loss), or None."""
 
     @property
     def batch_size(self) -> int:
@@ -53,6 +56,7 @@ class Condition:
             lr_up=rep(self.lr_up),
             hr_image=rep(self.hr_image),
             lr_mask_up=rep(self.lr_mask_up),
+            mean=rep(self.mean),
         )
 
     def select(self, index: torch.Tensor | slice | list[int]) -> Condition:
@@ -63,19 +67,19 @@ class Condition:
 
         return replace(
             self, features=self.features[index], tokens=self.tokens[index], lr_up=pick(self.lr_up),
-            hr_image=pick(self.hr_image), lr_mask_up=pick(self.lr_mask_up),
+            hr_image=pick(self.hr_image), lr_mask_up=pick(self.lr_mask_up), mean=pick(self.mean),
         )  # fmt: skip
 
     def detach(self) -> Condition:
         """A copy cut from the autograd graph (for sampling)."""
+
+        def cut(x: torch.Tensor | None) -> torch.Tensor | None:
+            return None if x is None else x.detach()
+
         return Condition(
-            self.features.detach(),
-            self.tokens.detach(),
-            self.disentangle_loss.detach(),
-            None if self.lr_up is None else self.lr_up.detach(),
-            None if self.hr_image is None else self.hr_image.detach(),
-            None if self.lr_mask_up is None else self.lr_mask_up.detach(),
-        )
+            self.features.detach(), self.tokens.detach(), self.disentangle_loss.detach(),
+            cut(self.lr_up), cut(self.hr_image), cut(self.lr_mask_up), cut(self.mean),
+        )  # fmt: skip
 
 
 class DiffSTModel(nn.Module):
@@ -160,6 +164,7 @@ class DiffSTModel(nn.Module):
         self.mask_input = cfg.use_lr and cfg.lr_mask_input
         extra = (n_genes + int(self.mask_input)) * self.concat_lr
         extra += cfg.hr_image_channels if self.hr_image else 0
+        extra += n_genes if cfg.mean_head else 0
         self.denoiser = ConditionalUNet(cfg, n_genes, cond_channels, extra_in=extra)
 
     def set_training_progress(self, frac: float) -> None:
@@ -228,9 +233,23 @@ class DiffSTModel(nn.Module):
             assert tissue is not None
             image = tile_mosaic(cells) if cells is not None else tissue
             hr_image = self.hr_image(image, (self.hr_size, self.hr_size))
-        return Condition(
+        cond = Condition(
             features, pooled.flatten(2).transpose(1, 2), loss, lr_up, hr_image, mask_up
         )
+        if self.cfg.mean_head:
+            cond.mean = self.mean_pass(cond, features.shape[0])
+        return cond
+
+    def mean_pass(self, cond: Condition, batch: int) -> torch.Tensor:
+        """``[B, G, H, W]`` regression of the normalised HR map from the condition alone.
+
+        The UNet of ``model.mean_head`` run once with ``x = 0`` (and a zero mean input) in its
+        mean mode (a learned embedding in place of the time embedding): a direct regressor that
+        shares every encoder and weight with the denoiser.
+        """
+        shape = (batch, self.n_genes, self.hr_size, self.hr_size)
+        zeros = cond.features.new_zeros(shape)
+        return self(zeros, None, replace(cond, mean=None), mean_mode=True).prediction
 
     def _upsample_lr(self, lr: torch.Tensor) -> torch.Tensor:
         """``[B, G, h, w] → [B, G, h·f, w·f]`` on the normalised scale.
@@ -245,8 +264,19 @@ class DiffSTModel(nn.Module):
             return up.clamp(min=-1.0)
         return lr.repeat_interleave(f, dim=2).repeat_interleave(f, dim=3)
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: Condition) -> DenoiserOutput:
-        """Denoise ``x_t [B, G, H, W]`` at timesteps ``t [B]`` given an encoded condition."""
+    def forward(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor | None,
+        cond: Condition,
+        *,
+        mean_mode: bool = False,
+    ) -> DenoiserOutput:
+        """Denoise ``x_t [B, G, H, W]`` at timesteps ``t [B]`` given an encoded condition.
+
+        With ``model.mean_head`` the denoiser also reads ``cond.mean`` (cut from the autograd
+        graph; zeros while it is being computed, ``mean_mode``, where ``t`` is ignored).
+        """
         if cond.batch_size != x_t.shape[0]:
             raise ValueError(
                 f"cond: batch of {cond.batch_size} does not match x_t batch {x_t.shape[0]}"
@@ -260,10 +290,18 @@ class DiffSTModel(nn.Module):
                 )
             x_t = torch.cat([x_t, cond.lr_up[..., :h, :w].to(x_t.dtype)], dim=1)
         h, w = x_t.shape[-2:]
-        for extra in (cond.lr_mask_up, cond.hr_image):
+        mean = None
+        if self.cfg.mean_head:  # the denoiser reads μ but never moves it (only its own loss does)
+            zeros = x_t.new_zeros(x_t.shape[0], self.n_genes, h, w)
+            mean = zeros if cond.mean is None else cond.mean.detach()
+        for extra in (cond.lr_mask_up, cond.hr_image, mean):
             if extra is not None:
                 x_t = torch.cat([x_t, extra[..., :h, :w].to(x_t.dtype)], dim=1)
-        return self.denoiser(x_t, t, cond.features, cond.tokens)
+        if t is None:
+            if not mean_mode:
+                raise ValueError("t: timesteps are needed outside the mean pass")
+            t = torch.zeros(x_t.shape[0], dtype=torch.long, device=x_t.device)
+        return self.denoiser(x_t, t, cond.features, cond.tokens, mean_mode=mean_mode)
 
 
 def count_parameters(module: nn.Module, *, trainable_only: bool = True) -> int:

@@ -119,6 +119,11 @@ class RunConfig:
                 "diffusion.target='residual' diffuses HR − LR map, so it needs model.use_lr and "
                 "model.lr_input_concat; set diffusion.target=hr for a model without the LR input"
             )
+        if self.diffusion.target == "mean" and not self.model.mean_head:
+            raise ConfigError(
+                "diffusion.target='mean' diffuses HR − μ, the network's own regression of the HR "
+                "map, so it needs model.mean_head=true"
+            )
 
 
 def run_config_from_dict(data: dict[str, Any]) -> RunConfig:

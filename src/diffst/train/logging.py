@@ -34,6 +34,7 @@ CSV_COLUMNS = (
     "val_pcc_bicubic",
     "val_pcc_nearest",
     "val_patches",
+    "loss_mean",
 )
 
 

@@ -57,7 +57,7 @@ from diffst.train.run_folder import check_run_folder, clear_run_folder, remove_s
 
 __all__ = ["TrainResult", "TrainingDivergedError", "build_model", "train"]
 
-_TERMS = ("total", "simple", "vb", "disentangle")
+_TERMS = ("total", "simple", "vb", "disentangle", "mean")
 
 
 class TrainingDivergedError(RuntimeError):
@@ -111,7 +111,7 @@ class _LossModule(nn.Module):
             self.model, self.schedule, batch[BatchKey.HR], cond, batch[BatchKey.MASK],
             self.diffusion, generator,
         )  # fmt: skip
-        return torch.stack([terms.total, terms.simple, terms.vb, terms.disentangle])
+        return torch.stack([terms.total, terms.simple, terms.vb, terms.disentangle, terms.mean])
 
 
 @dataclass
@@ -201,7 +201,7 @@ def _to_device(batch: dict[str, torch.Tensor], st: _State) -> dict[str, torch.Te
 
 
 def _optimiser_step(st: _State, micro_batches: list[dict[str, torch.Tensor]]) -> torch.Tensor:
-    """One optimiser step over this rank's micro-batches; returns ``[5]`` terms + grad norm."""
+    """One optimiser step over this rank's micro-batches; returns the terms + grad norm."""
     tc = st.config.train
     for group in st.optimizer.param_groups:
         group["lr"] = _lr_at(st.step, tc)
@@ -521,7 +521,7 @@ def _loop(st: _State, train_ds: Any, val_ds: Any, logger: RunLogger, out_dir: Pa
     )
 
 
-_LOG_TERMS = ("loss", "loss_simple", "loss_vb", "loss_disentangle", "grad_norm")
+_LOG_TERMS = ("loss", "loss_simple", "loss_vb", "loss_disentangle", "loss_mean", "grad_norm")
 
 
 @dataclass

@@ -124,6 +124,7 @@ def run_one(job: dict[str, Any]) -> list[dict[str, Any]]:
     from diffst.evaluate.benchmark_methods import TiledRoute
     from diffst.evaluate.calibration import conformal_calibration
     from diffst.evaluate.region import region_from_patches
+    from diffst.evaluate.scoring import project_prediction
     from diffst.train.config import resolve_run_config
     from diffst.train.loop import train
 
@@ -148,14 +149,17 @@ def run_one(job: dict[str, Any]) -> list[dict[str, Any]]:
     shape = tuple(json.loads((store / "manifest.json").read_text())["geometry"]["shape_hr"])
     route = TiledRoute(sample, region, shape, pcfg)
     pred, sample_mean = route.diffusion(Path(result.checkpoint), "diffst", "", whole=True)
+    raw = dataclasses.replace(pred, name="diffst_unprojected", samples=None)
+    pred = project_prediction(pred, region)  # as `diffst predict` writes it by default
     if pred.q05 is not None and pred.std is not None:  # coverage calibrated on the same split
         cal = conformal_calibration(pred.q05, pred.q95, pred.std, region.hr, region.scored)
         pred = dataclasses.replace(pred, calibration=cal)
-    preds = [pred, sample_mean, _projected_row(route, region, "diffst", route.full.stats[0])]
+    preds = [pred, raw, sample_mean]
     if job["regression"]:
-        reg = _train_regression(run_config, store, run_dir, bench, _Quiet())
-        preds.append(route.regression(reg, store, "regression twin"))
-        preds.append(_projected_row(route, region, "regression", route.section_maps["regression"]))
+        reg_ckpt = _train_regression(run_config, store, run_dir, bench, _Quiet())
+        reg = route.regression(reg_ckpt, store, "regression twin")
+        raw_reg = dataclasses.replace(reg, name="regression_unprojected")
+        preds += [project_prediction(reg, region), raw_reg]
     rows = _score(route, region, preds, store)
     for row in rows:
         row.update(variant=job["variant"], seed=job["seed"], steps=job["steps"],
@@ -164,16 +168,6 @@ def run_one(job: dict[str, Any]) -> list[dict[str, Any]]:
         for row in rows:
             fh.write(json.dumps(row) + "\n")
     return rows
-
-
-def _projected_row(route: Any, region: Any, name: str, mean: np.ndarray) -> Any:
-    """A whole-section point estimate rescaled to its LR cells' measured totals, cut out."""
-    from diffst.evaluate.scoring import MethodPrediction
-    from diffst.predict.spots import project_mean
-
-    inputs = route.full.ctx.inputs
-    projected = project_mean(mean, inputs.tissue & route.full.covered, inputs)
-    return MethodPrediction(f"{name}_projected", region.cut(projected))
 
 
 class _Quiet:

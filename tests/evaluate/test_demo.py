@@ -33,7 +33,8 @@ def test_fast_demo_writes_every_report_file(demo_dir: Path) -> None:
         path = demo_dir / name
         assert path.is_file() and path.stat().st_size > 0, name
     text = (demo_dir / "report.md").read_text()
-    for method in ("diffst", "diffst_projected", "regression", "nearest", "bicubic"):
+    for method in ("diffst", "diffst_unprojected", "regression", "regression_unprojected",
+                   "nearest", "bicubic"):  # fmt: skip
         assert f"| {method} |" in text, method
     from diffst.evaluate.tesla import tesla_available
 

@@ -18,7 +18,10 @@ from diffst.predict.api import predict
 from diffst.predict.config import PredictConfig
 from diffst.predict.spots import aggregate_to_spots, assign_bins_to_spots, spot_membership
 
-FAST = PredictConfig(steps=1, n_samples=2, batch_size=8, device="cpu", n_figure_genes=0)
+# the raw network estimate (the projection onto the spots, on by default, has its own tests)
+FAST = PredictConfig(
+    steps=1, n_samples=2, batch_size=8, device="cpu", n_figure_genes=0, project_to_spots=False
+)
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +136,7 @@ def test_results_do_not_depend_on_batching(
 def test_projection_matches_measured_spot_totals(
     ckpt: Path, small_visium: SpatialSample, tmp_path: Path
 ) -> None:
+    assert PredictConfig().project_to_spots  # the default: X keeps each measured spot's total
     adata = predict(ckpt, small_visium, tmp_path / "p.h5ad", replace(FAST, project_to_spots=True))
     assert adata is not None
     geo = adata.uns["diffst"]["geometry"]
@@ -364,3 +368,15 @@ def test_var_carries_gene_ids_and_per_gene_metrics(
     np.testing.assert_allclose(var["mean_std"].iloc[k], adata.layers["std"][:, k].mean(), rtol=1e-5)
     pcc = adata.uns["diffst"]["spot_consistency"]["pcc"]
     np.testing.assert_allclose(var["spot_pcc"].to_numpy(), [pcc[g] for g in var.index])
+
+
+def test_cli_projects_unless_told_not_to() -> None:
+    import argparse
+
+    from diffst.predict.command import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    base = ["--checkpoint", "c", "--input", "i", "--out", "o.h5ad"]
+    assert parser.parse_args(base).project is True
+    assert parser.parse_args([*base, "--no-project"]).project is False

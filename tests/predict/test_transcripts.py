@@ -21,7 +21,10 @@ from diffst.synthetic import simulate_tissue
 from .conftest import FACTOR, PATCH, store_meta
 
 HR = 10.0
-FAST = PredictConfig(steps=1, n_samples=2, batch_size=8, device="cpu", n_figure_genes=0)
+# the raw network estimate (the projection onto the spots, on by default, has its own tests)
+FAST = PredictConfig(
+    steps=1, n_samples=2, batch_size=8, device="cpu", n_figure_genes=0, project_to_spots=False
+)
 
 
 @pytest.fixture(scope="module")

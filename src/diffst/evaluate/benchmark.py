@@ -33,7 +33,7 @@ from diffst.config import ConfigError
 from diffst.evaluate.benchmark_methods import PatchRoute, TiledRoute, sample_split
 from diffst.evaluate.config import EvaluateConfig
 from diffst.evaluate.region import LRContext, Region
-from diffst.evaluate.scoring import MethodPrediction
+from diffst.evaluate.scoring import MethodPrediction, project_prediction
 
 __all__ = ["ABLATIONS", "BenchmarkConfig", "BenchmarkResult", "run_benchmark", "sample_split"]
 
@@ -75,9 +75,10 @@ class BenchmarkConfig:
     mean_estimator: Literal["auto", "denoiser", "samples"] = "auto"
     # write the full model's whole-section prediction (`prediction.h5ad`, calibrated intervals)
     predict_section: bool = True
-    # also score the full model rescaled so that each LR cell's predicted total matches its
-    # measured count (`diffst predict --project`), as `diffst_projected`
-    project_section: bool = True
+    # learned methods' point predictions rescaled so each measured LR cell keeps its measured
+    # total, as `diffst predict` writes them by default (`--no-project` to switch off); the full
+    # model's and the regression's raw estimates are scored too, as `*_unprojected`
+    project: bool = True
     # calibrate the full model's intervals on the validation split (split-conformal)
     calibrate: bool = True
     # try the TESLA adapter (reported unavailable when the package is not installed)
@@ -263,7 +264,7 @@ def _predict_config(cfg: BenchmarkConfig) -> Any:
 
     pcfg = PredictConfig(
         n_samples=cfg.n_samples, seed=cfg.seed, n_figure_genes=0, device="cpu",
-        mean_estimator=cfg.mean_estimator,
+        mean_estimator=cfg.mean_estimator, project_to_spots=cfg.project,
     )  # fmt: skip
     if cfg.sampler is not None:
         pcfg = dataclasses.replace(pcfg, sampler=cfg.sampler)
@@ -448,21 +449,25 @@ def run_benchmark(
                 region = region.with_context(lr_context)
             if cfg.predict_section and route.full is not None:
                 _write_section(route, ckpt, evaluated, out, calibration)
+        if cfg.project:
+            if k == 0:
+                preds.append(_unprojected(pred))
+            pred = project_prediction(pred, region)
         preds.append(pred)
-        if k == 0 and cfg.project_section and route.full is not None:
-            preds.append(_projected(route, region, pred))
         estimator = resolve_estimator(cfg.mean_estimator, rc.diffusion.prediction)
         if name == "diffst" and estimator == "denoiser":
             preds.append(sample_mean)
     if cfg.regression:
         reg_ckpt = _train_regression(run_config, store, out, cfg, stages)
-        preds.append(
-            stages.run(
-                "predict_regression", "regression on the same tiles / patches",
-                route.regression, reg_ckpt, store,
-                "same encoders and UNet as diffst, trained with MSE, no noise",
-            )
+        reg = stages.run(
+            "predict_regression", "regression on the same tiles / patches",
+            route.regression, reg_ckpt, store,
+            "same encoders and UNet as diffst, trained with MSE, no noise",
         )  # fmt: skip
+        if cfg.project:
+            preds.append(_unprojected(reg))
+            reg = project_prediction(reg, region)
+        preds.append(reg)
     preds += baseline_predictions(region, cfg.evaluate)
     if cfg.tesla:
         from diffst.evaluate.tesla import tesla_prediction
@@ -499,19 +504,12 @@ def _write_section(route: Any, ckpt: Path, sample: Any, out: Path, calibration: 
     )  # fmt: skip
 
 
-def _projected(route: Any, region: Region, pred: MethodPrediction) -> MethodPrediction:
-    """The full model rescaled so each LR cell's total matches its measurement."""
-    from diffst.predict.spots import spot_report
-    from diffst.predict.uncertainty import Stat
-
-    maps = route.full
-    genes = [str(g) for g in region.genes]
-    tissue = maps.ctx.inputs.tissue & maps.covered
-    stats, _ = spot_report(np.nan_to_num(maps.stats), tissue, maps.ctx.inputs, genes, True)
+def _unprojected(pred: MethodPrediction) -> MethodPrediction:
+    """A learned method's raw point estimate, before the LR projection (diagnostic row)."""
     return dataclasses.replace(
-        pred, name="diffst_projected", mean=region.cut(stats[Stat.MEAN]), samples=None,
-        description="diffst rescaled so each LR cell's predicted total equals its measured "
-        "count (`diffst predict --project`)",
+        pred, name=f"{pred.name}_unprojected", std=None, q05=None, q95=None, samples=None,
+        calibration=None, description=f"{pred.name} before the projection onto the LR totals "
+        "(`diffst predict --no-project`)",
     )  # fmt: skip
 
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from diffst.evaluate.calibration import ConformalCalibration, conformal_calibration
 from diffst.evaluate.region import PatchSet, Region, stitch_patches
-from diffst.evaluate.scoring import MethodPrediction
+from diffst.evaluate.scoring import MethodPrediction, project_prediction
 from diffst.keys import BatchKey
 
 __all__ = [
@@ -215,6 +215,8 @@ class TiledRoute:
         )  # fmt: skip
         route = TiledRoute(sample, region, shape, self.pcfg)
         pred = route._prediction(maps, "val", "")
+        if self.pcfg.project_to_spots:  # intervals calibrated as they are scored and written
+            pred = project_prediction(pred, region)
         return _calibrate(pred, region, "validation split, the same tiling")
 
     def regression(self, checkpoint: Path, train_store: Path, description: str) -> MethodPrediction:
@@ -273,6 +275,8 @@ class PatchRoute:
             return None
         truth, region, data = self.val
         pred = self._draws(checkpoint, data, "val", "").on_region(truth, region)
+        if getattr(self.cfg, "project", False):  # intervals calibrated as they are scored
+            pred = project_prediction(pred, region)
         return _calibrate(pred, region, "validation split patches")
 
     def regression(self, checkpoint: Path, train_store: Path, description: str) -> MethodPrediction:

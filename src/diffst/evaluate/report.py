@@ -665,7 +665,8 @@ def _level_notes(m: dict[tuple[str, str], float]) -> list[str]:
             else "the denoiser's posterior mean is taken on the log1p scale, and the expm1 of a "
             "mean lies below the mean of the expm1 (Jensen's inequality); the samples' mean "
             f"has count ratio {m[('diffst_sample_mean', 'mass_ratio')]:.2f}, and "
-            "`diffst predict --project` matches each LR cell's total"
+            "the projection onto the LR totals (`diffst predict`'s default) matches each LR "
+            "cell's total"
             if denoiser
             else "the model under-predicts the expression level after this short training"
         )

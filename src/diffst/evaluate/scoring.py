@@ -10,7 +10,7 @@ ceilings, computed once per region.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -26,6 +26,7 @@ __all__ = [
     "PatchSet",
     "Region",
     "noise_ceiling",
+    "project_prediction",
     "score_all",
     "score_method",
 ]
@@ -63,6 +64,27 @@ class MethodPrediction:
     unavailable: str | None = None
     n_samples: int | None = None
     calibration: cal.ConformalCalibration | None = None
+
+
+def project_prediction(
+    pred: MethodPrediction, region: Region, name: str | None = None
+) -> MethodPrediction:
+    """``pred`` with every measured LR cell rescaled to its measured total (as ``diffst predict``
+    writes its point prediction by default): the mean, the samples and the quantiles are
+    multiplied by the cell's factor (the std too); cells predicted empty get the count spread
+    evenly (the quantiles and samples shifted by it). See :meth:`Region.lr_projection`."""
+    if pred.mean is None:
+        return pred
+    scale, shift = region.lr_projection(pred.mean)
+
+    def moved(x: np.ndarray | None) -> np.ndarray | None:
+        return None if x is None else (x * scale + shift).astype(np.float32)
+
+    return replace(
+        pred, name=name or pred.name, mean=moved(pred.mean), q05=moved(pred.q05),
+        q95=moved(pred.q95), samples=moved(pred.samples),
+        std=None if pred.std is None else (pred.std * scale).astype(np.float32),
+    )  # fmt: skip
 
 
 @dataclass

@@ -59,7 +59,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="bf16 autocast where native (recent GPUs and CPUs)",
     )
     parser.add_argument(
-        "--project", action="store_true", help="rescale bins so spot totals match the measurement"
+        "--project",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="rescale each measured spot's (LR cell's) bins so their totals match its measured "
+        "counts (default; --no-project keeps the network's raw estimate, whose totals run low)",
     )
     parser.add_argument("--figures", default=None, metavar="DIR", help="per-gene PNG figures")
     parser.add_argument(

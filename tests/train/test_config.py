@@ -47,6 +47,6 @@ def test_bad_values_are_named(override: str, message: str) -> None:
 
 def test_residual_process_needs_the_lr_input() -> None:
     with pytest.raises(ConfigError, match="residual"):
-        resolve_run_config("small", overrides=["model.use_lr=false"])
+        resolve_run_config("small", overrides=["model.use_lr=false", "diffusion.target=residual"])
     cfg = resolve_run_config("small", overrides=["model.use_lr=false", "diffusion.target=hr"])
     assert cfg.diffusion.target == "hr" and not cfg.model.use_lr

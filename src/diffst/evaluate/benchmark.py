@@ -83,6 +83,10 @@ class BenchmarkConfig:
     calibrate: bool = True
     # try the TESLA adapter (reported unavailable when the package is not installed)
     tesla: bool = True
+    # trainings run at once, each in its own process with this process's torch thread count
+    # (1: one after another in this process, with progress bars). The trainings are independent,
+    # so on a machine with spare cores (the demo's 2) the wall time of training divides by this
+    train_workers: int = 1
     # scoring and report options
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
@@ -91,6 +95,8 @@ class BenchmarkConfig:
             raise ConfigError(
                 f"benchmark.n_samples must be ≥ 2 for uncertainty, got {self.n_samples}"
             )
+        if self.train_workers < 1:
+            raise ConfigError(f"benchmark.train_workers must be ≥ 1, got {self.train_workers}")
         unknown = [a for a in self.ablations if a not in ABLATIONS]
         if unknown:
             raise ConfigError(f"benchmark.ablations: unknown {unknown}; valid {list(ABLATIONS)}")
@@ -156,13 +162,15 @@ def _diffusion_methods(cfg: BenchmarkConfig, base: Any) -> list[tuple[str, Any, 
     out = [("diffst", base, "full model")]
     if cfg.histology_only:
         model = dataclasses.replace(base.model, use_lr=False)
-        # without the LR map there is no residual to diffuse: the HR map itself is generated
-        diffusion = dataclasses.replace(base.diffusion, target="hr")
+        # without the LR map there is no residual over it: the HR map itself is generated (the
+        # corrective process, target=mean, needs no LR map and is kept)
+        target = "hr" if base.diffusion.target == "residual" else base.diffusion.target
+        diffusion = dataclasses.replace(base.diffusion, target=target)
         out.append(
             (
                 "histology_only",
                 dataclasses.replace(base, model=model, diffusion=diffusion),
-                "no LR input (model.use_lr=false, diffusion.target=hr)",
+                f"no LR input (model.use_lr=false, diffusion.target={target})",
             )
         )
     for switch in cfg.ablations:
@@ -237,18 +245,24 @@ def _train(name: str, run_config: Any, store: Path, out: Path, what: str, stages
     return Path(result.checkpoint)
 
 
-def _train_regression(
-    run_config: Any, store: Path, out: Path, cfg: BenchmarkConfig, stages: _Stages
-) -> Path:
-    from diffst.evaluate.regression import RegressionConfig, train_regression
+def _regression_config(run_config: Any, cfg: BenchmarkConfig) -> Any:
+    from diffst.evaluate.regression import RegressionConfig
 
-    steps = cfg.regression_steps or run_config.train.max_steps
-    rcfg = RegressionConfig(
-        steps=steps,
+    return RegressionConfig(
+        steps=cfg.regression_steps or run_config.train.max_steps,
         batch_size=run_config.train.batch_size,
         lr=run_config.train.lr,
         seed=run_config.train.seed,
     )
+
+
+def _train_regression(
+    run_config: Any, store: Path, out: Path, cfg: BenchmarkConfig, stages: _Stages
+) -> Path:
+    from diffst.evaluate.regression import train_regression
+
+    rcfg = _regression_config(run_config, cfg)
+    steps = rcfg.steps
     with stages.bar("train regression", steps) as advance:
         return Path(
             stages.run(
@@ -257,6 +271,59 @@ def _train_regression(
                 on_step=lambda *_: advance(1),
             )
         )  # fmt: skip
+
+
+def _train_job(job: tuple[str, Any, Path, Path, Any, int]) -> tuple[str, Path, float]:
+    """One training in a worker process: ``(name, checkpoint, seconds)``."""
+    import torch
+
+    name, run_config, store, out, rcfg, threads = job
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    if rcfg is not None:
+        from diffst.evaluate.regression import train_regression
+
+        path = train_regression(store, out / "runs" / "regression.pt", run_config, rcfg)
+    else:
+        from diffst.train.loop import train
+
+        result = train(store, out / "runs" / name, run_config, progress=False, overwrite=True)
+        path = Path(result.checkpoint)
+    return name, Path(path), time.perf_counter() - start
+
+
+def _train_parallel(
+    methods: list[tuple[str, Any, str]], run_config: Any, store: Path, out: Path,
+    cfg: BenchmarkConfig, stages: _Stages,
+) -> dict[str, Path]:  # fmt: skip
+    """Every training of the benchmark in ``cfg.train_workers`` processes at once (spawned, so
+    no torch state is shared); each worker uses this process's torch thread count."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    import torch
+
+    threads = torch.get_num_threads()
+    jobs = [(name, rc, store, out, None, threads) for name, rc, _ in methods]
+    if cfg.regression:
+        jobs.append(("regression", run_config, store, out, _regression_config(run_config, cfg),
+                     threads))  # fmt: skip
+    names = ", ".join(j[0] for j in jobs)
+
+    def run_all() -> dict[str, Path]:
+        done: dict[str, Path] = {}
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(cfg.train_workers, mp_context=context) as pool:
+            futures = [pool.submit(_train_job, job) for job in jobs]
+            for future in as_completed(futures):
+                name, path, seconds = future.result()
+                done[name] = path
+                stages.timings[f"train_{name}"] = seconds
+                stages.console.print(f"      {name} trained in {seconds:.1f} s")
+        return done
+
+    label = f"train {names}: {cfg.train_workers} at a time, one process each"
+    return dict(stages.run("train", label, run_all))
 
 
 def _predict_config(cfg: BenchmarkConfig) -> Any:
@@ -419,10 +486,15 @@ def run_benchmark(
     out = Path(out_dir)
     run_config = resolve_run_config(cfg.preset, None, list(cfg.overrides))
     methods = _diffusion_methods(cfg, run_config)
-    n_stages = 2 + (held_out is not None) + 2 * len(methods) + 2 * cfg.regression
+    parallel = cfg.train_workers > 1
+    n_train = 1 if parallel else len(methods) + cfg.regression
+    n_stages = 2 + (held_out is not None) + len(methods) + n_train + cfg.regression
     stages = _Stages(n_stages + cfg.calibrate, console)
     start = time.perf_counter()
     store, eval_store = _prepare_stores(train_samples, held_out, out, prepare_cfg, stages)
+    trained: dict[str, Path] = {}
+    if parallel:
+        trained = _train_parallel(methods, run_config, store, out, cfg, stages)
     truth, _ = load_store_split(eval_store, "test")
     region = region_from_patches(truth, what=f"{eval_store} test split")
     evaluated = held_out or train_samples[0]
@@ -430,7 +502,7 @@ def run_benchmark(
     preds: list[MethodPrediction] = []
     calibration = None
     for k, (name, rc, what) in enumerate(methods):
-        ckpt = _train(name, rc, store, out, what, stages)
+        ckpt = trained.get(name) or _train(name, rc, store, out, what, stages)
         whole = k == 0 and not spots  # the full model on the whole section (figure, h5ad)
         where = "the whole section" if whole else "the held-out region"
         pred, sample_mean = stages.run(
@@ -458,7 +530,9 @@ def run_benchmark(
         if name == "diffst" and estimator == "denoiser":
             preds.append(sample_mean)
     if cfg.regression:
-        reg_ckpt = _train_regression(run_config, store, out, cfg, stages)
+        reg_ckpt = trained.get("regression")
+        if reg_ckpt is None:
+            reg_ckpt = _train_regression(run_config, store, out, cfg, stages)
         reg = stages.run(
             "predict_regression", "regression on the same tiles / patches",
             route.regression, reg_ckpt, store,

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 METRICS = ("pcc", "detail_pcc", "detail_recovered", "mass_ratio", "coverage90",
-           "coverage90_calibrated", "ssim", "rmse")  # fmt: skip
+           "coverage90_calibrated", "ssim", "rmse", "pcc_ceiling", "detail_ceiling")  # fmt: skip
 
 
 def _parser() -> argparse.ArgumentParser:

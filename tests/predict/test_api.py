@@ -232,7 +232,8 @@ def test_cli_predicts_the_bundled_visium_fixture(
         ]
     )
     assert rc == 0
-    assert "spot consistency" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "spot consistency" in printed and "rescaled to the measured spot totals" in printed
     adata = anndata.read_h5ad(out)
     assert adata.uns["diffst"]["spot_consistency"]["n_spots"] == 100
     assert (tmp_path / "fig" / "ENSG00000188290.png").is_file()

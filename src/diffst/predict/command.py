@@ -134,6 +134,11 @@ def run(args: argparse.Namespace) -> int:
             f"wrote {args.out}: {adata.n_obs} bins × {adata.n_vars} genes; spot consistency "
             f"mean PCC {report['mean_pcc']:.3f} over {report['n_spots']} spots"
         )
+        ratio = report["total_ratio"]
+        if report.get("projected"):
+            print(f"  X rescaled to the measured spot totals (raw total ratio {ratio:.3f})")
+        else:
+            print(f"  X is the raw estimate (--no-project): total ratio {ratio:.3f} to the spots")
         if args.spatialdata:
             print(f"  spatialdata: {Path(args.out).with_suffix('.zarr')}")
         if args.figures is not None:

@@ -35,7 +35,9 @@ def test_cross_section_benchmark_scores_only_the_held_out_section(tmp_path: Path
     result = run_benchmark(
         samples[:2], tmp_path / "bench", prep, cfg, held_out=samples[2], console=Console(quiet=True)
     )
-    assert set(result.scores) == {"diffst", "regression", "nearest", "bicubic"}
+    assert set(result.scores) == {
+        "diffst", "diffst_unprojected", "regression", "regression_unprojected", "nearest", "bicubic"
+    }  # fmt: skip
     text = result.report.read_text()
     assert f"held-out section `{samples[2].name}`" in text
     assert f"`{samples[0].name}`, `{samples[1].name}`" in text

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, get_args
 
 import numpy as np
 import torch
@@ -115,8 +115,8 @@ class NoiseSchedule:
         if steps.shape != betas.shape or (np.diff(steps) <= 0).any():
             raise ValueError("timestep_map must be increasing with one entry per beta")
         self.prediction: Prediction = prediction
-        if target not in ("hr", "residual", "mean"):
-            raise ValueError(f"target must be 'hr', 'residual' or 'mean', got {target!r}")
+        if target not in get_args(DiffusionTarget):
+            raise ValueError(f"target must be one of {get_args(DiffusionTarget)}, got {target!r}")
         self.diffused: DiffusionTarget = target  # what is diffused (diffusion.target)
         self.betas = betas
         self.timestep_map = steps.astype(np.int64)

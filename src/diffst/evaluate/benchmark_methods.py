@@ -275,7 +275,7 @@ class PatchRoute:
             return None
         truth, region, data = self.val
         pred = self._draws(checkpoint, data, "val", "").on_region(truth, region)
-        if getattr(self.cfg, "project", False):  # intervals calibrated as they are scored
+        if self.cfg.project:  # intervals calibrated as they are scored
             pred = project_prediction(pred, region)
         return _calibrate(pred, region, "validation split patches")
 

@@ -173,31 +173,17 @@ class Region:
         """Per-bin ``(scale, shift)`` ``[G, H, W]`` that give every measured LR cell its measured
         total: ``mean·scale + shift`` sums, over the cell's scored bins, to the cell's LR count.
 
-        Where the prediction's total in a measured cell is positive the cell is rescaled
-        (shift 0); where it is 0 the measured count is spread evenly (scale 1). Bins of
-        unmeasured cells and unscored bins keep their values (scale 1, shift 0). This is the
-        projection ``diffst predict`` applies to its point prediction, on the region's LR grid.
+        The projection ``diffst predict`` applies to its point prediction
+        (:func:`diffst.predict.spots.spot_projection`), with the region's measured LR cells as the
+        spots and their scored bins as the spots' bins; unmeasured cells and unscored bins keep
+        their values (scale 1, shift 0).
         """
-        g, h, w = mean.shape
+        from diffst.predict.spots import spot_projection
+
         cells = self.cells()
-        n = int(self.lr.shape[1] * self.lr.shape[2])
-        where = np.where(self.scored, cells, n).ravel()  # unscored bins fall in a spare slot n
-        n_bins = np.bincount(where, minlength=n + 1)[:n].astype(np.float64)
-        measured = self.lr_mask.ravel() & (n_bins > 0)
-        scale = np.ones((g, h * w), dtype=np.float64)
-        shift = np.zeros((g, h * w), dtype=np.float64)
-        inside = self.scored.ravel() & measured[np.minimum(where, n - 1)]
-        flat = mean.reshape(g, -1).astype(np.float64)
-        target = self.lr.reshape(g, n).astype(np.float64)
-        for k in range(g):
-            total = np.bincount(where, weights=flat[k], minlength=n + 1)[:n]
-            positive = total > 0
-            factor = np.where(positive, target[k] / np.where(positive, total, 1.0), 1.0)
-            even = np.where(positive, 0.0, target[k] / np.maximum(n_bins, 1.0))
-            idx = np.minimum(where, n - 1)
-            scale[k] = np.where(inside, factor[idx], 1.0)
-            shift[k] = np.where(inside, even[idx], 0.0)
-        return scale.reshape(g, h, w), shift.reshape(g, h, w)
+        measured = self.lr_mask.ravel()[cells] & self.scored
+        spot_of_bin = np.where(measured, cells, -1)
+        return spot_projection(mean, spot_of_bin, self.lr.reshape(self.lr.shape[0], -1).T)
 
     def baseline_input(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
         """``(lr, mask, units, (row, col) of the box's first cell in them)`` for baselines."""

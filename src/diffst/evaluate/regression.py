@@ -103,8 +103,9 @@ def _build(store: Path, run_config: Any) -> tuple[RegressionNetwork, dict[str, A
         store, run_config.model.adjacency_kind, run_config.data.train_split,
         run_config.model.graph_topk,
     )  # fmt: skip
-    # the twin is the denoiser's network as a plain regressor: the mean pass of model.mean_head
-    # (the same network, without the diffusion around it) is what it is, so it is built without
+    # the twin is the denoiser's network as a plain regressor: it is what the mean pass of
+    # model.mean_head computes, so it is built without one; its diffusion section is never read,
+    # and "hr" (no offset) is the target valid for every model configuration
     model_cfg = dataclasses.replace(
         run_config.model,
         tissue_size=int(meta["tissue_size"]),
@@ -112,9 +113,7 @@ def _build(store: Path, run_config: Any) -> tuple[RegressionNetwork, dict[str, A
         cell_tile_size=int(meta["cell_tile_size"]),
         mean_head=False,
     )
-    diffusion = run_config.diffusion
-    if diffusion.target == "mean":
-        diffusion = dataclasses.replace(diffusion, target="residual" if model_cfg.use_lr else "hr")
+    diffusion = dataclasses.replace(run_config.diffusion, target="hr")
     config = dataclasses.replace(run_config, model=model_cfg, diffusion=diffusion)
     return RegressionNetwork(build_model(config, meta)), meta
 

@@ -237,17 +237,17 @@ class DiffSTModel(nn.Module):
             features, pooled.flatten(2).transpose(1, 2), loss, lr_up, hr_image, mask_up
         )
         if self.cfg.mean_head:
-            cond.mean = self.mean_pass(cond, features.shape[0])
+            cond.mean = self.mean_pass(cond)
         return cond
 
-    def mean_pass(self, cond: Condition, batch: int) -> torch.Tensor:
+    def mean_pass(self, cond: Condition) -> torch.Tensor:
         """``[B, G, H, W]`` regression of the normalised HR map from the condition alone.
 
         The UNet of ``model.mean_head`` run once with ``x = 0`` (and a zero mean input) in its
         mean mode (a learned embedding in place of the time embedding): a direct regressor that
         shares every encoder and weight with the denoiser.
         """
-        shape = (batch, self.n_genes, self.hr_size, self.hr_size)
+        shape = (cond.batch_size, self.n_genes, self.hr_size, self.hr_size)
         zeros = cond.features.new_zeros(shape)
         return self(zeros, None, replace(cond, mean=None), mean_mode=True).prediction
 

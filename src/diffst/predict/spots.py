@@ -38,6 +38,7 @@ __all__ = [
     "project_to_spots",
     "spot_consistency",
     "spot_membership",
+    "spot_projection",
     "spot_report",
 ]
 
@@ -176,15 +177,53 @@ def spot_consistency(
     }
 
 
+def spot_projection(
+    mean: np.ndarray, spot_of_bin: np.ndarray, measured: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-bin ``(scale, shift)`` ``[G, H, W]`` that give each spot its measured total per gene.
+
+    For spot ``s`` and gene ``g`` with predicted total ``P > 0`` over its bins the spot's bins get
+    ``scale = M / P`` (``M`` measured) and shift 0; where ``P = 0`` the measured count is spread
+    evenly (``scale = 1``, ``shift = M / n_bins``). Bins belonging to no spot keep scale 1, shift 0,
+    so ``mean·scale + shift`` is the projected mean.
+
+    Parameters
+    ----------
+    mean
+        ``[G, H, W]`` non-negative point prediction.
+    spot_of_bin
+        ``[H, W]`` spot index of each bin, −1 for none (:func:`assign_bins_to_spots`).
+    measured
+        ``[n_spots, G]`` measured counts.
+    """
+    n_spots, n_genes = measured.shape
+    flat_spot = spot_of_bin.ravel()
+    bins = np.flatnonzero(flat_spot >= 0)
+    owner = flat_spot[bins]
+    n_bins = np.bincount(owner, minlength=n_spots).astype(np.float64)
+    flat = mean.reshape(n_genes, -1)
+    scale = np.ones(flat.shape, dtype=np.float64)
+    shift = np.zeros(flat.shape, dtype=np.float64)
+    for g in range(n_genes):
+        total = np.bincount(owner, weights=flat[g, bins].astype(np.float64), minlength=n_spots)
+        target = np.asarray(measured[:, g], dtype=np.float64)
+        has_total = total > 0
+        factor = np.where(has_total, target / np.where(has_total, total, 1.0), 1.0)
+        even = np.where(has_total, 0.0, target / np.maximum(n_bins, 1.0))
+        scale[g, bins] = factor[owner]
+        shift[g, bins] = even[owner]
+    return scale.reshape(mean.shape), shift.reshape(mean.shape)
+
+
 def project_to_spots(
     stats: np.ndarray, spot_of_bin: np.ndarray, measured: np.ndarray
 ) -> np.ndarray:
     """Rescale bins so that each spot's predicted total per gene equals its measurement.
 
-    For spot ``s`` and gene ``g`` with predicted total ``P > 0`` every statistic of the spot's
-    bins is multiplied by ``M / P`` (``M`` measured). Where ``P = 0`` but ``M > 0`` the mean is set
-    to ``M / n_bins`` uniformly and the quantiles are shifted by the same amount (std unchanged).
-    Bins belonging to no spot are left untouched.
+    Every statistic of a spot's bins is moved by :func:`spot_projection` of the mean: multiplied
+    by ``M / P`` where the spot's predicted total ``P`` is positive; where ``P = 0`` but ``M > 0``
+    the mean is set to ``M / n_bins`` uniformly and the quantiles and the samples' mean are
+    shifted by the same amount (std unchanged). Bins belonging to no spot are left untouched.
 
     Parameters
     ----------
@@ -202,26 +241,10 @@ def project_to_spots(
         Projected copy of ``stats`` (same dtype).
     """
     out = stats.copy()
-    n_spots, n_genes = measured.shape
-    flat_spot = spot_of_bin.ravel()
-    bins = np.flatnonzero(flat_spot >= 0)
-    owner = flat_spot[bins]
-    n_bins = np.bincount(owner, minlength=n_spots).astype(np.float64)
-    view = out.reshape(out.shape[0], n_genes, -1)
-    for g in range(n_genes):
-        mean = view[Stat.MEAN, g, bins].astype(np.float64)
-        total = np.bincount(owner, weights=mean, minlength=n_spots)
-        target = np.asarray(measured[:, g], dtype=np.float64)
-        has_total = total > 0
-        scale = np.where(has_total, target / np.where(has_total, total, 1.0), 1.0)[owner]
-        uniform = (target / np.maximum(n_bins, 1.0))[owner]
-        rescaled = has_total[owner]
-        new_mean = np.where(rescaled, mean * scale, uniform)
-        shift = np.where(rescaled, 0.0, new_mean - mean)
-        for stat in (Stat.Q05, Stat.Q95, Stat.SAMPLE_MEAN):
-            view[stat, g, bins] = view[stat, g, bins].astype(np.float64) * scale + shift
-        view[Stat.STD, g, bins] = view[Stat.STD, g, bins].astype(np.float64) * scale
-        view[Stat.MEAN, g, bins] = new_mean
+    scale, shift = spot_projection(stats[Stat.MEAN], spot_of_bin, measured)
+    for stat in (Stat.MEAN, Stat.Q05, Stat.Q95, Stat.SAMPLE_MEAN):
+        out[stat] = stats[stat].astype(np.float64) * scale + shift
+    out[Stat.STD] = stats[Stat.STD].astype(np.float64) * scale
     return out
 
 

@@ -50,13 +50,13 @@ def run_seed(job: dict[str, Any]) -> list[dict[str, Any]]:
     import torch
 
     torch.set_num_threads(1)
-    from diffst.evaluate.api import load_store_split
-    from diffst.evaluate.benchmark import BenchmarkConfig, _predict_config
-    from diffst.evaluate.benchmark_methods import TiledRoute
-    from diffst.evaluate.region import region_from_patches
-    from diffst.evaluate.regression import RegressionConfig, train_regression
-    from diffst.train.config import resolve_run_config
-    from diffst.train.loop import train
+    from diffst.evaluation.api import load_store_split
+    from diffst.evaluation.benchmark import BenchmarkConfig, _predict_config
+    from diffst.evaluation.benchmark_methods import TiledRoute
+    from diffst.evaluation.region import region_from_patches
+    from diffst.evaluation.regression import RegressionConfig, train_regression
+    from diffst.runs.config import resolve_run_config
+    from diffst.training.loop import train
 
     out, store, seed, every = Path(job["out"]), Path(job["store"]), job["seed"], job["every"]
     run_dir = out / "runs" / f"s{seed}"
@@ -112,7 +112,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    from diffst.prepare.api import prepare
+    from diffst.preparation.api import prepare
 
     store = args.out / "store"
     if not (store / "manifest.json").is_file():

@@ -2,7 +2,7 @@
 
 :func:`diffst.synthetic.simulate_detail_section` is written in Vizgen's format
 (:func:`diffst.synthetic.write_merfish_outs`), read back by ``read_merfish`` (DAPI + polyT) and
-run through :func:`diffst.evaluate.benchmark.run_benchmark`: ×10 (4 µm HR bins, 40 µm LR cells),
+run through :func:`diffst.evaluation.benchmark.run_benchmark`: ×10 (4 µm HR bins, 40 µm LR cells),
 25 genes, 20×20-bin patches, full-width row stripes for the split. Every method — nearest,
 bicubic, the same-encoder regression network, diffst (and TESLA where installed) — is scored on
 the held-out stripe from the section's one LR grid; the report (total and detail PCC, noise
@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def prepare_config(genes: int) -> object:
     """×10 at 4 µm: 20-bin patches (2×2 LR cells), training stride 4, LR-grid test windows."""
-    from diffst.prepare.config import PrepareConfig, SplitConfig, ViewConfig
+    from diffst.sections.config import PrepareConfig, SplitConfig, ViewConfig
 
     return PrepareConfig(
         genes=genes,
@@ -63,8 +63,8 @@ def main(argv: list[str] | None = None) -> Path:
     """Simulate, write, read, benchmark; print the report path and the headline rows as JSON."""
     import torch
 
-    from diffst.evaluate.benchmark import BenchmarkConfig, run_benchmark
-    from diffst.evaluate.config import EvaluateConfig
+    from diffst.evaluation.benchmark import BenchmarkConfig, run_benchmark
+    from diffst.evaluation.config import EvaluateConfig
     from diffst.io.merfish import read_merfish
     from diffst.synthetic import simulate_detail_section, write_merfish_outs
 

@@ -5,7 +5,7 @@ step count (and by ancestral DDPM over all ``T`` training steps), mapped to coun
 normalisation. Per gene the PCC is taken over the in-mask HR bins of all patches pooled; the
 table reports the mean over genes, with bicubic upsampling of the LR map as a reference.
 
-Speed: :func:`diffst.predict.predict` on a whole section (K samples per tile, overlap and
+Speed: :func:`diffst.inference.predict` on a whole section (K samples per tile, overlap and
 blending included, writing the h5ad); seconds per tile and per mm² of tissue, peak RSS of the
 process and, on CUDA, peak allocated GPU memory. The speed run goes first so the RSS peak
 is its own.
@@ -35,13 +35,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from diffst.baselines import bicubic_upsample
 from diffst.data.dataset import PatchDataset
 from diffst.data.transforms import NormStats, inverse_normalise
 from diffst.diffusion import count_network_evaluations, sample
-from diffst.evaluate.baselines import bicubic_upsample
-from diffst.evaluate.metrics import pearson_per_gene
 from diffst.keys import BatchKey
-from diffst.train.checkpoint import InferenceBundle, load_for_inference
+from diffst.metrics import pearson_per_gene
+from diffst.runs.checkpoint import InferenceBundle, load_for_inference
 
 SAMPLERS = ("ddpm", "ddim", "dpmpp")
 
@@ -112,9 +112,9 @@ def accuracy(
 
 def speed(args: argparse.Namespace) -> dict[str, Any]:
     """Whole-section :func:`predict` timing, tiles, tissue area and peak memory."""
-    from diffst.predict.api import predict
-    from diffst.predict.command import _load_sample
-    from diffst.predict.config import PredictConfig
+    from diffst.commands.predict import _load_sample
+    from diffst.inference.api import predict
+    from diffst.inference.config import PredictConfig
 
     section = _load_sample(args.section, "auto")
     cfg = PredictConfig(

@@ -1,7 +1,7 @@
 """Benchmark of the streaming binning behind ``diffst prepare`` (synthetic transcripts).
 
 Streams ``N`` synthetic molecules (300 genes, Zipf-like frequencies, 25-gene panel) in chunks
-through :func:`diffst.prepare.binning.bin_transcripts` (stage ``bin``) or through the streaming
+through :func:`diffst.sections.binning.bin_transcripts` (stage ``bin``) or through the streaming
 passes of ``prepare`` (stage ``prepare``: gene-total scan, panel binning + all-gene tissue
 density) onto a 7.5 × 10 mm section at 4.25 µm, then pools 10×10. Molecule generation is
 excluded from the binning time; peak RSS is the whole process (one fresh subprocess per size).
@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from diffst.io.sample import TranscriptChunk
-from diffst.prepare.binning import (
+from diffst.sections.binning import (
     GridGeometry,
     bin_transcripts,
     bin_transcripts_with_stats,

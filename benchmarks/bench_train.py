@@ -57,10 +57,10 @@ def run_small(steps: int, threads: int) -> dict:
     import torch
 
     from diffst.datasets import merfish_mini
-    from diffst.evaluate.demo import demo_configs
-    from diffst.prepare.api import prepare
-    from diffst.train.config import resolve_run_config
-    from diffst.train.loop import train
+    from diffst.evaluation.demo import demo_configs
+    from diffst.preparation.api import prepare
+    from diffst.runs.config import resolve_run_config
+    from diffst.training.loop import train
 
     torch.set_num_threads(threads)
     prepare_cfg, _ = demo_configs(False)
@@ -139,7 +139,7 @@ def _paper_model(args: argparse.Namespace) -> tuple:
 
     from diffst.diffusion import NoiseSchedule
     from diffst.models import DiffSTModel, coexpression_adjacency
-    from diffst.train.config import resolve_run_config
+    from diffst.runs.config import resolve_run_config
 
     torch.set_num_threads(args.threads)
     cfg = resolve_run_config("paper")

@@ -58,8 +58,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _prepare_config(data: str, genes: int) -> Any:
-    from diffst.evaluate.demo import demo_configs
-    from diffst.prepare.config import PrepareConfig, SplitConfig, ViewConfig
+    from diffst.evaluation.demo import demo_configs
+    from diffst.sections.config import PrepareConfig, SplitConfig, ViewConfig
 
     if data == "merfish4":
         return demo_configs(False)[0]
@@ -94,10 +94,10 @@ def _sample(data: str, out: Path, size_um: float, genes: int) -> Any:
 
 
 def _score(route: Any, region: Any, preds: list, store: Path) -> list[dict[str, Any]]:
-    from diffst.evaluate.api import baseline_predictions
-    from diffst.evaluate.benchmark import _section_context
-    from diffst.evaluate.config import EvaluateConfig
-    from diffst.evaluate.scoring import score_all
+    from diffst.evaluation.api import baseline_predictions
+    from diffst.evaluation.benchmark import _section_context
+    from diffst.evaluation.config import EvaluateConfig
+    from diffst.evaluation.scoring import score_all
 
     ctx = _section_context(route, store, "val")
     region = region.with_context(ctx) if ctx is not None else region
@@ -115,18 +115,18 @@ def run_one(job: dict[str, Any]) -> list[dict[str, Any]]:
 
     torch.set_num_threads(1)
     from diffst.config import ConfigError
-    from diffst.evaluate.api import load_store_split
-    from diffst.evaluate.benchmark import (
+    from diffst.evaluation.api import load_store_split
+    from diffst.evaluation.benchmark import (
         BenchmarkConfig,
         _predict_config,
         _train_regression,
     )
-    from diffst.evaluate.benchmark_methods import TiledRoute
-    from diffst.evaluate.calibration import conformal_calibration
-    from diffst.evaluate.region import region_from_patches
-    from diffst.evaluate.scoring import project_prediction
-    from diffst.train.config import resolve_run_config
-    from diffst.train.loop import train
+    from diffst.evaluation.benchmark_methods import TiledRoute
+    from diffst.evaluation.calibration import conformal_calibration
+    from diffst.evaluation.region import region_from_patches
+    from diffst.evaluation.scoring import project_prediction
+    from diffst.runs.config import resolve_run_config
+    from diffst.training.loop import train
 
     out, store = Path(job["out"]), Path(job["store"])
     run_dir = out / "runs" / f"{job['variant']}_s{job['seed']}"
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from diffst.prepare.api import prepare
+    from diffst.preparation.api import prepare
 
     store = args.out / "store"
     if not (store / "manifest.json").is_file():

@@ -27,7 +27,7 @@ import tifffile
 import torch
 
 from diffst.cli import main
-from diffst.train.checkpoint import LAST, load_checkpoint
+from diffst.runs.checkpoint import LAST, load_checkpoint
 from tests.prepare.synthetic import UM_PER_PX, synthetic_sample
 
 PREPARE = ["--genes", "4", "--hr-um", "4", "--factor", "2", "--patch", "8", "--stride", "4",

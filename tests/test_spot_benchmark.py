@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 
 from diffst.io.legacy_st import read_legacy_st
-from diffst.prepare.config import PrepareConfig, ViewConfig
-from diffst.prepare.spots_api import SECTION_FILE, prepare_multi
-from diffst.prepare.spots_hr import SpotHRConfig
+from diffst.preparation.spots.api import SECTION_FILE, prepare_multi
+from diffst.sections.config import PrepareConfig, SpotHRConfig, ViewConfig
 from tests.prepare.spot_sections import write_sections
 
 
@@ -22,13 +21,13 @@ def run_spot_benchmark(root: Path, overrides: list[str]) -> dict[str, dict[str, 
     Returns mean metrics over genes per method (``diffst``, ``bicubic``, ``nearest``).
     """
     from diffst.data.dataset import PatchDataset
-    from diffst.evaluate.api import baseline_predictions, load_store_split
-    from diffst.evaluate.benchmark import sample_split
-    from diffst.evaluate.config import EvaluateConfig
-    from diffst.evaluate.region import region_from_patches
-    from diffst.evaluate.scoring import score_all
-    from diffst.train.config import resolve_run_config
-    from diffst.train.loop import train
+    from diffst.evaluation.api import baseline_predictions, load_store_split
+    from diffst.evaluation.benchmark import sample_split
+    from diffst.evaluation.config import EvaluateConfig
+    from diffst.evaluation.region import region_from_patches
+    from diffst.evaluation.scoring import score_all
+    from diffst.runs.config import resolve_run_config
+    from diffst.training.loop import train
 
     files = write_sections(root / "raw", n=3)
     samples = [read_legacy_st(f["counts"], f["spots"], f["image"]) for f in files]
@@ -70,8 +69,8 @@ def test_spot_benchmark_longer_training(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_run_benchmark_with_spot_sections(tmp_path: Path) -> None:
     """``diffst benchmark`` (one training section + a held-out one) on ``--hr spots`` stores."""
-    from diffst.evaluate.benchmark import BenchmarkConfig, run_benchmark
-    from diffst.evaluate.config import EvaluateConfig
+    from diffst.evaluation.benchmark import BenchmarkConfig, run_benchmark
+    from diffst.evaluation.config import EvaluateConfig
 
     files = write_sections(tmp_path / "raw", n=2)
     samples = [read_legacy_st(f["counts"], f["spots"], f["image"]) for f in files]
@@ -94,9 +93,9 @@ def test_run_benchmark_with_spot_sections(tmp_path: Path) -> None:
 def test_sample_split_scores_the_denoiser_mean_of_v_checkpoints(tmp_path: Path) -> None:
     from diffst.config import ConfigError
     from diffst.data.dataset import PatchDataset
-    from diffst.evaluate.benchmark import sample_split
-    from diffst.train.config import resolve_run_config
-    from diffst.train.loop import train
+    from diffst.evaluation.benchmark import sample_split
+    from diffst.runs.config import resolve_run_config
+    from diffst.training.loop import train
 
     files = write_sections(tmp_path / "raw", n=3)
     samples = [read_legacy_st(f["counts"], f["spots"], f["image"]) for f in files]

@@ -154,8 +154,8 @@ def test_detail_section_round_trips_through_the_vizgen_reader(
 def test_detail_section_detail_is_in_the_image_not_in_the_lr_map(detail: SpatialSample) -> None:
     """The expected counts of each HR bin follow its cells' types: a predictor that knows the
     types (what the image shows) has detail below the LR cell; nearest upsampling has none."""
-    from diffst.evaluate import metrics as M
-    from diffst.evaluate.baselines import nearest_upsample
+    from diffst import metrics as M
+    from diffst.baselines import nearest_upsample
 
     hr_um, f = 4.0, 10
     x, y, g = _arrays(detail)

@@ -1,6 +1,6 @@
 """``diffst`` command line: ``diffst <command> [options]``.
 
-Each command lives in ``diffst/<stage>/command.py`` with two functions:
+Each command lives in ``diffst/commands/<command>.py`` with two functions:
 
 * ``add_arguments(parser: argparse.ArgumentParser) -> None`` — declares options; must not
   import heavy modules (torch, anndata) at module level;
@@ -18,16 +18,19 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from diffst import __version__
+from diffst._version import __version__
 
 #: command name → (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "prepare": ("diffst.prepare.command", "build paired HR/LR training patches from a sample"),
-    "train": ("diffst.train.command", "train the Diff-ST model on a prepared store"),
-    "predict": ("diffst.predict.command", "super-resolve a section to AnnData with uncertainty"),
-    "evaluate": ("diffst.evaluate.command", "score predictions against ground truth and baselines"),
-    "benchmark": ("diffst.evaluate.benchmark_command", "prepare → train → predict → evaluate"),
-    "demo": ("diffst.evaluate.demo_command", "end-to-end demo on the bundled MERFISH crop"),
+    "prepare": ("diffst.commands.prepare", "build paired HR/LR training patches from a sample"),
+    "train": ("diffst.commands.train", "train the Diff-ST model on a prepared store"),
+    "predict": ("diffst.commands.predict", "super-resolve a section to AnnData with uncertainty"),
+    "evaluate": (
+        "diffst.commands.evaluate",
+        "score predictions against ground truth and baselines",
+    ),
+    "benchmark": ("diffst.commands.benchmark", "prepare → train → predict → evaluate"),
+    "demo": ("diffst.commands.demo", "end-to-end demo on the bundled MERFISH crop"),
 }
 
 

@@ -1,7 +1,7 @@
 """Typed configuration: frozen dataclasses ↔ YAML, presets and ``key=value`` overrides.
 
 Each stage defines its own frozen dataclass next to its code
-(:class:`diffst.prepare.config.PrepareConfig`, :class:`diffst.models.config.ModelConfig`, …).
+(:class:`diffst.sections.config.PrepareConfig`, :class:`diffst.models.config.ModelConfig`, …).
 This module holds the generic machinery they share:
 
 * :func:`to_dict` / :func:`from_dict` — strict conversion (unknown keys are errors);
@@ -15,6 +15,7 @@ This module holds the generic machinery they share:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import re
 import shutil
@@ -38,6 +39,7 @@ __all__ = [
     "process_alive",
     "remove_stale_temporaries",
     "save_yaml",
+    "sha256_file",
     "to_dict",
 ]
 
@@ -263,3 +265,17 @@ def load_preset(name: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"preset {name!r} is not a mapping")
     return data
+
+
+_HASH_BLOCK = 1 << 22
+
+
+def sha256_file(path: Path) -> str | None:
+    """Hex SHA-256 of a file (streamed); ``None`` for folders or missing paths."""
+    if not Path(path).is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(_HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()

@@ -12,7 +12,7 @@ from diffst.config import ConfigError
 from diffst.data import PatchDataset, StoreInfo, inverse_normalise, load_manifest
 from diffst.io.sample import InputError
 from diffst.keys import BatchKey
-from diffst.prepare import prepare
+from diffst.preparation import prepare
 from tests.prepare.synthetic import small_config, synthetic_sample
 
 

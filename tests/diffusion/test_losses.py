@@ -293,7 +293,7 @@ def test_mean_target_diffuses_the_residual_over_mu_and_trains_mu_by_its_own_erro
 
 def test_mean_target_needs_the_mean_head() -> None:
     from diffst.config import ConfigError
-    from diffst.train.config import resolve_run_config
+    from diffst.runs.config import resolve_run_config
 
     with pytest.raises(ConfigError, match="mean_head"):
         resolve_run_config("tiny", None, ["diffusion.target=mean"])

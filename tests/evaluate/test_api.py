@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 
 from diffst.config import ConfigError
-from diffst.evaluate.api import evaluate, load_prediction
-from diffst.evaluate.config import EvaluateConfig
-from diffst.evaluate.metrics import pool_sum
+from diffst.evaluation.api import evaluate, load_prediction
+from diffst.evaluation.config import EvaluateConfig
 from diffst.geometry import GeometryError
 from diffst.io.sample import InputError
+from diffst.metrics import pool_sum
 
 GENES = ("Gad1", "Slc17a7", "Mbp")
 GEOMETRY = {"origin_um": [10.0, 20.0], "hr_um": 5.0, "factor": 4, "shape_hr": [16, 24]}

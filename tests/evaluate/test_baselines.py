@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from diffst.evaluate.baselines import bicubic_upsample, interpolation_baseline, nearest_upsample
-from diffst.evaluate.metrics import pool_sum
+from diffst.baselines import bicubic_upsample, interpolation_baseline, nearest_upsample
+from diffst.metrics import pool_sum
 
 
 def test_nearest_conserves_lr_sums() -> None:
@@ -36,7 +36,7 @@ def test_bad_shapes_and_names() -> None:
 
 
 def test_baselines_spread_counts_over_measured_units_and_fill_unmeasured_cells() -> None:
-    from diffst.evaluate.baselines import cell_means, interpolation_baseline
+    from diffst.baselines import cell_means, interpolation_baseline
 
     lr = np.array([[[8.0, 3.0], [0.0, 4.0]]])  # [G=1, 2, 2] pooled spot blocks
     units = np.array([[4.0, 1.0], [0.0, 4.0]])  # one cell with a single spot, one with none

@@ -9,11 +9,10 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from diffst.evaluate.benchmark import BenchmarkConfig, run_benchmark
-from diffst.evaluate.config import EvaluateConfig
+from diffst.evaluation.benchmark import BenchmarkConfig, run_benchmark
+from diffst.evaluation.config import EvaluateConfig
 from diffst.io.legacy_st import read_legacy_st
-from diffst.prepare.config import PrepareConfig, ViewConfig
-from diffst.prepare.spots_hr import SpotHRConfig
+from diffst.sections.config import PrepareConfig, SpotHRConfig, ViewConfig
 from tests.prepare.spot_sections import write_sections
 
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from diffst.config import ConfigError
-from diffst.evaluate.benchmark import BenchmarkConfig, _training_samples
-from diffst.evaluate.config import EvaluateConfig
-from diffst.evaluate.region import PatchSet, region_from_patches, stitch_patches
-from diffst.evaluate.scoring import score_method
-from diffst.evaluate.tesla import INSTALL_HINT, tesla_available, tesla_prediction
+from diffst.evaluation.benchmark import BenchmarkConfig, _training_samples
+from diffst.evaluation.config import EvaluateConfig
+from diffst.evaluation.region import PatchSet, region_from_patches, stitch_patches
+from diffst.evaluation.scoring import score_method
+from diffst.evaluation.tesla import INSTALL_HINT, tesla_available, tesla_prediction
 
 
 def _patches() -> PatchSet:
@@ -33,7 +33,7 @@ def test_config_errors() -> None:
         BenchmarkConfig(n_samples=1)
     with pytest.raises(ConfigError, match="unknown"):
         BenchmarkConfig(ablations=("use_magic",))  # type: ignore[arg-type]
-    from diffst.prepare.config import PrepareConfig
+    from diffst.sections.config import PrepareConfig
 
     with pytest.raises(ConfigError, match=r"prepare\.hr=spots and a held-out"):
         _training_samples([object(), object()], None, PrepareConfig())

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from diffst.evaluate import calibration as C
+from diffst.evaluation import calibration as C
 
 
 def _gaussian_crps(mu: float, sigma: float, y: np.ndarray) -> np.ndarray:
@@ -76,7 +76,7 @@ def test_std_error_correlation_and_diversity() -> None:
 
 
 def test_expected_coverage_of_k_samples() -> None:
-    from diffst.evaluate.calibration import expected_sample_coverage
+    from diffst.evaluation.calibration import expected_sample_coverage
 
     assert expected_sample_coverage(8, 0.9) == pytest.approx(0.72, abs=0.005)
     assert expected_sample_coverage(4, 0.9) < expected_sample_coverage(8, 0.9)
@@ -93,7 +93,7 @@ def test_expected_coverage_of_k_samples() -> None:
 def test_conformal_calibration_reaches_the_nominal_coverage_on_new_data() -> None:
     """Too-narrow intervals are widened on calibration data; on fresh exchangeable data the
     calibrated 90 % interval covers ≈ 90 %; too-wide ones are narrowed."""
-    from diffst.evaluate.calibration import ConformalCalibration, conformal_calibration
+    from diffst.evaluation.calibration import ConformalCalibration, conformal_calibration
 
     rng = np.random.default_rng(2)
 

@@ -36,7 +36,7 @@ def test_fast_demo_writes_every_report_file(demo_dir: Path) -> None:
     for method in ("diffst", "diffst_unprojected", "regression", "regression_unprojected",
                    "nearest", "bicubic"):  # fmt: skip
         assert f"| {method} |" in text, method
-    from diffst.evaluate.tesla import tesla_available
+    from diffst.evaluation.tesla import tesla_available
 
     if tesla_available() is None:  # installed here: a real row
         assert "| tesla | " in text and "| tesla | unavailable" not in text

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 
-from diffst.evaluate import metrics as M
+from diffst import metrics as M
 
 
 def _maps(seed: int = 0, shape: tuple[int, int, int] = (3, 8, 8)) -> np.ndarray:
@@ -121,7 +121,7 @@ def _poisson_field(seed: int = 0, f: int = 4, n: int = 40) -> tuple[np.ndarray, 
 
 
 def test_detail_pcc_is_zero_for_nearest_and_high_for_the_expected_counts() -> None:
-    from diffst.evaluate.baselines import nearest_upsample
+    from diffst.baselines import nearest_upsample
 
     mu, y = _poisson_field()
     cells = M.lr_cell_index(y.shape[1:], 4)

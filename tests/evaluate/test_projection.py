@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from diffst.evaluate.region import Region
-from diffst.evaluate.scoring import MethodPrediction, project_prediction
+from diffst.evaluation.region import Region
+from diffst.evaluation.scoring import MethodPrediction, project_prediction
 
 
 def _region(rng: np.random.Generator) -> Region:

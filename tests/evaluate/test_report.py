@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from diffst.evaluate.report import comparison_lines, headline_markdown, summary_frame
-from diffst.evaluate.scoring import MethodScores
+from diffst.evaluation.report import comparison_lines, headline_markdown, summary_frame
+from diffst.evaluation.scoring import MethodScores
 
 
 def _scores(name: str, pcc: list[float], rmse: list[float]) -> MethodScores:

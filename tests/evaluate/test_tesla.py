@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from diffst.evaluate.region import LRContext, PatchSet, region_from_patches
-from diffst.evaluate.tesla import tesla_prediction
+from diffst.evaluation.region import LRContext, PatchSet, region_from_patches
+from diffst.evaluation.tesla import tesla_prediction
 from diffst.geometry import AffineTransform
 from diffst.io.sample import SpatialImage
-from diffst.prepare.binning import GridGeometry
+from diffst.sections.binning import GridGeometry
 
 
 def _fake_imputation(img, raw, cnt, genes, res=50, **_):  # type: ignore[no-untyped-def]

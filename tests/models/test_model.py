@@ -216,7 +216,7 @@ def test_tile_mosaic_reassembles_the_image_the_tiles_were_cut_from() -> None:
 
     n, t, c = 3, 4, 2
     image = torch.arange(c * n * t * n * t, dtype=torch.float32).reshape(c, n * t, n * t)
-    # the cut of diffst.prepare.views: (c, n, t, n, t) → (n, n, c, t, t), row-major tiles
+    # the cut of diffst.sections.views: (c, n, t, n, t) → (n, n, c, t, t), row-major tiles
     tiles = image.reshape(c, n, t, n, t).permute(1, 3, 0, 2, 4).reshape(n * n, c, t, t)
     torch.testing.assert_close(tile_mosaic(tiles[None])[0], image)
     with pytest.raises(ValueError, match="square grid"):

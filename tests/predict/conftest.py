@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from diffst.config import to_dict
-from diffst.train.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_checkpoint
-from diffst.train.config import resolve_run_config
-from diffst.train.ema import EMA
-from diffst.train.loop import build_model
+from diffst.runs.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, build_model
+from diffst.runs.config import resolve_run_config
+from diffst.training.checkpoint import save_checkpoint
+from diffst.training.ema import EMA
 
 HR_UM = 25.0  # HR bin side, µm
 FACTOR = 4  # 4 bins of 25 µm = one 100 µm LR cell (the Visium pitch)
@@ -31,7 +31,7 @@ VIEWS = {
 def store_meta(
     genes: list[str], lr: str = "visium", channels: int = 3, hr_um: float = HR_UM
 ) -> dict:
-    """Store metadata in the layout :func:`diffst.train.checkpoint.read_store_meta` returns."""
+    """Store metadata in the layout :func:`diffst.training.checkpoint.read_store_meta` returns."""
     from diffst.models.adjacency import coexpression_adjacency
 
     g = len(genes)

@@ -13,10 +13,10 @@ import pytest
 from diffst.cli import main
 from diffst.config import ConfigError
 from diffst.datasets import visium_mini
+from diffst.inference.api import predict
+from diffst.inference.config import PredictConfig
+from diffst.inference.spots import aggregate_to_spots, assign_bins_to_spots, spot_membership
 from diffst.io.sample import InputError, SpatialSample, SpotTable
-from diffst.predict.api import predict
-from diffst.predict.config import PredictConfig
-from diffst.predict.spots import aggregate_to_spots, assign_bins_to_spots, spot_membership
 
 # the raw network estimate (the projection onto the spots, on by default, has its own tests)
 FAST = PredictConfig(
@@ -296,7 +296,7 @@ def test_cli_parser_does_not_import_torch() -> None:
 
     code = (
         "import sys; from diffst.cli import build_parser; build_parser();"
-        "import diffst.predict; print('torch' in sys.modules)"
+        "import diffst.inference; print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
@@ -374,7 +374,7 @@ def test_var_carries_gene_ids_and_per_gene_metrics(
 def test_cli_projects_unless_told_not_to() -> None:
     import argparse
 
-    from diffst.predict.command import add_arguments
+    from diffst.commands.predict import add_arguments
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)

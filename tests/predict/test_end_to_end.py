@@ -21,13 +21,13 @@ pytestmark = pytest.mark.slow
 def test_model_trained_with_visium_lattice_predicts_real_visium(tmp_path: Path) -> None:
     """A tiny model trained on a synthetic section (genes named as the Visium fixture's Ensembl
     ids, Visium-lattice pseudo-spots) predicts the Space Ranger fixture end to end."""
-    from diffst.predict.api import predict
-    from diffst.predict.config import PredictConfig
-    from diffst.prepare.api import prepare
-    from diffst.prepare.config import PrepareConfig, SplitConfig, ViewConfig
+    from diffst.inference.api import predict
+    from diffst.inference.config import PredictConfig
+    from diffst.preparation.api import prepare
+    from diffst.runs.config import resolve_run_config
+    from diffst.sections.config import PrepareConfig, SplitConfig, ViewConfig
     from diffst.synthetic import simulate_tissue
-    from diffst.train.config import resolve_run_config
-    from diffst.train.loop import train
+    from diffst.training.loop import train
 
     visium = visium_mini()
     assert visium.spots is not None
@@ -79,10 +79,10 @@ def _checkpoint(tmp_path: Path) -> Path:
     import torch
 
     from diffst.config import to_dict
-    from diffst.train.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_checkpoint
-    from diffst.train.config import resolve_run_config
-    from diffst.train.ema import EMA
-    from diffst.train.loop import build_model
+    from diffst.runs.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, build_model
+    from diffst.runs.config import resolve_run_config
+    from diffst.training.checkpoint import save_checkpoint
+    from diffst.training.ema import EMA
 
     from .conftest import store_meta
 

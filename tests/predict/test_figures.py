@@ -9,8 +9,8 @@ import numpy as np
 from PIL import Image
 
 from diffst.geometry import AffineTransform
+from diffst.inference.figures import image_on_grid, write_gene_figures
 from diffst.io.sample import SpatialImage
-from diffst.predict.figures import image_on_grid, write_gene_figures
 
 
 @dataclass(frozen=True)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from diffst.predict.spots import (
+from diffst.inference.spots import (
     aggregate_to_spots,
     assign_bins_to_spots,
     project_to_spots,
     spot_consistency,
     spot_membership,
 )
-from diffst.predict.uncertainty import Stat
+from diffst.inference.uncertainty import Stat
 
 ORIGIN = (100.0, 200.0)
 HR_UM = 10.0

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from diffst.geometry import GeometryError
-from diffst.predict.tiled import (
+from diffst.inference.tiled import (
     TileAccumulator,
     blend_window,
     iter_batches,
@@ -158,7 +158,7 @@ def test_merged_accumulators_equal_one_accumulator() -> None:
 def _ddp_rank(rank: int, init: str, queue: object) -> None:
     import torch.distributed as dist
 
-    from diffst.predict.tiled import reduce_to_rank0
+    from diffst.inference.tiled import reduce_to_rank0
 
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
 
@@ -197,7 +197,7 @@ def test_reduce_to_rank0_matches_one_process(tmp_path) -> None:  # type: ignore[
 
 
 def test_select_tiles_keeps_tiles_touching_the_region() -> None:
-    from diffst.predict.tiled import select_tiles
+    from diffst.inference.tiled import select_tiles
 
     origins = np.array([[0, 0], [0, 8], [8, 0], [8, 8]])
     region = np.zeros((16, 16), bool)
@@ -208,7 +208,7 @@ def test_select_tiles_keeps_tiles_touching_the_region() -> None:
 
 
 def test_central_samples_keep_one_tiles_samples_per_bin() -> None:
-    from diffst.predict.tiled import CentralSamples
+    from diffst.inference.tiled import CentralSamples
 
     origins, tiles = _tiles_on_a_line()
     box = CentralSamples(2, 1, (0, 2), (8, 10), blend_window(8))

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from diffst.geometry import AffineTransform
+from diffst.inference.to_anndata import build_anndata, hires_image, write_h5ad_atomic
+from diffst.inference.uncertainty import Stat
 from diffst.io.sample import SpatialImage
-from diffst.predict.to_anndata import build_anndata, hires_image, write_h5ad_atomic
-from diffst.predict.uncertainty import Stat
 
 
 @dataclass(frozen=True)
@@ -160,8 +160,8 @@ def test_failed_write_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_gene_table_maps_symbols_and_ids() -> None:
+    from diffst.inference.api import gene_table
     from diffst.io.sample import SpatialSample, SpotTable
-    from diffst.predict.api import gene_table
 
     spots = SpotTable(
         counts=np.array([[1, 2], [3, 4]]), genes=("Gfap", "Mbp"),

@@ -9,13 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from diffst.inference.api import predict
+from diffst.inference.config import PredictConfig
 from diffst.io.sample import SpatialSample
-from diffst.predict.api import predict
-from diffst.predict.config import PredictConfig
-from diffst.predict.spots import build_section_inputs
-from diffst.prepare import api as prep
-from diffst.prepare.binning import pool_grid, scan_transcripts
-from diffst.prepare.config import PrepareConfig
+from diffst.sections.binning import pool_grid, scan_transcripts
+from diffst.sections.config import PrepareConfig
+from diffst.sections.inputs import (
+    build_section_inputs,
+    checkpoint_section_inputs,
+    section_geometry,
+)
 from diffst.synthetic import simulate_tissue
 
 from .conftest import FACTOR, PATCH, store_meta
@@ -38,11 +41,11 @@ GENES = [f"Gene00{k}" for k in range(6)]
 @pytest.mark.parametrize("lr", ["grid", "visium"])
 def test_lr_windows_match_prepare(section: SpatialSample, lr: str) -> None:
     meta = store_meta(GENES, lr, hr_um=HR)
-    inputs = build_section_inputs(section, tuple(GENES), meta)
+    inputs = checkpoint_section_inputs(section, tuple(GENES), meta)
     pcfg = PrepareConfig(hr_um=HR, factor=FACTOR, lr=lr, patch=PATCH, stride=PATCH)  # type: ignore[arg-type]
     scan = scan_transcripts(section.transcripts)  # type: ignore[arg-type]
-    geometry = prep.section_geometry(section, pcfg, scan)
-    ref = prep.build_section_inputs(section, tuple(GENES), geometry, pcfg, scan)
+    geometry = section_geometry(section, pcfg, scan)
+    ref = build_section_inputs(section, tuple(GENES), geometry, pcfg, scan)
     assert inputs.geometry == geometry
     np.testing.assert_array_equal(inputs.tissue, ref.tissue)
     for r, c in ((0, 0), (12, 24), (28, 28)):
@@ -65,7 +68,7 @@ def test_grid_projection_reproduces_lr_cell_totals(
     h, w = (int(v) for v in meta["geometry"]["shape_hr"])
     mean = np.zeros((6, h, w))
     mean[:, adata.obs["bin_row"], adata.obs["bin_col"]] = adata.X.T
-    inputs = build_section_inputs(section, tuple(GENES), store_meta(GENES, "grid", hr_um=HR))
+    inputs = checkpoint_section_inputs(section, tuple(GENES), store_meta(GENES, "grid", hr_um=HR))
     measured = pool_grid(inputs.hr, FACTOR)
     cells = pool_grid(inputs.tissue, FACTOR) > 0
     np.testing.assert_allclose(pool_grid(mean, FACTOR)[:, cells], measured[:, cells], rtol=1e-4)
@@ -88,7 +91,7 @@ def test_image_channels_and_pixel_size_are_checked(
     ckpt = make_checkpoint(
         GENES, lr="grid", hr_um=HR, channels=1, image={"channels": ["G"], "um_per_px": 1.0}
     )
-    with caplog.at_level("WARNING", logger="diffst.predict"):
+    with caplog.at_level("WARNING", logger="diffst.inference"):
         adata = predict(ckpt, section, tmp_path / "g.h5ad", FAST)
     assert adata is not None
     assert "differs from training" in caplog.text and "2 µm/px" in caplog.text
@@ -97,7 +100,7 @@ def test_image_channels_and_pixel_size_are_checked(
 def _as_bin_array(section: SpatialSample, bin_um: float) -> SpatialSample:
     """The section's molecules summed into square bins of ``bin_um`` (a Visium HD-like table)."""
     from diffst.io.sample import SpotTable
-    from diffst.prepare.binning import GridGeometry, bin_transcripts
+    from diffst.sections.binning import GridGeometry, bin_transcripts
 
     assert section.image is not None
     grid = GridGeometry.covering(section.image.extent_um(), bin_um, 1)
@@ -115,8 +118,8 @@ def _as_bin_array(section: SpatialSample, bin_um: float) -> SpatialSample:
 @pytest.mark.parametrize("lr", ["grid", "visium"])
 def test_bin_arrays_are_pooled_like_molecules(section: SpatialSample, lr: str) -> None:
     meta = store_meta(GENES, lr, hr_um=HR)
-    ref = build_section_inputs(section, tuple(GENES), meta)
-    hd = build_section_inputs(_as_bin_array(section, 2.0), tuple(GENES), meta)
+    ref = checkpoint_section_inputs(section, tuple(GENES), meta)
+    hd = checkpoint_section_inputs(_as_bin_array(section, 2.0), tuple(GENES), meta)
     assert hd.geometry == ref.geometry and hd.lr_layout == ref.lr_layout == lr
     np.testing.assert_array_equal(hd.hr, ref.hr)
     np.testing.assert_array_equal(hd.tissue, ref.tissue)
@@ -135,8 +138,8 @@ def test_a_model_trained_on_other_stains_is_refused(
 ) -> None:
     """Same number of channels, other stains (polyT given to a DAPI model): refused, with the
     option that reads the right mosaic; the trained channel names are readable up front."""
+    from diffst.inference.setup import checkpoint_image_channels
     from diffst.io.sample import InputError
-    from diffst.predict.api import checkpoint_image_channels
 
     fluo = simulate_tissue(width_um=200.0, height_um=200.0, n_genes=6, um_per_px=2.0, seed=3,
                            image_kind="fluorescence")  # fmt: skip
@@ -160,7 +163,7 @@ def test_predict_cli_reads_the_trained_mosaics_of_a_merfish_section(
 ) -> None:
     import argparse
 
-    from diffst.predict.command import _merfish_channels
+    from diffst.commands.predict import _merfish_channels
 
     both = make_checkpoint(GENES, lr="grid", hr_um=HR, channels=2,
                            image={"channels": ["DAPI", "polyT"]})  # fmt: skip

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffst.predict.uncertainty import QUANTILES, Stat, quantile_linear, sample_statistics
+from diffst.inference.uncertainty import QUANTILES, Stat, quantile_linear, sample_statistics
 
 
 @pytest.mark.parametrize("k", [1, 2, 5, 8])

@@ -6,7 +6,7 @@ import numpy as np
 
 from diffst.geometry import AffineTransform
 from diffst.io.sample import InMemoryTranscripts, SpatialImage, SpatialSample
-from diffst.prepare.config import PrepareConfig, SplitConfig, TissueConfig, ViewConfig
+from diffst.sections.config import PrepareConfig, SplitConfig, TissueConfig, ViewConfig
 
 GENES = ("Gad1", "Slc17a7", "Mbp", "Pvalb", "Sst", "Blank-1")
 WIDTH_UM, HEIGHT_UM = 200.0, 180.0

@@ -7,7 +7,7 @@ import pytest
 
 from diffst.geometry import GeometryError
 from diffst.io.sample import InMemoryTranscripts, InputError
-from diffst.prepare.binning import (
+from diffst.sections.binning import (
     GridGeometry,
     bin_transcripts,
     bin_transcripts_with_stats,

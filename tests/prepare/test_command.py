@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-import diffst.prepare.command as command
+import diffst.commands.prepare as command
 from diffst.cli import main
 from tests.prepare.synthetic import synthetic_sample
 

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from diffst.geometry import GeometryError
-from diffst.prepare.lattice import grid_cells, grid_centres, grid_to_lattice, lattice_to_grid
+from diffst.preparation.spots.lattice import (
+    grid_cells,
+    grid_centres,
+    grid_to_lattice,
+    lattice_to_grid,
+)
 
 
 def _visium_positions(rows: int = 78, cols: int = 128) -> np.ndarray:

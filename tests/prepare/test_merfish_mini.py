@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from diffst.io.sample import InputError
-from diffst.prepare import prepare
-from diffst.prepare.config import PrepareConfig, SplitConfig, ViewConfig
+from diffst.preparation import prepare
+from diffst.sections.config import PrepareConfig, SplitConfig, ViewConfig
 
 
 def test_merfish_mini_end_to_end(tmp_path: Path) -> None:

@@ -12,8 +12,8 @@ import pytest
 from diffst.config import ConfigError
 from diffst.geometry import AffineTransform, GeometryError
 from diffst.io.sample import InMemoryTranscripts, InputError, SpatialSample, TissueMask
-from diffst.prepare import prepare
-from diffst.prepare.config import SplitConfig
+from diffst.preparation import prepare
+from diffst.sections.config import SplitConfig
 from tests.prepare.synthetic import GENES, small_config, synthetic_sample
 
 SPLITS = ("train", "val", "test")
@@ -139,7 +139,7 @@ def test_visium_mode_uses_spot_sums(tmp_path: Path) -> None:
 
 
 def test_failure_mid_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import diffst.prepare.views as views
+    import diffst.sections.views as views
 
     calls = {"n": 0}
     real = views.image_views

@@ -15,16 +15,15 @@ import scipy.sparse as sp
 from diffst.config import ConfigError
 from diffst.geometry import AffineTransform, GeometryError
 from diffst.io.sample import InputError, SpatialImage, SpatialSample, SpotTable, TissueMask
-from diffst.prepare.config import PrepareConfig, SplitConfig, ViewConfig
-from diffst.prepare.spots_api import LR_SPOTS_FILE, SECTION_FILE, prepare_multi
-from diffst.prepare.spots_hr import (
+from diffst.preparation.spots.api import LR_SPOTS_FILE, SECTION_FILE, prepare_multi
+from diffst.preparation.spots.grid import (
     SPOT_IN_TISSUE,
-    SpotHRConfig,
     fit_lattice_to_um,
     pool_spots,
     spot_grid,
 )
-from diffst.prepare.spots_patches import spot_patches
+from diffst.preparation.spots.patches import spot_patches
+from diffst.sections.config import PrepareConfig, SplitConfig, SpotHRConfig, ViewConfig
 from tests.prepare.spot_sections import write_sections
 
 POISON = 1_000_000
@@ -300,8 +299,8 @@ def test_poisoned_spot_never_enters_lr_loss_or_metrics(
 
     from diffst.data.dataset import PatchDataset
     from diffst.diffusion.losses import masked_mean
-    from diffst.evaluate.api import load_store_split
-    from diffst.evaluate.metrics import pearson_per_gene, rmse_per_gene
+    from diffst.evaluation.api import load_store_split
+    from diffst.metrics import pearson_per_gene, rmse_per_gene
 
     _, (row, col) = poisoned
     m = json.loads((multi_store / "manifest.json").read_text())
@@ -409,7 +408,7 @@ def test_prepare_cli_hr_spots(
 
 def test_bundled_visium_hex_spots_and_log_normalised_h5ad() -> None:
     from diffst.datasets import visium_h5ad_mini, visium_mini
-    from diffst.prepare.lattice import grid_to_lattice, lattice_to_grid
+    from diffst.preparation.spots.lattice import grid_to_lattice, lattice_to_grid
 
     sample = visium_mini()
     table = sample.spots
@@ -427,7 +426,7 @@ def test_bundled_visium_hex_spots_and_log_normalised_h5ad() -> None:
 
 
 def test_hex_store_and_views(tmp_path: Path) -> None:
-    from diffst.prepare.spots_api import prepare_spots
+    from diffst.preparation.spots.api import prepare_spots
 
     r, c = np.meshgrid(np.arange(12), np.arange(24), indexing="ij")
     keep = (r + c) % 2 == 0
@@ -460,7 +459,7 @@ def test_hex_store_and_views(tmp_path: Path) -> None:
 def test_held_out_only_store_says_where_its_statistics_come_from(
     poisoned: tuple[list[SpatialSample], tuple[int, int]], tmp_path: Path
 ) -> None:
-    from diffst.prepare.api import prepare
+    from diffst.preparation.api import prepare
 
     samples, _ = poisoned
     cfg = dataclasses.replace(_prepare_cfg(), split=SplitConfig(fractions=(0.0, 0.0, 1.0)))
@@ -475,7 +474,7 @@ def test_factor_3_and_4_stores(
     sections: list[dict], tmp_path: Path, factor: int, patch: int
 ) -> None:
     from diffst.data.dataset import PatchDataset
-    from diffst.prepare.api import prepare
+    from diffst.preparation.api import prepare
 
     spots = SpotHRConfig(factor=factor, patch=patch, stride=factor, split_block=patch)
     cfg = dataclasses.replace(_prepare_cfg(), spots=spots)

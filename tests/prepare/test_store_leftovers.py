@@ -11,8 +11,8 @@ import pytest
 
 from diffst.config import ConfigError
 from diffst.keys import StoreFile
-from diffst.prepare.api import prepare
-from diffst.prepare.store import StoreWriter, recover_leftovers
+from diffst.preparation.api import prepare
+from diffst.preparation.store import StoreWriter, recover_leftovers
 from tests.prepare.synthetic import small_config, synthetic_sample
 
 

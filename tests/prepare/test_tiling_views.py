@@ -14,10 +14,10 @@ from diffst.io.sample import (
     SpatialSample,
     TissueMask,
 )
-from diffst.prepare.binning import GridGeometry
-from diffst.prepare.config import SplitConfig, TissueConfig, ViewConfig
-from diffst.prepare.tiling import patch_grid, split_blocks, tissue_mask_bins
-from diffst.prepare.views import image_views, tile_entropy
+from diffst.sections.binning import GridGeometry
+from diffst.sections.config import SplitConfig, TissueConfig, ViewConfig
+from diffst.sections.tiling import patch_grid, split_blocks, tissue_mask_bins
+from diffst.sections.views import image_views, tile_entropy
 
 
 def _sample(pixels: np.ndarray, um_per_px: float = 1.0, **kw: object) -> SpatialSample:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from diffst.train.config import RunConfig, resolve_run_config
+from diffst.runs.config import RunConfig, resolve_run_config
 
 GENES = ["synthA", "synthB", "synthC", "synthD"]
 PATCH = 8  # P, HR bins

@@ -10,13 +10,10 @@ import pytest
 import torch
 
 from diffst.io.sample import InputError
-from diffst.train import checkpoint as ckpt
-from diffst.train.checkpoint import (
-    CHECKPOINT_FORMAT,
-    LAST,
+from diffst.runs.checkpoint import CHECKPOINT_FORMAT, LAST, load_checkpoint, read_store_meta
+from diffst.training import checkpoint as ckpt
+from diffst.training.checkpoint import (
     capture_rng_state,
-    load_checkpoint,
-    read_store_meta,
     restore_rng_state,
     store_differences,
     write_run_checkpoint,
@@ -138,7 +135,8 @@ def test_read_store_meta_missing_split(store: Path, tmp_path: Path) -> None:
 
 _WRITER = """
 import sys, torch
-from diffst.train.checkpoint import CHECKPOINT_FORMAT, write_run_checkpoint
+from diffst.training.checkpoint import write_run_checkpoint
+from diffst.runs.checkpoint import CHECKPOINT_FORMAT
 big = torch.randn(4_000_000)  # 16 MB per checkpoint: the kill lands mid-write most of the time
 for step in range(1, 10_000):
     state = {"format": CHECKPOINT_FORMAT, "version": 1, "model": {"w": big + step},

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from diffst.cli import main
-from diffst.train.checkpoint import LAST, load_checkpoint
+from diffst.runs.checkpoint import LAST, load_checkpoint
 
 
 def test_dry_run_prints_resolved_config(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

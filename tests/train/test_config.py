@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from diffst.config import ConfigError, available_presets
-from diffst.train.config import resolve_run_config
+from diffst.runs.config import resolve_run_config
 
 
 def test_presets_exist_and_paper_values() -> None:

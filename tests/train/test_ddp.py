@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from diffst.train.checkpoint import LAST, load_checkpoint
-from diffst.train.loop import train
+from diffst.runs.checkpoint import LAST, load_checkpoint
+from diffst.training.loop import train
 
 from .conftest import tiny_config
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from diffst.train.distributed import (
+from diffst.distributed import (
     ShardedBatchSampler,
     init_distributed,
     micro_batch_seed,

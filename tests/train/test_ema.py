@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from diffst.train.ema import EMA
+from diffst.training.ema import EMA
 
 
 def test_warmup_decay_and_average() -> None:

@@ -14,10 +14,10 @@ import torch
 
 from diffst.config import ConfigError, load_yaml
 from diffst.io.sample import InputError
-from diffst.train import loop
-from diffst.train.checkpoint import LAST, load_checkpoint, load_for_inference
-from diffst.train.config import run_config_from_dict
-from diffst.train.loop import TrainingDivergedError, train
+from diffst.runs.checkpoint import LAST, load_checkpoint, load_for_inference
+from diffst.runs.config import run_config_from_dict
+from diffst.training import loop
+from diffst.training.loop import TrainingDivergedError, train
 
 from .conftest import GENES, tiny_config, write_synthetic_store
 
@@ -197,7 +197,7 @@ def test_validation_scores_the_posterior_mean_of_v_networks(
     from diffst.data import PatchDataset
     from diffst.data.transforms import NormStats, inverse_normalise
     from diffst.diffusion import NoiseSchedule, posterior_mean_draws
-    from diffst.evaluate.metrics import pearson_per_gene
+    from diffst.metrics import pearson_per_gene
 
     out, _ = run_a
     bundle = load_for_inference(out, "cpu")
@@ -293,7 +293,7 @@ def test_regression_twin_is_the_mean_pass_alone_with_averaged_weights(
     """The regression twin of a mean-head run is the same network as a plain regressor (no mean
     head, no diffusion), and what it saves is the moving average of its weights, as the
     diffusion model is evaluated with its EMA weights."""
-    from diffst.evaluate.regression import RegressionConfig, _load, train_regression
+    from diffst.evaluation.regression import RegressionConfig, _load, train_regression
 
     cfg = tiny_config("model.mean_head=true", "diffusion.target=mean", "train.ema_decay=0.5")
     seen: list[float] = []

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from diffst import precision
-from diffst.train import loop
+from diffst.training import loop
 
 from .conftest import tiny_config
 

@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from diffst.cli import main
-from diffst.train.checkpoint import LAST, load_checkpoint
+from diffst.runs.checkpoint import LAST, load_checkpoint
 
 from .conftest import write_synthetic_store
 

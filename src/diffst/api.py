@@ -1,0 +1,275 @@
+"""The pipeline as a notebook user calls it, one function per CLI command.
+
+========================  ================================================================
+Python                    command line
+========================  ================================================================
+:func:`read`              ``--input`` / ``--platform`` of every command (and the readers
+                          ``diffst.read_xenium``, ``read_merfish``, ``read_visium``, …)
+:func:`prepare`           ``diffst prepare``
+:func:`train`             ``diffst train``
+:func:`predict`           ``diffst predict``
+:func:`evaluate`          ``diffst evaluate``
+:func:`benchmark`         ``diffst benchmark``
+========================  ================================================================
+
+Each function accepts a :class:`~diffst.io.sample.SpatialSample` or anything the CLI accepts
+(a folder, a file, a bundled dataset name), and configuration objects or ``section.key=value``
+overrides exactly as ``--set`` takes them. Torch is imported on first use only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import anndata
+
+    from diffst.evaluation.api import EvaluationReport
+    from diffst.evaluation.benchmark import BenchmarkConfig, BenchmarkResult
+    from diffst.evaluation.config import EvaluateConfig
+    from diffst.inference.config import PredictConfig
+    from diffst.io.sample import SpatialSample
+    from diffst.preparation.plan import PreparedStore
+    from diffst.sections.config import PrepareConfig
+    from diffst.training.loop import TrainResult
+
+__all__ = ["benchmark", "evaluate", "predict", "prepare", "read", "train"]
+
+
+def read(
+    spec: SpatialSample | str | os.PathLike[str],
+    platform: str = "auto",
+    image_channels: Sequence[str] | None = None,
+) -> SpatialSample:
+    """A section: a :class:`SpatialSample` as it is, a bundled dataset by name
+    (``merfish_mini``, ``cosmx_mini``, ``visium_mini``, ``visium_h5ad_mini``) or the folder or
+    file at ``spec`` read by ``platform`` (``"auto"``: detected from the files present).
+
+    ``image_channels`` picks the mosaics of a MERFISH section (``["DAPI"]``, ``["polyT"]`` or
+    both), as ``--image-channels`` does.
+    """
+    from diffst.datasets import load_sample
+    from diffst.io.sample import SpatialSample
+
+    if isinstance(spec, SpatialSample):
+        return spec
+    return load_sample(spec, platform, image_channels)
+
+
+def _with_overrides(cls: type, base: Any, overrides: Sequence[str]) -> Any:
+    from diffst.config import apply_overrides, from_dict, to_dict
+
+    cfg = base if base is not None else cls()
+    if not overrides:
+        return cfg
+    return from_dict(cls, apply_overrides(to_dict(cfg), list(overrides)))
+
+
+def prepare(
+    sample: SpatialSample | str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    config: PrepareConfig | None = None,
+    *,
+    overrides: Sequence[str] = (),
+    overwrite: bool = False,
+) -> PreparedStore:
+    """Build a store of paired HR/LR training patches with image views (``diffst prepare``).
+
+    Parameters
+    ----------
+    sample
+        Section with transcripts (or spot arrays with ``hr="spots"``) and an image.
+    out_dir
+        Store folder, written atomically.
+    config
+        :class:`~diffst.sections.config.PrepareConfig` (default: the paper's geometry).
+    overrides
+        ``section.key=value`` strings applied on top of ``config`` (``--set``), e.g.
+        ``["genes=50", "split.block_um=136"]``.
+    overwrite
+        Replace an existing store.
+
+    Returns
+    -------
+    PreparedStore
+        The store's folder and manifest.
+    """
+    from pathlib import Path
+
+    from diffst.preparation.api import prepare as _prepare
+    from diffst.sections.config import PrepareConfig
+
+    cfg = _with_overrides(PrepareConfig, config, overrides)
+    return _prepare(read(sample), Path(out_dir), cfg, overwrite=overwrite)
+
+
+def train(
+    store: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    preset: str | None = "small",
+    overrides: Sequence[str] = (),
+    *,
+    config_file: str | os.PathLike[str] | None = None,
+    resume: bool | str | os.PathLike[str] = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train the model on a prepared store (``diffst train``).
+
+    Parameters
+    ----------
+    store
+        Folder written by :func:`prepare`.
+    out_dir
+        Run folder: ``config.yaml``, ``log.csv``, ``tensorboard/``, ``checkpoints/``.
+    preset
+        ``"paper"``, ``"small"`` or ``"tiny"`` (``--preset``); ``None`` for the defaults.
+    overrides
+        ``section.key=value`` strings (``--set``), e.g. ``["train.max_steps=2000"]``.
+    config_file
+        YAML file applied between the preset and the overrides (``--config``).
+    resume
+        ``True`` continues the run in ``out_dir`` from its last checkpoint, with the
+        checkpoint's own configuration plus ``overrides`` (``--resume``); a path continues
+        from that checkpoint.
+    overwrite
+        Start a new run in a folder that holds an earlier one.
+    progress
+        Show a progress bar.
+    """
+    from pathlib import Path
+
+    from diffst.runs.config import resolve_run_config
+    from diffst.training.checkpoint import saved_run_config
+    from diffst.training.loop import train as _train
+
+    base = saved_run_config(out_dir, resume) if resume else None
+    cfg = resolve_run_config(
+        None if base is not None else preset, config_file, list(overrides), base=base
+    )
+    return _train(Path(store), Path(out_dir), cfg, resume=resume, overwrite=overwrite,
+                  progress=progress)  # fmt: skip
+
+
+def predict(
+    checkpoint: str | os.PathLike[str],
+    sample: SpatialSample | str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    config: PredictConfig | None = None,
+    *,
+    library_id: str | None = None,
+    figures_dir: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+    **options: Any,
+) -> anndata.AnnData | None:
+    """Super-resolve a whole section to AnnData with uncertainty (``diffst predict``).
+
+    Parameters
+    ----------
+    checkpoint
+        ``.pt`` file or run folder written by :func:`train`.
+    sample
+        The section (transcripts, spots or bin arrays; with its image when the model reads one).
+    out_path
+        ``.h5ad`` written atomically.
+    config
+        :class:`~diffst.inference.config.PredictConfig`; ``options`` (its field names, e.g.
+        ``n_samples=8, steps=20, project_to_spots=False``) replace single fields.
+    library_id, figures_dir, overwrite, progress
+        As ``--library-id``, ``--figures``, ``--overwrite`` and the progress bar.
+
+    Returns
+    -------
+    anndata.AnnData | None
+        Expected counts in ``X``, std and 90 % interval layers, ``obsm['spatial']`` in
+        full-resolution pixels and ``uns['spatial']`` for scanpy/squidpy (``None`` on ranks
+        other than 0 under ``torchrun``).
+    """
+    import dataclasses
+
+    from diffst.inference.api import predict as _predict
+    from diffst.inference.config import PredictConfig
+
+    cfg = dataclasses.replace(config or PredictConfig(), **options)
+    return _predict(checkpoint, read(sample), out_path, cfg, library_id=library_id,
+                    figures_dir=figures_dir, overwrite=overwrite, progress=progress)  # fmt: skip
+
+
+def evaluate(
+    pred: anndata.AnnData | str | os.PathLike[str],
+    truth: SpatialSample | str | os.PathLike[str],
+    config: EvaluateConfig | None = None,
+    *,
+    out_dir: str | os.PathLike[str] | None = "evaluate_out",
+    split: str = "test",
+    platform: str = "auto",
+) -> EvaluationReport:
+    """Score a prediction against the measured truth and the baselines (``diffst evaluate``).
+
+    Parameters
+    ----------
+    pred
+        AnnData or ``.h5ad`` written by :func:`predict`.
+    truth
+        A prepared store folder (its ``split`` is scored), a store split folder, or a section
+        with transcripts (a folder read by ``platform``, or a bundled dataset name).
+    config
+        :class:`~diffst.evaluation.config.EvaluateConfig`.
+    out_dir
+        Report folder (``None``: compute only).
+    split
+        Store split scored when ``truth`` is a store.
+    platform
+        Reader of a raw truth section (``"auto"``: detected from the files).
+    """
+    from pathlib import Path
+
+    from diffst.evaluation.api import evaluate as _evaluate
+    from diffst.keys import StoreFile
+
+    store: str | os.PathLike[str] | None = None
+    if isinstance(truth, str | os.PathLike):
+        path = Path(truth)
+        if (path / StoreFile.MANIFEST).is_file() or (path.parent / StoreFile.MANIFEST).is_file():
+            store = truth
+    return _evaluate(pred, store if store is not None else read(truth, platform), config,
+                     out_dir=out_dir, split=split)  # fmt: skip
+
+
+def benchmark(
+    sample: SpatialSample | str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    prepare_config: PrepareConfig | None = None,
+    config: BenchmarkConfig | None = None,
+    *,
+    held_out: SpatialSample | str | os.PathLike[str] | None = None,
+) -> BenchmarkResult:
+    """Prepare → train every method → predict the held-out region → score (``diffst benchmark``).
+
+    Parameters
+    ----------
+    sample
+        The training section.
+    out_dir
+        Output folder (store, runs, prediction, ``report.md``, ``metrics.csv``, figures).
+    prepare_config
+        :class:`~diffst.sections.config.PrepareConfig` of the store.
+    config
+        :class:`~diffst.evaluation.benchmark.BenchmarkConfig`: methods, preset, budget,
+        seeds, sampling.
+    held_out
+        A second section scored as a whole (cross-section generalisation); without it the
+        ``test`` split of ``sample`` is scored.
+    """
+    from pathlib import Path
+
+    from diffst.evaluation.benchmark import run_benchmark
+    from diffst.sections.config import PrepareConfig
+
+    return run_benchmark(
+        read(sample), Path(out_dir), prepare_config or PrepareConfig(), config,
+        held_out=None if held_out is None else read(held_out),
+    )  # fmt: skip

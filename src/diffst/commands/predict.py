@@ -1,0 +1,146 @@
+"""``diffst predict``: options → :class:`~diffst.inference.config.PredictConfig` → :func:`predict`.
+
+Examples
+--------
+``diffst predict --checkpoint run/ --input data/visium_outs --out pred.h5ad``
+``diffst predict --checkpoint run/ --input merfish_mini --out pred.h5ad --sampler dpmpp --steps 10``
+``torchrun --nproc_per_node 4 -m diffst predict --checkpoint run/ --input sec/ --out pred.h5ad``
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from diffst.datasets import BUNDLED
+from diffst.io.detect import READABLE_PLATFORMS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the options of ``diffst predict`` (no heavy imports here)."""
+    parser.add_argument("--checkpoint", required=True, help="checkpoint .pt or training run folder")
+    parser.add_argument(
+        "--input", required=True, help=f"section folder/file, or a bundled dataset {BUNDLED}"
+    )
+    parser.add_argument(
+        "--platform",
+        default="auto",
+        choices=("auto", *READABLE_PLATFORMS),
+        help="reader to use (default: auto, detected from the files)",
+    )
+    parser.add_argument("--out", required=True, help="output .h5ad (written atomically)")
+    parser.add_argument(
+        "--image-channels",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="MERFISH mosaics to read: DAPI, polyT or both (as the checkpoint was trained: "
+        "e.g. DAPI polyT for a model trained on merfish_mini)",
+    )
+    parser.add_argument("--sampler", choices=("ddpm", "ddim", "dpmpp"), default="ddpm")
+    parser.add_argument("--steps", type=int, default=20, help="sampling steps (default: 20)")
+    parser.add_argument("--eta", type=float, default=0.0, help="DDIM η (default: 0)")
+    parser.add_argument("--samples", type=int, default=8, help="samples per tile, K (default: 8)")
+    parser.add_argument(
+        "--mean-estimator",
+        choices=("auto", "denoiser", "samples"),
+        default="auto",
+        help="point prediction X: the network's posterior mean at t = T (denoiser; v/x0 "
+        "checkpoints) or the mean of the K samples; auto picks denoiser where possible",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="base seed (default: 0)")
+    parser.add_argument("--overlap", type=int, default=None, help="tile overlap, HR bins")
+    parser.add_argument("--batch-size", type=int, default=4, help="tiles per batch (default: 4)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="bf16 autocast where native (recent GPUs and CPUs)",
+    )
+    parser.add_argument(
+        "--project",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="rescale each measured spot's (LR cell's) bins so their totals match its measured "
+        "counts (default; --no-project keeps the network's raw estimate, whose totals run low)",
+    )
+    parser.add_argument("--figures", default=None, metavar="DIR", help="per-gene PNG figures")
+    parser.add_argument(
+        "--figure-genes", nargs="+", default=(), metavar="GENE", help="genes drawn (default: top 4)"
+    )
+    parser.add_argument("--library-id", default=None, help="key in uns['spatial']")
+    parser.add_argument(
+        "--spatialdata", action="store_true", help="also write a SpatialData .zarr (optional dep)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _merfish_channels(args: argparse.Namespace) -> list[str] | None:
+    """For a MERFISH input without --image-channels: the mosaics the checkpoint was trained on."""
+    from diffst.inference.setup import checkpoint_image_channels
+    from diffst.io import detect_platform
+
+    spec = str(args.input)
+    is_merfish = spec == "merfish_mini" and not Path(spec).exists()
+    if not is_merfish and Path(spec).exists():
+        platform = detect_platform(Path(spec)) if args.platform == "auto" else args.platform
+        is_merfish = str(platform) == "merfish"
+    if not is_merfish:
+        return None
+    names = checkpoint_image_channels(args.checkpoint)
+    known = {"dapi", "polyt"}
+    return list(names) if names and {n.lower() for n in names} <= known else None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the configuration, read the section and predict."""
+    from diffst.inference.api import predict
+    from diffst.inference.config import PredictConfig
+
+    cfg = PredictConfig(
+        sampler=args.sampler,
+        steps=args.steps,
+        eta=args.eta,
+        n_samples=args.samples,
+        mean_estimator=args.mean_estimator,
+        seed=args.seed,
+        overlap_bins=args.overlap,
+        batch_size=args.batch_size,
+        project_to_spots=args.project,
+        device=args.device,
+        precision=args.precision,
+        figure_genes=tuple(args.figure_genes),
+        write_spatialdata=args.spatialdata,
+    )
+    from diffst.datasets import load_sample
+
+    channels = args.image_channels or _merfish_channels(args)
+    sample = load_sample(args.input, platform=args.platform, image_channels=channels)
+    adata = predict(
+        args.checkpoint,
+        sample,
+        args.out,
+        cfg,
+        library_id=args.library_id,
+        figures_dir=args.figures,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    if adata is not None:
+        report = adata.uns["diffst"]["spot_consistency"]
+        print(
+            f"wrote {args.out}: {adata.n_obs} bins × {adata.n_vars} genes; spot consistency "
+            f"mean PCC {report['mean_pcc']:.3f} over {report['n_spots']} spots"
+        )
+        ratio = report["total_ratio"]
+        if report.get("projected"):
+            print(f"  X rescaled to the measured spot totals (raw total ratio {ratio:.3f})")
+        else:
+            print(f"  X is the raw estimate (--no-project): total ratio {ratio:.3f} to the spots")
+        if args.spatialdata:
+            print(f"  spatialdata: {Path(args.out).with_suffix('.zarr')}")
+        if args.figures is not None:
+            print(f"  figures:     {args.figures}")
+    return 0

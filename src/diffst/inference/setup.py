@@ -1,0 +1,231 @@
+"""Before any network evaluation: load the checkpoint, check the section against it (genes,
+image channels and modality, options) and build the per-section tiling context."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+from diffst.config import ConfigError
+from diffst.inference.config import PredictConfig
+from diffst.io.sample import InputError, SpatialSample
+
+if TYPE_CHECKING:
+    from diffst.inference.tiled import TileContext
+
+log = logging.getLogger("diffst.inference")
+
+__all__ = [
+    "checkpoint_image_channels",
+    "precision_used",
+    "resolve_genes",
+    "set_up",
+    "tile_context",
+]
+
+
+def resolve_genes(
+    model_genes: list[str] | tuple[str, ...], sample: SpatialSample, allow_subset: bool
+) -> tuple[str, ...]:
+    """The checkpoint's genes, checked against the section (names, or ids for spot tables).
+
+    Raises :class:`InputError` listing the checkpoint genes the section lacks. Diff-ST models have
+    a fixed gene panel (``G`` input/output channels), so predicting a subset is not possible.
+    """
+    known = set(sample.genes)
+    if sample.spots is not None:
+        known |= set(sample.spots.gene_ids)
+    missing = [gene for gene in model_genes if gene not in known]
+    if missing:
+        shown = ", ".join(missing[:20]) + (
+            f", … ({len(missing)} in all)" if len(missing) > 20 else ""
+        )
+        hint = (
+            " (allow_gene_subset was requested, but the Diff-ST model has a fixed panel of "
+            f"{len(model_genes)} genes as input and output channels, so it cannot predict a subset)"
+            if allow_subset
+            else ""
+        )
+        where = next(iter(sample.source_files.values()), sample.name)
+        raise InputError(
+            f"{where}: field genes lacks {len(missing)} of the checkpoint's {len(model_genes)} "
+            f"genes: {shown}{hint}"
+        )
+    return tuple(model_genes)
+
+
+def _view_config(meta: dict[str, Any]) -> Any:
+    import dataclasses
+
+    from diffst.config import from_dict
+    from diffst.sections.config import ViewConfig
+
+    known = {f.name for f in dataclasses.fields(ViewConfig)}
+    return from_dict(ViewConfig, {k: v for k, v in meta.get("views", {}).items() if k in known})
+
+
+_STAINS = {"dapi", "polyt"}
+
+
+def _stains_differ(trained: tuple[str, ...], present: tuple[str, ...]) -> bool:
+    """Both images are named fluorescence stains (DAPI, polyT) and their sets differ."""
+    a, b = {c.lower() for c in trained}, {c.lower() for c in present}
+    return a <= _STAINS and b <= _STAINS and a != b
+
+
+def checkpoint_image_channels(checkpoint: str | os.PathLike[str]) -> tuple[str, ...]:
+    """Image channel names the checkpoint's model was trained on (empty when not recorded)."""
+    from diffst.runs.checkpoint import load_checkpoint
+
+    state = load_checkpoint(checkpoint)  # a .pt file or a run folder (its last.pt)
+    image = state.get("store_meta", {}).get("image", {})
+    return tuple(str(c) for c in image.get("channels", ()))
+
+
+def _check_image(sample: SpatialSample, bundle: Any, views: Any) -> tuple[Any, Any]:
+    """The image the model needs and the view config with its channels, checked up front.
+
+    Channels are picked by the training image's channel names when the checkpoint records them
+    and the section has them all, else all channels are used (their number must match).
+    Returns ``(None, views)`` for models without a histology branch.
+    """
+    from dataclasses import replace
+
+    from diffst.sections.views import channel_indices
+
+    meta = bundle.store_meta
+    if not bundle.config.model.use_histology:
+        return None, views
+    image = sample.image
+    if image is None:
+        raise InputError(
+            f"sample {sample.name!r}: field image is missing, but the checkpoint's model "
+            "conditions on histology"
+        )
+    trained_image = meta.get("image", {})
+    names = tuple(trained_image.get("channels", ()))
+    if names and all(c in image.channels for c in names):
+        views = replace(views, channels=names)
+    elif names and _stains_differ(names, image.channels):
+        raise InputError(
+            f"{image.path or sample.name}: field channels: the image holds {list(image.channels)} "
+            f"but the model was trained on {list(names)}; a model reads each channel as the "
+            "stain it was trained on (for a MERFISH folder pass --image-channels "
+            f"{' '.join(names)})"
+        )
+    n_channels = len(channel_indices(image, tuple(views.channels)))
+    if n_channels != int(meta["image_channels"]):
+        raise InputError(
+            f"{image.path or sample.name}: field channels: the image has {n_channels} channel(s) "
+            f"{list(image.channels)} but the model was trained on {meta['image_channels']} "
+            f"{list(names) if names else ''}".rstrip()
+        )
+    trained = trained_image.get("um_per_px")
+    if trained and abs(image.um_per_px / float(trained) - 1.0) > 0.01:
+        log.warning(
+            "image pixel size %.4g µm/px differs from training (%.4g µm/px): the views are "
+            "resampled from the same µm extent to the training view size",
+            image.um_per_px,
+            float(trained),
+        )
+    return image, views
+
+
+def _check_options(cfg: PredictConfig, model_genes: list[str]) -> None:
+    """Configuration errors that need no data (raised before anything is loaded)."""
+    import importlib.util
+
+    if cfg.write_spatialdata and importlib.util.find_spec("spatialdata") is None:
+        raise ConfigError(
+            "predict.write_spatialdata: the optional package 'spatialdata' is not installed "
+            "(pip install spatialdata), or leave the option off to write the h5ad only"
+        )
+    unknown = [g for g in cfg.figure_genes if g not in model_genes]
+    if unknown:
+        raise ConfigError(f"predict.figure_genes: {unknown} are not genes of the checkpoint")
+
+
+def precision_used(cfg: PredictConfig, bundle: Any) -> str:
+    """``bf16`` when asked for and native on the model's device, else ``fp32``."""
+    from diffst.precision import native_bf16
+
+    device = next(bundle.model.parameters()).device
+    return "bf16" if cfg.precision == "bf16" and native_bf16(device) else "fp32"
+
+
+def set_up(
+    checkpoint: str | os.PathLike[str], sample: SpatialSample, cfg: PredictConfig, device: Any
+) -> tuple[Any, TileContext]:
+    """Load the checkpoint, check the section against it and build the tiling context.
+
+    Every input error is raised here, before any network evaluation.
+    """
+    from diffst.inference.config import resolve_estimator
+    from diffst.runs.checkpoint import load_for_inference
+
+    bundle = load_for_inference(checkpoint, device)
+    meta = bundle.store_meta
+    _check_options(cfg, list(meta["genes"]))
+    resolve_estimator(cfg.mean_estimator, bundle.schedule.prediction)
+    if cfg.precision == "bf16" and precision_used(cfg, bundle) == "fp32":
+        log.warning(
+            "predict.precision=bf16: %s has no native bf16 (a CUDA GPU from Ampere on, or a CPU "
+            "with AVX512-BF16 or AMX); computing in fp32",
+            device,
+        )
+    return bundle, tile_context(meta, bundle.config.model.use_histology, sample, cfg, bundle.path)
+
+
+class _Uses:
+    """The two fields of a checkpoint bundle that the image checks read."""
+
+    def __init__(self, meta: dict[str, Any], use_histology: bool) -> None:
+        from types import SimpleNamespace
+
+        self.store_meta = meta
+        self.config = SimpleNamespace(model=SimpleNamespace(use_histology=use_histology))
+
+
+def tile_context(
+    meta: dict[str, Any], use_histology: bool, sample: SpatialSample, cfg: PredictConfig,
+    source: str | os.PathLike[str] = "checkpoint",
+) -> TileContext:  # fmt: skip
+    """Check a section against a store manifest and build its tiling context.
+
+    Parameters
+    ----------
+    meta
+        Store manifest as recorded in a checkpoint (``store_meta``: genes, geometry,
+        normalisation, views, image, ``hr_size``, ``lr_size``).
+    use_histology
+        Whether the network reads the image (then the section must have a matching one).
+    sample
+        The section.
+    cfg
+        Prediction options (gene-subset policy).
+    source
+        Named in errors.
+    """
+    from diffst.data.transforms import NormStats
+    from diffst.inference.tiled import TileContext
+    from diffst.sections.inputs import checkpoint_section_inputs
+    from diffst.sections.views import channel_indices, intensity_range
+
+    norm = NormStats.from_dict(meta["normalisation"])
+    if norm.kind == "minmax_patch":
+        raise ConfigError(
+            f"{source}: normalisation 'minmax_patch' scales each patch by its HR maximum, "
+            "which a new section does not have; train with log1p_gene to predict sections"
+        )
+    genes = resolve_genes(meta["genes"], sample, cfg.allow_gene_subset)
+    image, views = _check_image(sample, _Uses(meta, use_histology), _view_config(meta))
+    inputs = checkpoint_section_inputs(sample, genes, meta)
+    ranges = None
+    if image is not None:
+        chan = channel_indices(image, tuple(views.channels))
+        ranges = intensity_range(image, chan, views.intensity_percentiles)
+    return TileContext(
+        inputs, norm, len(genes), image, views, ranges, int(meta["hr_size"]),
+        int(meta["lr_size"]),
+    )  # fmt: skip

@@ -1,0 +1,299 @@
+"""Predicted section → AnnData that scanpy and squidpy plot directly.
+
+Layout (one observation per HR bin inside tissue, row-major over the section grid):
+
+* ``X``: the point prediction, float32, counts per HR bin: the estimate of the posterior mean named
+  in ``uns['diffst']['mean_estimator']`` (``samples``: mean of the K samples; ``denoiser``: the
+  network's posterior mean on the log scale, mapped back to counts);
+  ``layers['sample_mean' | 'std' | 'q05' | 'q95']``: mean, standard deviation and 5 % / 95 %
+  quantiles of the K samples, same unit;
+* ``var_names``: genes of the checkpoint; ``var`` columns (when the caller knows them):
+  ``gene_ids`` / ``gene_symbols`` (the section's other gene identifier), ``feature_types``,
+  ``lr_counts`` (counts of the gene in the section's LR input), ``predicted_counts`` (Σ ``X``),
+  ``mean_std`` (mean of ``layers['std']``) and ``spot_pcc`` (PCC across spots of the
+  re-aggregated prediction with the measured spots);
+* ``obs``: ``bin_row``, ``bin_col`` (HR grid indices), ``x_um``, ``y_um`` (bin centre, µm);
+* ``obsm['spatial']``: bin centres in full-resolution image pixels ``(col, row)`` through the
+  image's :class:`~diffst.geometry.AffineTransform` (µm when the sample has no image);
+* ``uns['spatial'][library]``: ``images['hires']`` and ``images['lowres']`` (downsampled
+  copies, longest side at most ``hires_max_px`` / ``lowres_max_px``, uint8 RGB ``[h, w, 3]``;
+  fluorescence drawn as grey or false colour) and ``scalefactors`` (``tissue_hires_scalef``
+  and ``tissue_lowres_scalef``, each image's px per full-res px; ``spot_diameter_fullres`` =
+  HR bin side in full-res px, ``fiducial_diameter_fullres``), the layout of
+  ``scanpy.read_visium``;
+* ``uns['diffst']``: run metadata (config, checkpoint sha256, sampler, steps, seed, n_samples,
+  geometry, spot consistency).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from diffst.inference.uncertainty import Stat
+from diffst.keys import AnnDataKey
+
+if TYPE_CHECKING:
+    import anndata
+
+    from diffst.geometry import AffineTransform
+    from diffst.io.sample import SpatialImage
+
+__all__ = [
+    "GridLike",
+    "bin_centres_um",
+    "build_anndata",
+    "hires_image",
+    "spatial_images",
+    "write_h5ad_atomic",
+    "write_spatialdata_atomic",
+]
+
+
+class GridLike(Protocol):
+    """The parts of :class:`diffst.sections.binning.GridGeometry` used here."""
+
+    @property
+    def origin_um(self) -> tuple[float, float]: ...  # (x0, y0) of bin (0, 0)'s corner, µm
+
+    @property
+    def hr_um(self) -> float: ...  # bin side, µm
+
+    @property
+    def shape_hr(self) -> tuple[int, int]: ...  # (H, W) bins
+
+
+def bin_centres_um(geometry: GridLike, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``[n, 2]`` centres ``(x, y)`` in µm of HR bins ``(rows[k], cols[k])``."""
+    x0, y0 = geometry.origin_um
+    x = x0 + (np.asarray(cols, dtype=np.float64) + 0.5) * geometry.hr_um
+    y = y0 + (np.asarray(rows, dtype=np.float64) + 0.5) * geometry.hr_um
+    return np.stack([x, y], axis=1)
+
+
+def _to_unit_float(pixels: np.ndarray, fluorescence: bool) -> np.ndarray:
+    """Image ``[h, w, C]`` → float32 in [0, 1] (fluorescence: per-channel 99.5th percentile)."""
+    img = pixels.astype(np.float32)
+    if fluorescence:
+        hi = np.percentile(img.reshape(-1, img.shape[2]), 99.5, axis=0)
+        return np.clip(img / np.maximum(hi, 1e-6), 0.0, 1.0)
+    if np.issubdtype(pixels.dtype, np.integer):
+        return np.clip(img / float(np.iinfo(pixels.dtype).max), 0.0, 1.0)
+    return np.clip(img / max(float(img.max()), 1e-6), 0.0, 1.0)
+
+
+def hires_image(image: SpatialImage, max_px: int) -> tuple[np.ndarray, float]:
+    """Downsampled RGB copy of ``image`` for ``uns['spatial']``.
+
+    Parameters
+    ----------
+    image
+        The section image (``[H, W, C]`` pixels, possibly lazy).
+    max_px
+        Longest side of the result, px.
+
+    Returns
+    -------
+    (np.ndarray, float)
+        ``[h, w, 3]`` float32 RGB in [0, 1] and the scale factor (result px per full-res px).
+        Fluorescence images become grey (1 channel) or false colour (channels → blue, green,
+        red in order).
+    """
+    h, w = image.shape_hw
+    step = max(1, int(np.ceil(max(h, w) / max_px)))
+    small = np.asarray(image.pixels[::step, ::step, :])
+    unit = _to_unit_float(small, fluorescence=image.kind == "fluorescence")
+    c = unit.shape[2]
+    if image.kind != "fluorescence" and c >= 3:
+        rgb = unit[..., :3]
+    elif c == 1:
+        rgb = np.repeat(unit, 3, axis=2)
+    else:
+        rgb = np.zeros((*unit.shape[:2], 3), dtype=np.float32)
+        for k in range(min(c, 3)):
+            rgb[..., 2 - k] = unit[..., k]
+    return np.ascontiguousarray(rgb, dtype=np.float32), 1.0 / step
+
+
+def spatial_images(
+    image: SpatialImage, hires_max_px: int, lowres_max_px: int
+) -> dict[str, tuple[np.ndarray, float]]:
+    """``{"hires": (rgb, scalef), "lowres": (rgb, scalef)}`` for ``uns['spatial']``.
+
+    Each ``rgb`` is ``[h, w, 3]`` uint8 (:func:`hires_image` at that size, scaled to 0..255)
+    and ``scalef`` its px per image px.
+    """
+    out = {}
+    for name, max_px in (("hires", hires_max_px), ("lowres", lowres_max_px)):
+        rgb, scalef = hires_image(image, max_px)
+        out[name] = (np.round(rgb * 255.0).astype(np.uint8), scalef)
+    return out
+
+
+def _fullres_frame(
+    image: SpatialImage, fullres_um_per_px: float | None
+) -> tuple[AffineTransform, float]:
+    """Full-resolution pixel frame and image px per full-res px (image frame when unknown)."""
+    from diffst.geometry import AffineTransform
+
+    if fullres_um_per_px:
+        fullres = AffineTransform.from_pixel_size(float(fullres_um_per_px))
+        ratio = image.um_to_px.matrix[0, 0] / fullres.matrix[0, 0]
+        if np.allclose(image.um_to_px.matrix, fullres.scaled(ratio).matrix, rtol=1e-6, atol=1e-6):
+            return fullres, float(ratio)
+    return image.um_to_px, 1.0
+
+
+def _h5ad_safe(value: Any) -> Any:
+    """Make nested metadata writable to h5ad: drop ``None``, tuples → lists, paths → str."""
+    if isinstance(value, dict):
+        return {str(k): _h5ad_safe(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        items = [_h5ad_safe(v) for v in value if v is not None]
+        if items and all(isinstance(v, str) for v in items):
+            return np.asarray(items, dtype=object)
+        return items if any(isinstance(v, dict) for v in items) else np.asarray(items)
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def build_anndata(
+    stats: np.ndarray,
+    tissue: np.ndarray,
+    geometry: GridLike,
+    genes: tuple[str, ...] | list[str],
+    *,
+    image: SpatialImage | None,
+    library_id: str,
+    metadata: dict[str, Any],
+    hires_max_px: int = 2000,
+    fullres_um_per_px: float | None = None,
+    lowres_max_px: int = 600,
+    var: dict[str, Any] | None = None,
+) -> anndata.AnnData:
+    """Assemble the output AnnData (layout in the module docstring).
+
+    Parameters
+    ----------
+    stats
+        ``[5, G, H, W]`` point estimate/std/q05/q95/sample mean (axis 0 as
+        :class:`~diffst.inference.uncertainty.Stat`), counts per HR bin.
+    tissue
+        ``[H, W]`` bool, bins written as observations.
+    geometry
+        Section grid (origin µm, bin side µm, shape).
+    genes
+        ``G`` gene names.
+    image
+        Section image, or ``None`` (then ``obsm['spatial']`` is in µm and no image is stored).
+    library_id
+        Key under ``uns['spatial']``.
+    metadata
+        Stored (made h5ad-safe) as ``uns['diffst']``.
+    hires_max_px, lowres_max_px
+        Longest side of the stored hires and lowres images, px.
+    var
+        Per-gene columns of ``var`` (each of length ``G``).
+    fullres_um_per_px
+        Pixel size of the platform's full-resolution frame when ``image`` is a downsampled copy
+        of it (Space Ranger hires/lowres images); ``obsm['spatial']`` then uses that frame and the
+        scale factors map it to the stored image. Ignored unless the image's transform is an
+        axis-aligned scaling of that frame.
+    """
+    import anndata
+    import pandas as pd
+
+    rows, cols = np.nonzero(tissue)
+    centres = bin_centres_um(geometry, rows, cols)
+    layers = {
+        AnnDataKey.STD.value: stats[Stat.STD][:, rows, cols].T.astype(np.float32),
+        AnnDataKey.Q05.value: stats[Stat.Q05][:, rows, cols].T.astype(np.float32),
+        AnnDataKey.Q95.value: stats[Stat.Q95][:, rows, cols].T.astype(np.float32),
+        AnnDataKey.SAMPLE_MEAN.value: stats[Stat.SAMPLE_MEAN][:, rows, cols].T.astype(np.float32),
+    }
+    obs = pd.DataFrame(
+        {
+            "bin_row": rows.astype(np.int64),
+            "bin_col": cols.astype(np.int64),
+            "x_um": centres[:, 0],
+            "y_um": centres[:, 1],
+        },
+        index=[f"bin_{r}_{c}" for r, c in zip(rows, cols, strict=True)],
+    )
+    adata = anndata.AnnData(
+        X=stats[Stat.MEAN][:, rows, cols].T.astype(np.float32),
+        obs=obs,
+        var=pd.DataFrame(var or {}, index=pd.Index([str(g) for g in genes], name="gene")),
+        layers=layers,
+    )
+    library: dict[str, Any] = {"metadata": {"source": "diffst predict"}}
+    if image is not None:
+        frame, image_per_frame_px = _fullres_frame(image, fullres_um_per_px)
+        adata.obsm[AnnDataKey.SPATIAL.value] = frame.apply(centres)
+        images = spatial_images(image, hires_max_px, min(lowres_max_px, hires_max_px))
+        library["images"] = {name: rgb for name, (rgb, _) in images.items()}
+        scalef = {name: s * image_per_frame_px for name, (_, s) in images.items()}
+        bin_px = geometry.hr_um / float(np.mean(frame.um_per_px()))
+    else:
+        adata.obsm[AnnDataKey.SPATIAL.value] = centres
+        scalef, bin_px = {"hires": 1.0, "lowres": 1.0}, geometry.hr_um
+    library["scalefactors"] = {
+        "tissue_hires_scalef": float(scalef["hires"]),
+        "tissue_lowres_scalef": float(scalef["lowres"]),
+        "spot_diameter_fullres": float(bin_px),
+        "fiducial_diameter_fullres": float(bin_px),
+    }
+    adata.uns["spatial"] = {library_id: library}
+    meta = dict(metadata)
+    meta["spatial_units"] = "px" if image is not None else "um"
+    adata.uns[AnnDataKey.UNS.value] = _h5ad_safe(meta)
+    return adata
+
+
+def write_h5ad_atomic(adata: anndata.AnnData, path: str | os.PathLike[str]) -> Path:
+    """Write ``adata`` to ``path`` via a temporary file in the same folder and ``os.replace``
+    (missing parent folders are created).
+
+    A failure at any point leaves no file at ``path`` (and no temporary file behind); the
+    temporaries of earlier writers that were killed (``.<name>.<pid>.tmp``) are removed.
+    """
+    from diffst.config import remove_stale_temporaries
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path.parent, rf"\.{re.escape(path.name)}\.(?P<pid>\d+)\.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        adata.write_h5ad(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_spatialdata_atomic(adata: anndata.AnnData, path: Path) -> Path:
+    """``<out>.zarr`` SpatialData holding the table (only called when spatialdata exists)."""
+    import shutil
+
+    import spatialdata
+
+    target = path.with_suffix(".zarr")
+    tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp.zarr")  # writers want .zarr
+    try:
+        sdata = spatialdata.SpatialData(tables={"table": adata})
+        sdata.write(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target

@@ -18,7 +18,7 @@ PACKAGE = SRC / "diffst"
 
 # bottom to top; a unit is a top-level module or sub-package of diffst
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
-    ("base", frozenset({"_version", "config", "geometry", "keys", "precision"})),
+    ("base", frozenset({"_version", "allocator", "config", "geometry", "keys", "precision"})),
     ("io", frozenset({"io"})),
     ("blocks", frozenset({"data", "models", "diffusion", "metrics", "baselines", "distributed"})),
     ("runs and sections", frozenset({"runs", "sections", "datasets", "synthetic"})),

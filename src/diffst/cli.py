@@ -62,10 +62,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    from diffst.allocator import tune_allocator
     from diffst.config import ConfigError
     from diffst.geometry import GeometryError
     from diffst.io.sample import InputError
 
+    tune_allocator()
     try:
         with _log_to_stderr():
             return int(args._module.run(args) or 0)

@@ -182,9 +182,11 @@ def train_regression(
     -------
     The checkpoint path.
     """
+    from diffst.allocator import tune_allocator
     from diffst.data import PatchDataset
     from diffst.training.ema import EMA
 
+    tune_allocator()
     cfg = cfg or RegressionConfig()
     torch.manual_seed(cfg.seed)
     store = Path(store)

@@ -7,6 +7,7 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
+from diffst.allocator import tune_allocator
 from diffst.config import ConfigError
 from diffst.inference.config import PredictConfig
 from diffst.io.sample import InputError, SpatialSample
@@ -164,6 +165,7 @@ def set_up(
     from diffst.inference.config import resolve_estimator
     from diffst.runs.checkpoint import load_for_inference
 
+    tune_allocator()
     bundle = load_for_inference(checkpoint, device)
     meta = bundle.store_meta
     _check_options(cfg, list(meta["genes"]))

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from diffst.allocator import tune_allocator
 from diffst.config import ConfigError, save_yaml
 from diffst.diffusion import LossTerms, NoiseSchedule, training_losses
 from diffst.distributed import (
@@ -390,6 +391,7 @@ def train(
     TrainingDivergedError
         A loss term or the gradient norm became NaN/Inf (the last good checkpoint is kept).
     """
+    tune_allocator()
     env = init_distributed(config.train.device)
     try:
         return _run(env, Path(store_dir), Path(out_dir), config, resume, overwrite, progress)

@@ -79,3 +79,24 @@ def test_stitched_intervals_are_one_patchs_interval_not_an_average() -> None:
     np.testing.assert_array_equal(overlap[:, 2:], 2.0)
     blended = stitch_patches(lo, truth, region, "blend")
     assert np.all((blended[0, :, 4:8] > 0) & (blended[0, :, 4:8] < 2))
+
+
+def test_benchmark_cli_shapes_the_store_like_prepare(capsys) -> None:
+    """--hr-um/--factor/--hr/--genes reach the store's PrepareConfig as in ``diffst prepare``;
+    --prepare-set still applies; spot stores refuse the binning flags with the same message."""
+    import argparse
+
+    from diffst.cli import build_parser, main
+    from diffst.commands.prepare import build_config
+
+    parser = build_parser()
+    args = parser.parse_args(
+        ["benchmark", "--sample", "s", "--out", "o", "--hr-um", "8", "--factor", "5",
+         "--genes", "12", "--threads", "1", "--prepare-set", "split.block_um=96"]
+    )  # fmt: skip
+    cfg = build_config(args, list(args.prepare_overrides))
+    assert (cfg.hr_um, cfg.factor, cfg.genes, cfg.split.block_um) == (8.0, 5, 12, 96.0)
+    assert isinstance(args, argparse.Namespace) and args.threads == 1
+    code = main(["benchmark", "--sample", "s", "--out", "o", "--hr", "spots", "--factor", "3"])
+    assert code == 2
+    assert "--factor 3 is not used with --hr spots" in capsys.readouterr().err

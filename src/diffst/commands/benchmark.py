@@ -2,13 +2,19 @@
 
 Examples
 --------
-``diffst benchmark --sample section/ --out bench/ --preset small``
+``diffst benchmark --sample section/ --out bench/ --preset small --hr-um 4 --factor 10``
 ``diffst benchmark --sample a/ --held-out b/ --out bench/ --ablation use_graph``
+``diffst benchmark --sample a/ --sample b/ --held-out c/ --hr spots --out bench/``
+
+The store is shaped by the same flags as ``diffst prepare`` (``--genes``, ``--hr-um``,
+``--factor``, ``--lr``, ``--hr``, ``--patch``, ``--stride``, ``--seed``) and ``--prepare-set``.
 """
 
 from __future__ import annotations
 
 import argparse
+
+from diffst.commands.prepare import add_store_arguments
 
 _ABLATIONS = ("use_graph", "use_cross_attention", "use_disentangle", "use_modulation")
 
@@ -23,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--held-out", default=None, help="section evaluated as a whole")
     parser.add_argument("--platform", default="auto", help="reader (default: auto)")
     parser.add_argument("--out", required=True, help="output folder")
+    add_store_arguments(parser)
     parser.add_argument("--preset", default="small", help="training preset (default: small)")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -47,16 +54,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-section", action="store_true", help="skip whole-section `diffst predict`"
     )
+    parser.add_argument(
+        "--threads", type=int, default=None,
+        help="torch CPU threads of each training process (default: torch's own choice)",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
     """Read the sections, build the configurations and call ``run_benchmark``."""
-    from diffst.config import apply_overrides, from_dict
+    import torch
+
+    from diffst.commands.prepare import build_config
     from diffst.datasets import load_sample
     from diffst.evaluation.benchmark import BenchmarkConfig, run_benchmark
-    from diffst.sections.config import PrepareConfig
 
-    prepare_cfg = from_dict(PrepareConfig, apply_overrides({}, args.prepare_overrides))
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    prepare_cfg = build_config(args, list(args.prepare_overrides))
     cfg = BenchmarkConfig(
         preset=args.preset, overrides=tuple(args.overrides), regression=not args.no_regression,
         histology_only=not args.no_histology_only, ablations=tuple(args.ablation),

@@ -11,7 +11,7 @@ from typing import Any
 from diffst.datasets import BUNDLED
 from diffst.io.detect import READABLE_PLATFORMS
 
-__all__ = ["add_arguments", "build_config", "run"]
+__all__ = ["add_arguments", "add_store_arguments", "build_config", "run"]
 
 
 #: command-line flag → PrepareConfig field (flags override --config and --set)
@@ -39,6 +39,25 @@ _NOT_FOR_SPOTS = {
 }
 
 
+def add_store_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags that shape a store (genes, grid, LR layer, HR source, patches, seed), shared by
+    ``diffst prepare`` and ``diffst benchmark``; :func:`build_config` reads them."""
+    genes = parser.add_mutually_exclusive_group()
+    genes.add_argument("--genes", type=int, help="top-K genes by total count (default 25)")
+    genes.add_argument("--gene-list", help="text file with one gene per line")
+    parser.add_argument("--hr-um", type=float, help="HR bin side in µm (default 4.25)")
+    parser.add_argument("--factor", type=int, help="HR bins per LR cell side (default 10)")
+    parser.add_argument("--lr", choices=["grid", "visium"], help="LR layer (default grid)")
+    parser.add_argument(
+        "--hr",
+        choices=["transcripts", "spots"],
+        help="HR map: binned transcripts (default) or the measured spot array (spots.* options)",
+    )
+    parser.add_argument("--patch", type=int, help="patch side in HR bins (default 256)")
+    parser.add_argument("--stride", type=int, help="step between patches in HR bins")
+    parser.add_argument("--seed", type=int, help="seed (also the split seed unless set)")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the options of ``diffst prepare``."""
     parser.add_argument(
@@ -59,20 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="MERFISH mosaics to read: DAPI, polyT or both (default: DAPI for a folder, both "
         "for merfish_mini)",
     )
-    genes = parser.add_mutually_exclusive_group()
-    genes.add_argument("--genes", type=int, help="top-K genes by total count (default 25)")
-    genes.add_argument("--gene-list", help="text file with one gene per line")
-    parser.add_argument("--hr-um", type=float, help="HR bin side in µm (default 4.25)")
-    parser.add_argument("--factor", type=int, help="HR bins per LR cell side (default 10)")
-    parser.add_argument("--lr", choices=["grid", "visium"], help="LR layer (default grid)")
-    parser.add_argument(
-        "--hr",
-        choices=["transcripts", "spots"],
-        help="HR map: binned transcripts (default) or the measured spot array (spots.* options)",
-    )
-    parser.add_argument("--patch", type=int, help="patch side in HR bins (default 256)")
-    parser.add_argument("--stride", type=int, help="step between patches in HR bins")
-    parser.add_argument("--seed", type=int, help="seed (also the split seed unless set)")
+    add_store_arguments(parser)
     parser.add_argument("--config", help="YAML file with PrepareConfig fields")
     parser.add_argument(
         "--set",
@@ -87,13 +93,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_config(args: argparse.Namespace) -> Any:
-    """Resolve ``--config``, ``--set`` and the flags into a :class:`PrepareConfig`."""
+def build_config(args: argparse.Namespace, overrides: list[str] | None = None) -> Any:
+    """Resolve ``--config``, the overrides (default ``--set``) and the flags of
+    :func:`add_store_arguments` into a :class:`PrepareConfig`."""
     from diffst.config import apply_overrides, from_dict, load_yaml
     from diffst.sections.config import PrepareConfig
 
-    data: dict[str, Any] = load_yaml(args.config) if args.config else {}
-    data = apply_overrides(data, list(args.set))
+    config = getattr(args, "config", None)
+    data: dict[str, Any] = load_yaml(config) if config else {}
+    data = apply_overrides(data, list(args.set if overrides is None else overrides))
     for flag, key in _FLAGS.items():
         value = getattr(args, flag, None)
         if value is not None:

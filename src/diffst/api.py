@@ -42,20 +42,23 @@ def read(
     spec: SpatialSample | str | os.PathLike[str],
     platform: str = "auto",
     image_channels: Sequence[str] | None = None,
+    section: str | None = None,
 ) -> SpatialSample:
     """A section: a :class:`SpatialSample` as it is, a bundled dataset by name
     (``merfish_mini``, ``cosmx_mini``, ``visium_mini``, ``visium_h5ad_mini``) or the folder or
     file at ``spec`` read by ``platform`` (``"auto"``: detected from the files present).
 
     ``image_channels`` picks the mosaics of a MERFISH section (``["DAPI"]``, ``["polyT"]`` or
-    both), as ``--image-channels`` does.
+    both), as ``--image-channels`` does; ``section`` one section of a folder that holds several
+    (legacy ST as published; :func:`diffst.io.legacy_st.legacy_st_sections` lists them), as
+    ``--section``.
     """
     from diffst.datasets import load_sample
     from diffst.io.sample import SpatialSample
 
     if isinstance(spec, SpatialSample):
         return spec
-    return load_sample(spec, platform, image_channels)
+    return load_sample(spec, platform, image_channels, section)
 
 
 def _with_overrides(cls: type, base: Any, overrides: Sequence[str]) -> Any:

@@ -127,13 +127,15 @@ def load_sample(
     spec: str | os.PathLike[str],
     platform: str = "auto",
     image_channels: Sequence[str] | None = None,
+    section: str | None = None,
 ) -> SpatialSample:
     """A bundled dataset by name (:data:`BUNDLED`), else the section at path ``spec``.
 
     An existing path always wins over a bundled name; ``platform`` selects the reader of a path
     (``"auto"`` detects it from the files present). ``image_channels`` picks the mosaics of a
     MERFISH section (``["DAPI"]``, ``["polyT"]`` or both; default DAPI for a folder, both for
-    ``merfish_mini``); other platforms read every channel of their image.
+    ``merfish_mini``); other platforms read every channel of their image. ``section`` picks
+    one section of a folder that holds several (legacy ST as published).
     """
     from diffst.io import detect_platform, read_sample
 
@@ -147,6 +149,8 @@ def load_sample(
                 f"{spec}: image channels are chosen by reader only for MERFISH folders; this "
                 "image is read whole (select its channels with views.channels in prepare)"
             )
+    if section is not None and bundled:
+        raise InputError(f"{spec}: a bundled dataset has one section; --section does not apply")
     if bundled:
         loader = globals()[str(spec)]
         sample: SpatialSample = (
@@ -154,5 +158,7 @@ def load_sample(
         )
         return sample
     if image_channels is not None:
-        return read_sample(Path(spec), platform=platform, image=list(image_channels))
-    return read_sample(Path(spec), platform=platform)
+        return read_sample(
+            Path(spec), platform=platform, section=section, image=list(image_channels)
+        )
+    return read_sample(Path(spec), platform=platform, section=section)

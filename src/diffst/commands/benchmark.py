@@ -5,6 +5,7 @@ Examples
 ``diffst benchmark --sample section/ --out bench/ --preset small --hr-um 4 --factor 10``
 ``diffst benchmark --sample a/ --held-out b/ --out bench/ --ablation use_graph``
 ``diffst benchmark --sample a/ --sample b/ --held-out c/ --hr spots --out bench/``
+``diffst benchmark --sample her2st/ --section A1 --section B1 --held-out-section C1 --hr spots``
 
 The store is shaped by the same flags as ``diffst prepare`` (``--genes``, ``--hr-um``,
 ``--factor``, ``--lr``, ``--hr``, ``--patch``, ``--stride``, ``--seed``) and ``--prepare-set``.
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from diffst.commands.prepare import add_store_arguments
+from diffst.commands.prepare import add_section_argument, add_store_arguments
 
 _ABLATIONS = ("use_graph", "use_cross_attention", "use_disentangle", "use_modulation")
 
@@ -29,6 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--held-out", default=None, help="section evaluated as a whole")
     parser.add_argument("--platform", default="auto", help="reader (default: auto)")
     parser.add_argument("--out", required=True, help="output folder")
+    add_section_argument(parser, repeat=True)
+    parser.add_argument(
+        "--held-out-section", default=None, metavar="ID",
+        help="section id of the held-out section (in --held-out, else in the --sample folder)",
+    )  # fmt: skip
     add_store_arguments(parser)
     parser.add_argument("--preset", default="small", help="training preset (default: small)")
     parser.add_argument(
@@ -76,8 +82,18 @@ def run(args: argparse.Namespace) -> int:
         histology_only=not args.no_histology_only, ablations=tuple(args.ablation),
         n_samples=args.samples, predict_section=not args.no_section,
     )  # fmt: skip
-    samples = [load_sample(spec, platform=args.platform) for spec in args.sample]
-    held = load_sample(args.held_out, platform=args.platform) if args.held_out else None
+    sections = args.section or [None]
+    samples = [
+        load_sample(spec, platform=args.platform, section=sid)
+        for spec in args.sample
+        for sid in sections
+    ]
+    held_path = args.held_out or (args.sample[0] if args.held_out_section else None)
+    held = (
+        load_sample(held_path, platform=args.platform, section=args.held_out_section)
+        if held_path
+        else None
+    )
     training = samples[0] if len(samples) == 1 else samples
     result = run_benchmark(training, args.out, prepare_cfg, cfg, held_out=held)
     print(f"diffst benchmark: report written to {result.report}")

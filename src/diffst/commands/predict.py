@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from diffst.commands.prepare import add_section_argument
 from diffst.datasets import BUNDLED
 from diffst.io.detect import READABLE_PLATFORMS
 
@@ -29,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="reader to use (default: auto, detected from the files)",
     )
     parser.add_argument("--out", required=True, help="output .h5ad (written atomically)")
+    add_section_argument(parser)
     parser.add_argument(
         "--image-channels",
         nargs="+",
@@ -117,7 +119,9 @@ def run(args: argparse.Namespace) -> int:
     from diffst.datasets import load_sample
 
     channels = args.image_channels or _merfish_channels(args)
-    sample = load_sample(args.input, platform=args.platform, image_channels=channels)
+    sample = load_sample(
+        args.input, platform=args.platform, image_channels=channels, section=args.section
+    )
     adata = predict(
         args.checkpoint,
         sample,

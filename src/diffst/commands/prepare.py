@@ -11,7 +11,7 @@ from typing import Any
 from diffst.datasets import BUNDLED
 from diffst.io.detect import READABLE_PLATFORMS
 
-__all__ = ["add_arguments", "add_store_arguments", "build_config", "run"]
+__all__ = ["add_arguments", "add_section_argument", "add_store_arguments", "build_config", "run"]
 
 
 #: command-line flag → PrepareConfig field (flags override --config and --set)
@@ -37,6 +37,16 @@ _NOT_FOR_SPOTS = {
     "spot_diameter_um": None,
     "spot_pitch_um": "spots.pitch_um",
 }
+
+
+def add_section_argument(parser: argparse.ArgumentParser, *, repeat: bool = False) -> None:
+    """``--section ID``: one section of a folder that holds several (legacy ST as published)."""
+    parser.add_argument(
+        "--section", action="append" if repeat else "store", default=[] if repeat else None,
+        metavar="ID",
+        help="section id in a folder of several sections (legacy ST: <id>.tsv.gz, "
+        "<id>_selection.tsv, <id>/*.jpg)" + ("; repeat it for several sections" if repeat else ""),
+    )  # fmt: skip
 
 
 def add_store_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,6 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="reader to use (default: auto, detected from the files)",
     )
     parser.add_argument("--out", required=True, help="store folder to write")
+    add_section_argument(parser)
     parser.add_argument(
         "--image-channels",
         nargs="+",
@@ -136,7 +147,10 @@ def _refuse_transcript_fields(data: dict[str, Any], args: argparse.Namespace) ->
 def _load_sample(args: argparse.Namespace) -> Any:
     from diffst.datasets import load_sample
 
-    return load_sample(args.input, platform=args.platform, image_channels=args.image_channels)
+    return load_sample(
+        args.input, platform=args.platform, image_channels=args.image_channels,
+        section=args.section,
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:

@@ -25,18 +25,50 @@ _LAYOUTS = (
     f"visium: {VisiumFile.MATRIX_H5} + {VisiumFile.SPATIAL_DIR}/; "
     f"merfish: {MerfishFile.TRANSCRIPTS} / {MerfishFile.TRANSCRIPTS_MINI}; "
     f"cosmx: *{CosmxFile.TX_SUFFIX}; "
-    "legacy_st: *.tsv.gz counts + spot table *.tsv + *.jpg; h5ad: a .h5ad file"
+    "legacy_st: *.tsv.gz counts + spot table *.tsv + *.jpg, or per-section sub-folders "
+    "(<id>.tsv.gz, <id>_selection.tsv, <id>/*.jpg); h5ad: a .h5ad file"
 )
 
 
-def find_legacy_st_files(folder: Path) -> tuple[Path, Path, Path] | None:
-    """``(counts.tsv.gz, spots.tsv, image.jpg)`` when ``folder`` holds exactly one of each."""
+def find_legacy_st_files(
+    folder: Path, section: str | None = None
+) -> tuple[Path, Path, Path | None] | None:
+    """``(counts.tsv.gz, spots.tsv, image.jpg)`` of a legacy-ST section in ``folder``.
+
+    A folder holding exactly one of each is one section (``section`` must then be ``None`` or
+    its id). A folder laid out as the data are published — counts, spot tables and images in
+    parallel sub-folders keyed by section id (:func:`legacy_st_sections`) — needs ``section``
+    when it holds several. ``None`` when ``folder`` is no legacy-ST layout at all.
+    """
+    from diffst.io.legacy_st import legacy_st_sections
+
     counts = sorted(folder.glob("*.tsv.gz"))
     spots = sorted(folder.glob("*.tsv"))
     images = sorted(p for ext in ("*.jpg", "*.jpeg") for p in folder.glob(ext))
-    if len(counts) == 1 and len(spots) == 1 and len(images) == 1:
+    if section is None and len(counts) == 1 and len(spots) == 1 and len(images) == 1:
         return counts[0], spots[0], images[0]
-    return None
+    sections = legacy_st_sections(folder)
+    if not sections:
+        return None
+    if section is None:
+        if len(sections) == 1:
+            return next(iter(sections.values()))
+        raise InputError(
+            f"{folder}: holds {len(sections)} legacy-ST sections; choose one with --section "
+            f"(Python: section=...): {', '.join(sorted(sections))}"
+        )
+    if section not in sections:
+        raise InputError(
+            f"{folder}: no legacy-ST section {section!r}; sections: {', '.join(sorted(sections))}"
+        )
+    return sections[section]
+
+
+def _is_legacy_st(folder: Path) -> bool:
+    try:
+        return find_legacy_st_files(folder) is not None
+    except InputError:  # several sections: the layout is known, the choice comes later
+        return True
 
 
 def detect_platform(path: Path | str) -> Platform:
@@ -61,16 +93,19 @@ def detect_platform(path: Path | str) -> Platform:
         return Platform.MERFISH
     if any(n.endswith((CosmxFile.TX_SUFFIX, CosmxFile.TX_SUFFIX_GZ)) for n in has):
         return Platform.COSMX
-    if find_legacy_st_files(p) is not None:
+    if _is_legacy_st(p):
         return Platform.LEGACY_ST
     raise InputError(
         f"{p}: unknown file layout; files present: {sorted(has)[:15]}. Known: {_LAYOUTS}"
     )
 
 
-def read_sample(path: Path | str, platform: str = "auto", **kwargs: Any) -> SpatialSample:
+def read_sample(
+    path: Path | str, platform: str = "auto", *, section: str | None = None, **kwargs: Any
+) -> SpatialSample:
     """Read any supported output with the reader of ``platform`` (``"auto"``: detected).
 
+    ``section`` picks one section of a folder that holds several (legacy ST as published);
     ``kwargs`` go to the reader (e.g. ``um_per_px=`` for CosMx, ``bin_um=`` for Visium HD).
     """
     p = Path(path)
@@ -79,6 +114,8 @@ def read_sample(path: Path | str, platform: str = "auto", **kwargs: Any) -> Spat
             f"platform {platform!r} has no reader; choose auto or one of {list(READABLE_PLATFORMS)}"
         )
     name = detect_platform(p) if platform == "auto" else Platform(platform)
+    if section is not None and name != Platform.LEGACY_ST:
+        raise InputError(f"{p}: --section applies to multi-section legacy-ST folders, not {name}")
     if name == Platform.MERFISH:
         from diffst.io.merfish import read_merfish
 
@@ -106,8 +143,11 @@ def read_sample(path: Path | str, platform: str = "auto", **kwargs: Any) -> Spat
     if name == Platform.LEGACY_ST:
         from diffst.io.legacy_st import read_legacy_st
 
-        files = find_legacy_st_files(p)
+        files = find_legacy_st_files(p, section) if p.is_dir() else None
         if files is None:
-            raise InputError(f"{p}: expected one *.tsv.gz, one *.tsv and one *.jpg (legacy ST)")
+            raise InputError(
+                f"{p}: expected one *.tsv.gz, one *.tsv and one *.jpg, or per-section "
+                "sub-folders of counts, spot tables and images (legacy ST)"
+            )
         return read_legacy_st(*files, **kwargs)
     raise InputError(f"{p}: platform {platform!r} has no reader")

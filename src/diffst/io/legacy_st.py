@@ -20,7 +20,13 @@ from diffst.io.checks import (
 from diffst.io.images import read_image
 from diffst.io.sample import InputError, SpatialImage, SpatialSample, SpotTable
 
-__all__ = ["LEGACY_ST_PITCH_UM", "LEGACY_ST_SPOT_UM", "read_legacy_st", "spot_id"]
+__all__ = [
+    "LEGACY_ST_PITCH_UM",
+    "LEGACY_ST_SPOT_UM",
+    "legacy_st_sections",
+    "read_legacy_st",
+    "spot_id",
+]
 
 LEGACY_ST_PITCH_UM = 200.0
 """Centre-to-centre distance of legacy ST spots (µm)."""
@@ -35,6 +41,43 @@ _SPOT_FIELDS = Fields(
     integer=(LegacyStColumn.X, LegacyStColumn.Y, LegacyStColumn.SELECTED),
 )  # fmt: skip
 _log = logging.getLogger(__name__)
+
+
+#: suffixes of a counts file's name that are not part of the section id
+_COUNTS_SUFFIXES = ("_counts", "_stdata", "_count")
+_IMAGE_SUFFIXES = (".jpg", ".jpeg")
+
+
+def legacy_st_sections(folder: Path | str) -> dict[str, tuple[Path, Path, Path | None]]:
+    """The sections of a legacy-ST data set laid out as published, keyed by section id.
+
+    The counts (``<id>.tsv.gz``), spot tables (``<id>_selection.tsv``, or any ``<id>*.tsv``)
+    and H&E images (a ``.jpg`` in a folder named ``<id>``, or named ``<id>*.jpg``) may sit in
+    parallel sub-folders at any depth, e.g. ``ST-cnts/``, ``ST-spotfiles/`` and
+    ``ST-imgs/<patient>/<id>/``. A section without a spot table is left out; one whose image is
+    missing has ``None`` there; an id with several candidate spot tables or images is refused.
+    """
+    root = Path(folder)
+    tables = [p for p in root.rglob("*.tsv") if p.is_file()]
+    images = [p for p in root.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES and p.is_file()]
+    out: dict[str, tuple[Path, Path, Path | None]] = {}
+    for counts in sorted(root.rglob("*.tsv.gz")):
+        sid = counts.name[: -len(".tsv.gz")]
+        for suffix in _COUNTS_SUFFIXES:
+            sid = sid.removesuffix(suffix)
+        spots = [p for p in tables if p.stem == sid or p.stem.startswith(f"{sid}_")]
+        if not spots:
+            continue
+        pictures = [p for p in images if p.parent.name == sid or p.stem.startswith(sid)]
+        for what, found in (("spot tables", spots), ("images", pictures)):
+            if len(found) > 1:
+                raise InputError(
+                    f"{counts}: section {sid!r} has several {what}: {[str(p) for p in found]}"
+                )
+        if sid in out:
+            raise InputError(f"{counts}: section id {sid!r} occurs twice ({out[sid][0]})")
+        out[sid] = (counts, spots[0], pictures[0] if pictures else None)
+    return out
 
 
 def spot_id(x: int, y: int) -> str:

@@ -221,7 +221,16 @@ def _calibrate(
     pitch, source = _expected_pitch(table, lattice, cfg)
     where = table.path or sample.source_files.get("spots") or sample.name
     if not _um_scale_stated(sample):
-        scale = pitch / measured
+        derived = str(sample.metadata.get(UM_PER_PX_SOURCE, "")).startswith("pitch")
+        if derived and table.pitch_um is not None:
+            # the reader derived µm from this table's pitch and said so: one estimate per
+            # section, rescaled only to a different spots.pitch_um (exact ratio, stated once)
+            scale = pitch / float(table.pitch_um)
+            if abs(scale - 1.0) <= 1e-12:
+                return affine, pitch, sample.image, sample.tissue_mask
+            measured = float(table.pitch_um)
+        else:
+            scale = pitch / measured
         image, mask = _rescale_um(sample, scale)
         if abs(scale - 1.0) > 1e-3:
             um_px = image.um_per_px if image is not None else float("nan")

@@ -26,6 +26,9 @@ Examples
 ``python benchmarks/bench_train.py step --batch 1 4 --repeats 3``
 ``python benchmarks/bench_train.py step --channels 64 --hr 128 --lr 13``
 ``python benchmarks/bench_train.py step --device cuda --amp bf16 --compile --batch 4 16``
+``python benchmarks/bench_train.py step --channels 64 --hr 128 --lr 13 --profile`` (per-stage
+forward times, backward and optimiser of the timed steps; ``--allocator default`` leaves glibc's
+malloc thresholds as they are, to measure what :func:`diffst.allocator.tune_allocator` saves)
 ``python benchmarks/bench_train.py step --device cuda --compare --batch 4`` (side by side in one
 run: plain fp32 eager, bf16 + channels_last, fp32 + compile, bf16 + compile; a table of patches/s,
 speed-up over plain fp32 and peak memory follows the JSON lines)
@@ -160,12 +163,15 @@ def run_step(args: argparse.Namespace, batch: int) -> dict:
     """
     import torch
 
+    from diffst.allocator import tune_allocator
     from diffst.diffusion import training_losses
     from diffst.models import count_parameters
 
+    tuned = tune_allocator() if args.allocator == "tuned" else False
     cfg, model, schedule = _paper_model(args)
     device = args.device
     model.set_training_progress(1.0)
+    stages = _StageClock(model, device) if args.profile else None
     use_amp = args.amp == "bf16"  # bf16 autocast on CUDA and on CPUs (AVX512-BF16 / AMX)
     if use_amp and device == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -176,14 +182,18 @@ def run_step(args: argparse.Namespace, batch: int) -> dict:
     def step(seed: int) -> None:
         gen = torch.Generator(device).manual_seed(seed)
         amp = torch.autocast(device, dtype=torch.bfloat16) if use_amp else nullcontext()
+        clock = stages.phase if stages is not None else (lambda name: nullcontext())
         with amp:
-            cond = model.encode_condition(data["lr"], data["tissue"], data["cells"],
-                                          data["cell_score"])  # fmt: skip
-            terms = training_losses(model, schedule, data["hr"], cond, data["mask"],
-                                    cfg.diffusion, gen)  # fmt: skip
-        terms.total.float().backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+            with clock("forward"):
+                cond = model.encode_condition(data["lr"], data["tissue"], data["cells"],
+                                              data["cell_score"])  # fmt: skip
+                terms = training_losses(model, schedule, data["hr"], cond, data["mask"],
+                                        cfg.diffusion, gen)  # fmt: skip
+        with clock("backward"):
+            terms.total.float().backward()
+        with clock("optimiser"):
+            opt.step()
+            opt.zero_grad(set_to_none=True)
 
     if args.compile:
         step = torch.compile(step)  # type: ignore[assignment]
@@ -191,9 +201,14 @@ def run_step(args: argparse.Namespace, batch: int) -> dict:
     # three warm-up steps keep both compilations out of the timed steps
     warmup = 3 if args.compile else 1
     times, cpu = [], []
+    minflt0 = 0
     for i in range(args.repeats + warmup):
         if device == "cuda":
             torch.cuda.synchronize()
+        if i == warmup:
+            minflt0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            if stages is not None:
+                stages.reset()
         t0, c0 = time.perf_counter(), time.process_time()
         step(i)
         if device == "cuda":
@@ -210,10 +225,61 @@ def run_step(args: argparse.Namespace, batch: int) -> dict:
         "load_avg_1min": os.getloadavg()[0],
         "patches_per_s": batch / statistics.median(times[warmup:]),
         "peak_rss_gib": peak_rss_gib(), "calib_conv_gflops": conv_calibration_gflops(args.threads),
+        "allocator_tuned": tuned,
+        "minor_faults_per_step": (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - minflt0)
+        / args.repeats,
     }  # fmt: skip
+    if stages is not None:
+        out["stage_s_per_step"] = stages.per_step(args.repeats)
     if device == "cuda":
         out["peak_cuda_gib"] = torch.cuda.max_memory_allocated() / 2**30
     return out
+
+
+class _StageClock:
+    """Wall time per stage: forward time of each top-level part of the network (forward hooks;
+    the mean pass and the denoiser are both the UNet), and the forward/backward/optimiser phases."""
+
+    PARTS = ("histology", "lr_encoder", "fusion", "hr_image", "denoiser")
+
+    def __init__(self, model, device: str) -> None:
+        self.device, self.totals, self._open = device, {}, {}
+        for name in self.PARTS:
+            module = getattr(model, name, None)
+            if module is not None:
+                module.register_forward_pre_hook(lambda m, a, n=name: self._start(f"fwd:{n}"))
+                module.register_forward_hook(lambda m, a, o, n=name: self._stop(f"fwd:{n}"))
+
+    def _sync(self) -> None:
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+
+    def _start(self, key: str) -> None:
+        self._sync()
+        self._open[key] = time.perf_counter()
+
+    def _stop(self, key: str) -> None:
+        self._sync()
+        self.totals[key] = self.totals.get(key, 0.0) + time.perf_counter() - self._open.pop(key)
+
+    def phase(self, name: str):
+        from contextlib import contextmanager
+
+        @contextmanager
+        def clock():
+            self._start(name)
+            yield
+            self._stop(name)
+
+        return clock()
+
+    def reset(self) -> None:
+        self.totals = {}
+
+    def per_step(self, steps: int) -> dict[str, float]:
+        return {k: round(v / steps, 4) for k, v in sorted(self.totals.items())}
 
 
 def run_sample(args: argparse.Namespace, batch: int) -> dict:
@@ -277,6 +343,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--amp", default="none", choices=["none", "bf16"])
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--profile", action="store_true", help="step: time each stage of the step")
+    p.add_argument(
+        "--allocator", default="tuned", choices=["tuned", "default"],
+        help="step: glibc malloc thresholds as diffst train sets them (tuned) or glibc's own",
+    )  # fmt: skip
     p.add_argument(
         "--compare",
         action="store_true",

@@ -122,6 +122,14 @@ def _check_image(sample: SpatialSample, bundle: Any, views: Any) -> tuple[Any, A
             f"{list(image.channels)} but the model was trained on {meta['image_channels']} "
             f"{list(names) if names else ''}".rstrip()
         )
+    kind = trained_image.get("kind")
+    if kind and kind != image.kind:
+        raise InputError(
+            f"{image.path or sample.name}: field image kind: the section's image is {image.kind} "
+            f"but the model was trained on {kind}; a model reads an H&E stain and a "
+            "fluorescence channel differently, so predict with a checkpoint trained on "
+            f"{image.kind} images"
+        )
     trained = trained_image.get("um_per_px")
     if trained and abs(image.um_per_px / float(trained) - 1.0) > 0.01:
         log.warning(
@@ -212,7 +220,8 @@ def tile_context(
     from diffst.data.transforms import NormStats
     from diffst.inference.tiled import TileContext
     from diffst.sections.inputs import checkpoint_section_inputs
-    from diffst.sections.views import channel_indices, intensity_range
+    from diffst.sections.stain import StainStats
+    from diffst.sections.views import channel_indices, intensity_range, section_stain
 
     norm = NormStats.from_dict(meta["normalisation"])
     if norm.kind == "minmax_patch":
@@ -223,11 +232,20 @@ def tile_context(
     genes = resolve_genes(meta["genes"], sample, cfg.allow_gene_subset)
     image, views = _check_image(sample, _Uses(meta, use_histology), _view_config(meta))
     inputs = checkpoint_section_inputs(sample, genes, meta)
-    ranges = None
+    ranges, stain = None, None
     if image is not None:
         chan = channel_indices(image, tuple(views.channels))
         ranges = intensity_range(image, chan, views.intensity_percentiles)
+        if views.stain != "none":
+            reference = meta.get("image", {}).get("stain", {}).get("reference")
+            if reference is None:
+                raise InputError(
+                    f"{source}: field store_meta.image.stain.reference is missing (the store "
+                    f"normalised its views with views.stain={views.stain})"
+                )
+            where = f"{source}: store_meta.image.stain.reference"
+            stain = section_stain(image, chan, ranges, StainStats.from_dict(reference, where=where))
     return TileContext(
         inputs, norm, len(genes), image, views, ranges, int(meta["hr_size"]),
-        int(meta["lr_size"]),
+        int(meta["lr_size"]), stain,
     )  # fmt: skip

@@ -307,6 +307,7 @@ class TileContext:
     ranges: np.ndarray | None  # [C, 2] image intensity range mapped to 0..255
     patch: int  # P, HR bins per tile side
     lr_size: int  # p, LR cells per tile side
+    stain: Any = None  # diffst.sections.stain.StainTransform of the section's views, or None
 
 
 def tile_batch(ctx: TileContext, origins: np.ndarray, device: torch.device) -> dict[str, Any]:
@@ -324,8 +325,9 @@ def tile_batch(ctx: TileContext, origins: np.ndarray, device: torch.device) -> d
     score: list[np.ndarray] = []
     for k, (r, c) in enumerate(origins):
         w = window_inputs(
-            ctx.inputs, int(r), int(c), patch, image=ctx.image, views=ctx.views, ranges=ctx.ranges
-        )
+            ctx.inputs, int(r), int(c), patch, image=ctx.image, views=ctx.views,
+            ranges=ctx.ranges, stain=ctx.stain,
+        )  # fmt: skip
         lr[k] = normalise(np.zeros((ctx.n_genes, 1, 1)), w.lr, ctx.norm)[1]
         lr_mask[k, 0] = w.lr_mask
         if w.tissue_view is not None and w.cells is not None and w.cell_score is not None:

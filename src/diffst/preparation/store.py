@@ -175,18 +175,19 @@ def write_patches(
     (sample, genes, geometry, image, views, splits, counts, sources)."""
     from diffst.sections.inputs import window_inputs
     from diffst.sections.tiling import SPLITS
-    from diffst.sections.views import channel_indices, intensity_range
+    from diffst.sections.views import channel_indices, intensity_range, section_stain
 
     assert sample.image is not None
     chan = channel_indices(sample.image, cfg.views.channels)
     ranges = intensity_range(sample.image, chan, cfg.views.intensity_percentiles)
+    stain = section_stain(sample.image, chan, ranges) if cfg.views.stain == "reinhard" else None
     for k, split in enumerate(SPLITS):
         sel = np.flatnonzero(plan.split == k)
         arrays = _allocate_split(writer, split, len(sel), len(section.genes), len(chan), cfg)
         for n, m in enumerate(sel):
             w = window_inputs(
                 section, int(plan.rows[m]), int(plan.cols[m]), cfg.patch,
-                image=sample.image, views=cfg.views, ranges=ranges,
+                image=sample.image, views=cfg.views, ranges=ranges, stain=stain,
             )  # fmt: skip
             arrays[StoreFile.HR][n] = w.hr
             arrays[StoreFile.LR][n] = w.lr
@@ -199,9 +200,10 @@ def write_patches(
     if section.spot_centres_um is not None and section.spot_counts is not None:
         np.save(writer.path(SPOT_CENTRES), section.spot_centres_um)
         np.save(writer.path(SPOT_COUNTS), section.spot_counts)
-    return _manifest_data(
+    data = _manifest_data(
         sample, section, plan, cfg, [sample.image.channels[i] for i in chan], ranges
     )
+    return stain_manifest(data, cfg.views, stain)
 
 
 def _allocate_split(
@@ -301,3 +303,12 @@ def _split_meta(plan: PatchPlan, cfg: PrepareConfig) -> dict[str, Any]:
         },
         "patches": {"candidates": plan.n_candidates, "low_tissue": plan.n_low_tissue},
     }
+
+
+def stain_manifest(data: dict[str, Any], views: Any, stain: Any) -> dict[str, Any]:
+    """Record the views' colour normalisation in a manifest (``views.stain``, and the reference
+    statistics under ``image.stain``); stores without it keep their earlier manifest."""
+    if stain is not None:
+        data["views"]["stain"] = views.stain
+        data["image"]["stain"] = {"method": stain.method, "reference": stain.reference.to_dict()}
+    return data

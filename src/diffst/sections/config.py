@@ -77,12 +77,17 @@ class ViewConfig:
     tile_px: int = 32  # t: side of one cell-level tile, px (2× the tissue view's resolution)
     channels: tuple[str, ...] = ()  # image channels to keep, by name; () keeps all
     intensity_percentiles: tuple[float, float] = (0.5, 99.5)  # per-channel range mapped to 0..255
+    # H&E colour normalisation of the views to the training image (Reinhard, CIELAB statistics of
+    # the whole section; diffst.sections.stain): "none" or "reinhard" (3-channel brightfield only)
+    stain: Literal["none", "reinhard"] = "none"
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` on impossible sizes."""
         for name in ("tissue_px", "cell_grid", "tile_px"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"views.{name} must be ≥ 1, got {getattr(self, name)}")
+        if self.stain not in ("none", "reinhard"):
+            raise ConfigError(f"views.stain: 'none' or 'reinhard', got {self.stain!r}")
         lo, hi = self.intensity_percentiles
         if not 0.0 <= lo < hi <= 100.0:
             raise ConfigError(

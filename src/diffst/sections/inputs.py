@@ -44,6 +44,7 @@ from diffst.sections.tiling import tissue_mask_bins
 
 if TYPE_CHECKING:
     from diffst.io.sample import SpatialImage
+    from diffst.sections.stain import StainTransform
 
 _log = logging.getLogger("diffst.sections")
 
@@ -148,6 +149,7 @@ def window_inputs(
     image: SpatialImage | None = None,
     views: ViewConfig | None = None,
     ranges: np.ndarray | None = None,
+    stain: StainTransform | None = None,
 ) -> WindowInputs:
     """Cut the window whose top-left HR bin is ``(row, col)`` out of ``section``.
 
@@ -157,9 +159,11 @@ def window_inputs(
         Whole-section rasters.
     row, col, size
         Top-left HR bin and side of the window, in HR bins.
-    image, views, ranges
-        The section image, the view layout and the ``[C, 2]`` intensity range of
-        :func:`~diffst.sections.views.intensity_range`; without an image no views are cut.
+    image, views, ranges, stain
+        The section image, the view layout, the ``[C, 2]`` intensity range of
+        :func:`~diffst.sections.views.intensity_range` and the section's colour normalisation
+        (:func:`~diffst.sections.views.section_stain`, or ``None``); without an image no views
+        are cut.
     """
     from diffst.sections.views import image_views
 
@@ -177,7 +181,7 @@ def window_inputs(
         if views is None:
             raise ConfigError("window_inputs: an image needs its view layout (views)")
         window.tissue_view, window.cells, window.cell_score = image_views(
-            image, origin, size, section.geometry, views, ranges=ranges
+            image, origin, size, section.geometry, views, ranges=ranges, stain=stain
         )
     return window
 

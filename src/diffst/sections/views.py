@@ -17,12 +17,14 @@ from diffst.config import ConfigError
 from diffst.io.sample import SpatialImage
 from diffst.sections.binning import GridGeometry
 from diffst.sections.config import ViewConfig
+from diffst.sections.stain import StainStats, StainTransform
 
 __all__ = [
     "channel_indices",
     "image_views",
     "intensity_range",
     "sample_image",
+    "section_stain",
     "tile_entropy",
     "to_uint8",
 ]
@@ -153,6 +155,7 @@ def image_views(
     view_cfg: ViewConfig,
     *,
     ranges: np.ndarray | None = None,
+    stain: StainTransform | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Tissue view, cell tiles and tile scores of the square patch at ``origin_um``.
 
@@ -170,6 +173,9 @@ def image_views(
         Sizes and channels.
     ranges
         ``[C, 2]`` intensity range mapped to 0..255; computed from the image when omitted.
+    stain
+        The section's colour normalisation (:func:`section_stain`), applied to both views before
+        the tile scores are computed; ``None``: none.
 
     Returns
     -------
@@ -185,6 +191,35 @@ def image_views(
     s, n, t = view_cfg.tissue_px, view_cfg.cell_grid, view_cfg.tile_px
     tissue = to_uint8(sample_image(image, idx, rect, (s, s)), ranges)
     mosaic = to_uint8(sample_image(image, idx, rect, (n * t, n * t)), ranges)
+    if stain is not None:
+        tissue, mosaic = stain(tissue), stain(mosaic)
     c = len(idx)
     cells = mosaic.reshape(c, n, t, n, t).transpose(1, 3, 0, 2, 4).reshape(n * n, c, t, t)
     return tissue, np.ascontiguousarray(cells), tile_entropy(cells)
+
+
+def section_stain(
+    image: SpatialImage,
+    channel_idx: np.ndarray,
+    ranges: np.ndarray,
+    reference: StainStats | None = None,
+) -> StainTransform:
+    """The colour normalisation of one section's views: statistics of the section's thumbnail
+    (after the views' intensity range) to ``reference`` (``None``: the section itself, i.e.
+    the training image of a store).
+
+    Raises :class:`ConfigError` for images that are not 3-channel brightfield (H&E).
+    """
+    from diffst.sections.stain import stain_stats
+
+    if image.kind != "he" or len(channel_idx) != 3:
+        raise ConfigError(
+            f"{image.path or 'image'}: views.stain=reinhard normalises 3-channel H&E images; "
+            f"this one is {image.kind} with {len(channel_idx)} channel(s) {list(image.channels)}"
+        )
+    h, w = image.shape_hw
+    step = max(1, math.ceil(max(h, w) / _THUMBNAIL_PX))
+    thumb = np.asarray(image.pixels[::step, ::step, :], dtype=np.float32)[..., channel_idx]
+    rgb = np.moveaxis(to_uint8(np.moveaxis(thumb, -1, 0), ranges), 0, -1)
+    source = stain_stats(rgb)
+    return StainTransform(source, reference or source)

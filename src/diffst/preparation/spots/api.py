@@ -32,8 +32,9 @@ from diffst.preparation.spots.patches import (
     grid_frame,
     plan_spot_patches,
     spot_patches,
+    spot_stain,
 )
-from diffst.preparation.store import FORMAT_VERSION, StoreWriter, check_target
+from diffst.preparation.store import FORMAT_VERSION, StoreWriter, check_target, stain_manifest
 from diffst.sections.binning import SourceScan
 from diffst.sections.config import PrepareConfig, SplitConfig
 from diffst.sections.tiling import SPLITS
@@ -312,8 +313,11 @@ def _prepare_sections(
     train = [s for s, r in zip(samples, roles, strict=True) if r == "train"]
     genes = spot_gene_panel(train, samples, cfg)
     grids = [spot_grid(s, genes, cfg.spots) for s in samples]
+    # the first training section's colours are the reference of every section's views
+    reference = spot_stain(grids[roles.index("train")], cfg.views)
     patches = [
-        spot_patches(g, cfg.spots, cfg.views, sp) for g, sp in zip(grids, splits, strict=True)
+        spot_patches(g, cfg.spots, cfg.views, sp, stain=spot_stain(g, cfg.views, reference))
+        for g, sp in zip(grids, splits, strict=True)
     ]
     norm, coexpr, stats_source = _statistics(grids, patches, roles, cfg)
     with StoreWriter(out_dir, overwrite=overwrite) as writer:
@@ -324,7 +328,9 @@ def _prepare_sections(
                     f"split {name!r} is empty; lower spots.patch or spots.split_block, "
                     "or set its fraction to 0"
                 )
-        manifest = _manifest(samples, grids, roles, patches, counts, cfg)
+        manifest = stain_manifest(
+            _manifest(samples, grids, roles, patches, counts, cfg), cfg.views, reference
+        )
         manifest.update(
             normalisation=norm,
             normalisation_source=stats_source,

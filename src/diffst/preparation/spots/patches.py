@@ -22,8 +22,9 @@ from diffst.preparation.spots.grid import SpotGrid, pool_spots
 from diffst.preparation.spots.lattice import ROW_SPACING
 from diffst.sections.binning import GridGeometry
 from diffst.sections.config import SplitConfig, SpotHRConfig, ViewConfig
+from diffst.sections.stain import StainTransform
 from diffst.sections.tiling import PatchGrid, block_splits, patch_splits
-from diffst.sections.views import channel_indices, image_views, intensity_range
+from diffst.sections.views import channel_indices, image_views, intensity_range, section_stain
 
 __all__ = [
     "SpotPatches",
@@ -200,8 +201,26 @@ def _grid_image(grid: SpotGrid, to_um: np.ndarray) -> SpatialImage:
     )
 
 
+def spot_stain(
+    grid: SpotGrid, views: ViewConfig, reference: StainTransform | None = None
+) -> StainTransform | None:
+    """The section's colour normalisation (``views.stain``) to ``reference``'s reference
+    statistics (``None``: the section is its own reference); ``None`` without normalisation."""
+    if views.stain == "none":
+        return None
+    assert grid.image is not None
+    idx = channel_indices(grid.image, views.channels)
+    ranges = intensity_range(grid.image, idx, views.intensity_percentiles)
+    return section_stain(grid.image, idx, ranges, reference.reference if reference else None)
+
+
 def spot_patches(
-    grid: SpotGrid, cfg: SpotHRConfig, views: ViewConfig, split: SplitConfig | int
+    grid: SpotGrid,
+    cfg: SpotHRConfig,
+    views: ViewConfig,
+    split: SplitConfig | int,
+    *,
+    stain: StainTransform | None = None,
 ) -> SpotPatches:
     """Cut a section's spot grid into patches with pooled LR maps and histology views.
 
@@ -215,6 +234,8 @@ def spot_patches(
         Tissue-view and cell-tile sizes.
     split
         As for :func:`plan_spot_patches`.
+    stain
+        The section's colour normalisation (:func:`spot_stain`), or ``None``.
 
     Returns
     -------
@@ -231,7 +252,9 @@ def spot_patches(
         sub_hr, sub_m = plan.hr[:, r : r + p, c : c + p], plan.measured[r : r + p, c : c + p]
         pooled = pool_spots(sub_hr, sub_m, k)
         origin = geometry.sub_grid(int(r), int(c), p).origin_um
-        tissue, cells, score = image_views(image, origin, p, geometry, views, ranges=ranges)
+        tissue, cells, score = image_views(
+            image, origin, p, geometry, views, ranges=ranges, stain=stain
+        )
         arrays = {
             "hr": sub_hr,
             "lr": pooled.lr.astype(np.float32),

@@ -166,6 +166,8 @@ def predict(
     figures_dir: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
     progress: bool = False,
+    cells: str | os.PathLike[str] | None = None,
+    cells_out: str | os.PathLike[str] | None = None,
     **options: Any,
 ) -> anndata.AnnData | None:
     """Super-resolve a whole section to AnnData with uncertainty (``diffst predict``).
@@ -183,6 +185,11 @@ def predict(
         ``n_samples=8, steps=20, project_to_spots=False``) replace single fields.
     library_id, figures_dir, overwrite, progress
         As ``--library-id``, ``--figures``, ``--overwrite`` and the progress bar.
+    cells, cells_out
+        Cell boundaries (``--cells``: label image, GeoJSON or vertex table; see
+        :mod:`diffst.inference.cells`): also write a per-cell AnnData to ``cells_out``
+        (default ``<out stem>.cells.h5ad``), checked before any network work; the returned
+        AnnData's ``uns['cells']`` then names that file and its cell counts.
 
     Returns
     -------
@@ -197,8 +204,23 @@ def predict(
     from diffst.inference.config import PredictConfig
 
     cfg = dataclasses.replace(config or PredictConfig(), **options)
-    return _predict(checkpoint, read(sample), out_path, cfg, library_id=library_id,
-                    figures_dir=figures_dir, overwrite=overwrite, progress=progress)  # fmt: skip
+    section = read(sample)
+    shapes, cells_path = None, None
+    if cells is not None:
+        from diffst.inference.api import check_output_path
+        from diffst.inference.cells import cells_path_for, read_cells
+
+        frame = section.image.um_to_px if section.image is not None else None
+        shapes = read_cells(cells, frame)
+        cells_path = check_output_path(cells_out or cells_path_for(out_path), overwrite=overwrite)
+    adata = _predict(checkpoint, section, out_path, cfg, library_id=library_id,
+                     figures_dir=figures_dir, overwrite=overwrite, progress=progress)  # fmt: skip
+    if adata is not None and shapes is not None and cells_path is not None:
+        from diffst.inference.cells import write_cells
+
+        per_cell = write_cells(adata, shapes, cells_path)
+        adata.uns["cells"] = {"path": str(cells_path), **per_cell.uns["diffst_cells"]}
+    return adata
 
 
 def evaluate(

@@ -30,6 +30,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="reader to use (default: auto, detected from the files)",
     )
     parser.add_argument("--out", required=True, help="output .h5ad (written atomically)")
+    parser.add_argument(
+        "--cells", default=None, metavar="FILE",
+        help="cell boundaries (label image .tif/.png or GeoJSON in image pixels, or a vertex "
+        "table .parquet/.csv in µm): also write a per-cell AnnData",
+    )  # fmt: skip
+    parser.add_argument(
+        "--cells-out", default=None, metavar="H5AD",
+        help="per-cell output (default: <out stem>.cells.h5ad)",
+    )  # fmt: skip
     add_section_argument(parser)
     parser.add_argument(
         "--image-channels",
@@ -98,7 +107,7 @@ def _merfish_channels(args: argparse.Namespace) -> list[str] | None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the configuration, read the section and predict."""
-    from diffst.inference.api import predict
+    from diffst.api import predict
     from diffst.inference.config import PredictConfig
 
     cfg = PredictConfig(
@@ -131,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
         figures_dir=args.figures,
         overwrite=args.overwrite,
         progress=not args.no_progress,
+        cells=args.cells,
+        cells_out=args.cells_out,
     )
     if adata is not None:
         report = adata.uns["diffst"]["spot_consistency"]
@@ -143,6 +154,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"  X rescaled to the measured spot totals (raw total ratio {ratio:.3f})")
         else:
             print(f"  X is the raw estimate (--no-project): total ratio {ratio:.3f} to the spots")
+        if "cells" in adata.uns:
+            c = adata.uns["cells"]
+            print(
+                f"  cells:       {c['path']}: {c['n_cells']} of {c['n_cells_in_source']} cells "
+                "(≥ 50 % of their area on predicted bins)"
+            )
         if args.spatialdata:
             print(f"  spatialdata: {Path(args.out).with_suffix('.zarr')}")
         if args.figures is not None:

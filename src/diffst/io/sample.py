@@ -255,6 +255,28 @@ class SpotTable:
     def n_spots(self) -> int:
         return int(self.counts.shape[0])
 
+    def as_molecules(self, block: int = 50_000) -> ChunkedTranscripts:
+        """The counts as molecules at their spot (bin) centres, streamed by blocks of spots.
+
+        For bin arrays no coarser than the HR bins (Visium HD ``square_002um``): binning these
+        molecules is summing each bin into the HR bin that holds its centre, so every route
+        that bins transcripts (prepare's HR map, pseudo-spots, tissue density) serves them.
+        """
+        self.require_raw_counts()
+        counts, centres = self.counts, self.centers_um
+
+        def chunks() -> Iterator[TranscriptChunk]:
+            for start in range(0, counts.shape[0], block):
+                coo = counts[start : start + block].tocoo()
+                n = np.rint(coo.data).astype(np.int64)
+                rows = np.repeat(coo.row, n) + start
+                yield TranscriptChunk(
+                    centres[rows, 0], centres[rows, 1], np.repeat(coo.col, n).astype(np.int32)
+                )
+
+        assert self.control is not None
+        return ChunkedTranscripts(self.genes, self.control, chunks, self.path)
+
     def require_raw_counts(self) -> None:
         """Raise unless the matrix holds non-negative integer counts."""
         where = self.path or "spots"

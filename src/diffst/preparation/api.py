@@ -25,7 +25,12 @@ from diffst.preparation.coexpr import coexpression, train_bins_mask
 from diffst.preparation.plan import PatchPlan, PreparedStore, plan_patches, select_genes
 from diffst.sections.binning import GridGeometry, SourceScan, gene_totals_in_bins, scan_transcripts
 from diffst.sections.config import PrepareConfig
-from diffst.sections.inputs import SectionInputs, build_section_inputs, section_geometry
+from diffst.sections.inputs import (
+    SectionInputs,
+    build_section_inputs,
+    section_geometry,
+    with_bin_molecules,
+)
 from diffst.sections.tiling import SPLITS, split_blocks
 
 __all__ = ["plan_section", "prepare", "train_statistics", "training_scan"]
@@ -50,7 +55,9 @@ def plan_section(
     """Scan the transcripts, choose the genes, rasterise the section and plan its patches.
 
     Everything :func:`prepare` computes before writing (``diffst prepare --dry-run`` prints it).
+    Bin arrays no coarser than the HR bins (Visium HD ``square_002um``) are binned as molecules.
     """
+    sample = with_bin_molecules(sample, cfg.hr_um)
     if sample.transcripts is None:
         raise InputError(f"sample {sample.name!r}: no transcripts were read")
     scan = scan_transcripts(sample.transcripts)
@@ -117,6 +124,7 @@ def prepare(
         raise InputError(
             f"sample {sample.name!r}: no image was read; diffst prepare needs histology"
         )
+    sample = with_bin_molecules(sample, cfg.hr_um)
     scan, section, plan = plan_section(sample, cfg)
     provenance = {
         "command": command,

@@ -56,6 +56,7 @@ __all__ = [
     "checkpoint_section_inputs",
     "section_geometry",
     "window_inputs",
+    "with_bin_molecules",
 ]
 
 
@@ -363,43 +364,19 @@ def _grid_inputs(
     )  # fmt: skip
 
 
-def _inputs_from_dense_spots(
-    sample: SpatialSample, genes: tuple[str, ...], meta: dict[str, Any]
-) -> SectionInputs:
-    """Bin arrays no coarser than the HR bins (Visium HD): summed onto the HR grid like
-    molecules, then pseudo-spots as in training (grid pooling or the Visium lattice)."""
-    from scipy.spatial import cKDTree
+def with_bin_molecules(sample: SpatialSample, hr_um: float) -> SpatialSample:
+    """``sample`` with its bin array as molecules when it has no transcripts and its bins are
+    no coarser than ``hr_um`` (Visium HD ``square_002um`` for HR bins of 2 µm and up): the
+    transcript route then bins them — HR map, tissue density, grid or Visium-lattice LR — as
+    it bins molecules. Other samples are returned unchanged."""
+    import dataclasses
 
-    table = sample.spots
-    assert table is not None
-    counts, centres = _spot_counts(table, genes), np.asarray(table.centers_um, dtype=np.float64)
-    geo = meta["geometry"]
-    r = table.diameter_um / 2
-    lo, hi = centres.min(axis=0) - r, centres.max(axis=0) + r
-    extent = sample.image.extent_um() if sample.image is not None else (*lo, *hi)
-    geometry = GridGeometry.covering(extent, float(geo["hr_um"]), int(geo["factor"]))
-    h, w = geometry.shape_hr
-    ij = np.floor((centres - np.asarray(geometry.origin_um)) / geometry.hr_um).astype(np.int64)
-    inside = np.flatnonzero((ij >= 0).all(axis=1) & (ij[:, 0] < w) & (ij[:, 1] < h))
-    to_bin = sp.csr_matrix(
-        (np.ones(inside.size), (ij[inside, 1] * w + ij[inside, 0], inside)), (h * w, len(centres))
-    )
-    hr = np.asarray((to_bin @ counts).T.todense()).reshape(len(genes), h, w)
-    tissue = tissue_mask_bins(sample, geometry, density=hr.sum(axis=0))
-    layout, diameter, pitch = _lr_layout(meta)
-    if layout == "grid":
-        return _grid_inputs(genes, geometry, tissue, hr)
-    spots = visium_lattice(geometry, None, pitch, diameter)
-    sij = np.floor((spots - np.asarray(geometry.origin_um)) / geometry.hr_um).astype(np.int64)
-    spots = spots[tissue[sij[:, 1], sij[:, 0]]] if len(spots) else spots
-    dist, near = cKDTree(spots).query(centres, distance_upper_bound=diameter / 2 * (1 + 1e-12))
-    ok = np.flatnonzero(np.isfinite(dist))
-    to_spot = sp.csr_matrix((np.ones(ok.size), (near[ok], ok)), (len(spots), len(centres)))
-    sums = np.asarray((to_spot @ counts).todense())
-    return SectionInputs(
-        genes, geometry, tissue, "visium", hr=hr, spot_centres_um=spots, spot_counts=sums,
-        spot_diameter_um=diameter, spot_shape="circle", spot_pitch_um=pitch,
-    )  # fmt: skip
+    spots = sample.spots
+    if sample.transcripts is not None or spots is None or spots.n_spots == 0:
+        return sample
+    if float(spots.pitch_um or spots.diameter_um) > hr_um:
+        return sample
+    return dataclasses.replace(sample, transcripts=spots.as_molecules())
 
 
 def _spot_counts(table: Any, genes: tuple[str, ...]) -> sp.csr_matrix:
@@ -428,13 +405,9 @@ def checkpoint_section_inputs(
     spots = sample.spots
     if sample.transcripts is None and spots is not None and spots.n_spots == 0:
         raise InputError(f"{spots.path or sample.name}: field spots is empty (no tissue)")
+    sample = with_bin_molecules(sample, float(meta["geometry"]["hr_um"]))
     if sample.transcripts is not None:
         inputs = _inputs_from_transcripts(sample, genes, meta)
-    elif (
-        spots is not None
-        and float(spots.pitch_um or spots.diameter_um) <= meta["geometry"]["hr_um"]
-    ):
-        inputs = _inputs_from_dense_spots(sample, genes, meta)
     else:
         if layout != "visium":
             _log.warning(

@@ -18,6 +18,7 @@ __all__ = ["add_arguments", "add_section_argument", "add_store_arguments", "buil
 _FLAGS = {
     "genes": "genes",
     "gene_list": "gene_list",
+    "gene_selection": "gene_selection",
     "hr_um": "hr_um",
     "factor": "factor",
     "lr": "lr",
@@ -55,6 +56,11 @@ def add_store_arguments(parser: argparse.ArgumentParser) -> None:
     genes = parser.add_mutually_exclusive_group()
     genes.add_argument("--genes", type=int, help="top-K genes by total count (default 25)")
     genes.add_argument("--gene-list", help="text file with one gene per line")
+    parser.add_argument(
+        "--gene-selection", choices=["counts", "spatial"],
+        help="rank genes for --genes by total counts (default) or by spatial structure "
+        "(Moran's I of the LR map, training blocks only)",
+    )  # fmt: skip
     parser.add_argument("--hr-um", type=float, help="HR bin side in µm (default 4.25)")
     parser.add_argument("--factor", type=int, help="HR bins per LR cell side (default 10)")
     parser.add_argument("--lr", choices=["grid", "visium"], help="LR layer (default grid)")

@@ -22,8 +22,20 @@ from diffst.config import to_dict
 from diffst.data.transforms import NormStats, normalisation_stats
 from diffst.io.sample import InputError, SpatialSample
 from diffst.preparation.coexpr import coexpression, train_bins_mask
-from diffst.preparation.plan import PatchPlan, PreparedStore, plan_patches, select_genes
-from diffst.sections.binning import GridGeometry, SourceScan, gene_totals_in_bins, scan_transcripts
+from diffst.preparation.plan import (
+    PatchPlan,
+    PreparedStore,
+    plan_patches,
+    select_genes,
+    spatial_variability,
+)
+from diffst.sections.binning import (
+    GridGeometry,
+    SourceScan,
+    gene_counts_per_cell,
+    gene_totals_in_bins,
+    scan_transcripts,
+)
 from diffst.sections.config import PrepareConfig
 from diffst.sections.inputs import (
     SectionInputs,
@@ -70,21 +82,30 @@ def plan_section(
 def training_scan(
     sample: SpatialSample, geometry: GridGeometry, cfg: PrepareConfig, scan: SourceScan
 ) -> SourceScan:
-    """``scan`` with per-gene totals counted over the training blocks of the split only.
+    """``scan`` with per-gene totals counted over the training blocks of the split only, and
+    with ``gene_selection="spatial"`` each gene's Moran's I over the LR cells of those blocks.
 
-    The gene panel is chosen from these totals (a panel picked from totals that include the
-    held-out blocks would leak test information into the model's design). With a gene list, or
-    when every block is for training, the totals are the section's.
+    The gene panel is chosen from these statistics (a panel picked from statistics that include
+    the held-out blocks would leak test information into the model's design). With a gene list
+    they are not needed; when every block is for training the totals are the section's.
     """
+    if cfg.gene_list is not None:
+        return scan
     blocks, row_edges, col_edges = split_blocks(
         geometry.shape_hr, geometry.hr_um, cfg.split, geometry.factor
     )
     train = blocks == SPLITS.index("train")
-    if cfg.gene_list is not None or train.all():
-        return scan
     assert sample.transcripts is not None
     rows = np.repeat(train, np.diff(row_edges), axis=0)
     bins = np.repeat(rows, np.diff(col_edges), axis=1)
+    if cfg.gene_selection == "spatial":
+        per_cell = gene_counts_per_cell(sample.transcripts, geometry, bins)
+        totals = np.asarray(per_cell.sum(axis=0)).ravel().astype(np.int64)
+        occupied = (np.asarray(per_cell.sum(axis=1)).ravel() > 0).reshape(geometry.shape_lr)
+        moran = spatial_variability(per_cell, geometry.shape_lr, occupied)
+        return dataclasses.replace(scan, totals=totals, spatial=moran)
+    if train.all():
+        return scan
     totals = gene_totals_in_bins(sample.transcripts, geometry, bins)
     return dataclasses.replace(scan, totals=totals)
 

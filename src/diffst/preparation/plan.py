@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from diffst.config import ConfigError
 from diffst.io.sample import InputError, SpatialSample
@@ -16,13 +17,15 @@ from diffst.sections.config import PrepareConfig
 from diffst.sections.inputs import SectionInputs
 from diffst.sections.tiling import SPLITS, patch_grid, split_blocks
 
-__all__ = ["PatchPlan", "PreparedStore", "plan_patches", "select_genes"]
+__all__ = ["PatchPlan", "PreparedStore", "plan_patches", "select_genes", "spatial_variability"]
 
 
 def select_genes(sample: SpatialSample, cfg: PrepareConfig, scan: SourceScan) -> tuple[str, ...]:
     """The gene panel: ``cfg.gene_list`` (validated) or the top-``cfg.genes`` non-control genes
-    by ``scan.totals`` (ties broken by the source order). :func:`plan_section` passes the totals
-    of the training blocks only, so held-out blocks never influence the panel."""
+    by ``scan.totals`` (``gene_selection="counts"``) or by ``scan.spatial``, Moran's I
+    (``"spatial"``; genes without molecules last), ties broken by totals, then source order.
+    :func:`~diffst.preparation.api.plan_section` passes statistics of the training blocks only,
+    so held-out blocks never influence the panel."""
     names = sample.genes
     control = sample.control
     if cfg.gene_list is not None:
@@ -34,7 +37,65 @@ def select_genes(sample: SpatialSample, cfg: PrepareConfig, scan: SourceScan) ->
             "non-control genes exist"
         )
     order = usable[np.argsort(-scan.totals[usable], kind="stable")]
+    if cfg.gene_selection == "spatial":
+        if scan.spatial is None:
+            raise ConfigError("gene_selection=spatial: the scan carries no Moran's I")
+        score = np.where(scan.totals[order] > 0, scan.spatial[order], -np.inf)
+        order = order[np.argsort(-score, kind="stable")]
     return tuple(names[k] for k in order[: cfg.genes])
+
+
+def spatial_variability(
+    counts: sp.csr_matrix, shape_lr: tuple[int, int], cells: np.ndarray, block: int = 256
+) -> np.ndarray:
+    """Moran's I of every gene's log1p counts over the LR cells marked in ``cells``.
+
+    Parameters
+    ----------
+    counts
+        ``[h·w, n_genes]`` counts per LR cell (row ``a·w + b``).
+    shape_lr
+        ``(h, w)`` of the LR grid.
+    cells
+        ``[h, w]`` bool: the cells that count (in tissue, in the training blocks).
+    block
+        Genes densified at once (memory ``≈ 8 · cells · block`` bytes).
+
+    Returns
+    -------
+    np.ndarray
+        ``[n_genes]`` float64; ``I = (n / W) · zᵀAz / zᵀz`` with rook neighbours ``A`` among
+        the cells (``W`` its number of ordered pairs); 0 for constant genes. Spatially random
+        maps give ``I ≈ −1/(n−1)``, smooth gradients and domains approach 1.
+    """
+    h, w = shape_lr
+    keep = np.asarray(cells, dtype=bool).ravel()
+    index = np.full(h * w, -1, np.int64)
+    index[keep] = np.arange(keep.sum())
+    grid = index.reshape(h, w)
+    pairs = [
+        (grid[:, :-1].ravel(), grid[:, 1:].ravel()),
+        (grid[:-1, :].ravel(), grid[1:, :].ravel()),
+    ]
+    src = np.concatenate([a for a, b in pairs])
+    dst = np.concatenate([b for a, b in pairs])
+    ok = (src >= 0) & (dst >= 0)
+    n = int(keep.sum())
+    adjacency = sp.csr_matrix((np.ones(ok.sum()), (src[ok], dst[ok])), shape=(n, n))
+    adjacency = adjacency + adjacency.T
+    total_weight = float(adjacency.sum())
+    sub = counts[keep].tocsc()
+    out = np.zeros(sub.shape[1])
+    if n < 3 or total_weight == 0:
+        return out
+    for start in range(0, sub.shape[1], block):
+        z = np.log1p(sub[:, start : start + block].toarray().astype(np.float64))
+        z -= z.mean(axis=0)
+        num = np.einsum("ij,ij->j", z, adjacency @ z)
+        den = np.einsum("ij,ij->j", z, z)
+        safe = np.where(den > 0, den, 1.0)
+        out[start : start + block] = np.where(den > 0, n / total_weight * num / safe, 0.0)
+    return out
 
 
 def _read_gene_list(path: Path, names: tuple[str, ...], control: np.ndarray) -> tuple[str, ...]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
 from diffst.geometry import GeometryError
@@ -145,6 +146,7 @@ class SourceScan:
     extent_um: tuple[float, float, float, float]  # (x_min, y_min, x_max, y_max), µm
     n: int  # molecules
     control: np.ndarray  # [n_genes] bool control probes
+    spatial: np.ndarray | None = None  # [n_genes] Moran's I (gene_selection="spatial")
 
 
 def scan_transcripts(source: TranscriptSource) -> SourceScan:
@@ -202,6 +204,35 @@ def gene_totals_in_bins(
         ok[ok] = keep[v[ok], u[ok]]
         totals += np.bincount(chunk.gene[ok], minlength=len(totals))[: len(totals)]
     return totals
+
+
+def gene_counts_per_cell(
+    source: TranscriptSource, geometry: GridGeometry, bins: np.ndarray
+) -> sp.csr_matrix:
+    """Molecules per LR cell and gene, counting only molecules in the HR bins marked in
+    ``bins``: a sparse ``[h·w, n_genes]`` matrix (row ``a·w + b`` is LR cell ``(a, b)``), so
+    panels of thousands of genes never need a dense ``[G, H, W]`` map."""
+    keep = np.asarray(bins, dtype=bool)
+    h, w = geometry.shape_hr
+    if keep.shape != (h, w):
+        raise ValueError(f"bin mask {keep.shape} does not match the grid {(h, w)}")
+    lh, lw = geometry.shape_lr
+    f, inv, g = geometry.factor, 1.0 / geometry.hr_um, len(source.genes)
+    out = sp.csr_matrix((lh * lw, g), dtype=np.int64)
+    for chunk in source.iter_chunks():
+        if len(chunk) == 0:
+            continue
+        _check_chunk(chunk, source)
+        u = np.floor((np.asarray(chunk.x_um) - geometry.origin_um[0]) * inv).astype(np.int64)
+        v = np.floor((np.asarray(chunk.y_um) - geometry.origin_um[1]) * inv).astype(np.int64)
+        ok = (u >= 0) & (u < w) & (v >= 0) & (v < h)
+        ok[ok] = keep[v[ok], u[ok]]
+        cell = (v[ok] // f) * lw + u[ok] // f
+        part = sp.csr_matrix(
+            (np.ones(cell.size, np.int64), (cell, chunk.gene[ok])), shape=(lh * lw, g)
+        )
+        out = out + part
+    return out
 
 
 def _check_chunk(chunk: TranscriptChunk, source: TranscriptSource) -> None:

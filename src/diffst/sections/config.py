@@ -146,6 +146,10 @@ class PrepareConfig:
 
     genes: int = 25  # top-K genes by total count (control probes never selected; paper: 25)
     gene_list: Path | None = None  # text file, one gene per line; overrides ``genes``
+    # how the top ``genes`` are ranked (training blocks only): "counts" (total molecules, the
+    # paper) or "spatial" (Moran's I of log1p counts per LR cell, rook neighbours: genes whose
+    # LR map has spatial structure, ties by counts; diffst.preparation.plan.spatial_variability)
+    gene_selection: Literal["counts", "spatial"] = "counts"
     hr_um: float = 4.25  # HR bin side, µm (paper: 5120 px × 0.2125 µm/px / 256 bins)
     factor: int = 10  # HR bins per LR cell side (paper: 256 → 26)
     lr: LRMode = "grid"  # grid: exact factor×factor sums; visium: 55 µm spots, 100 µm lattice
@@ -181,6 +185,8 @@ class PrepareConfig:
             )
         if self.chunk_size < 1:
             raise ConfigError(f"chunk_size must be ≥ 1, got {self.chunk_size}")
+        if self.gene_selection not in ("counts", "spatial"):
+            raise ConfigError(f"gene_selection: 'counts' or 'spatial', got {self.gene_selection!r}")
         self.views.validate()
         self.split.validate()
         self.tissue.validate()

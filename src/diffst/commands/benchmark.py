@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import argparse
 
-from diffst.commands.prepare import add_section_argument, add_store_arguments
+from diffst.commands.options import add_section_argument
+from diffst.commands.prepare import add_store_arguments
 
 _ABLATIONS = ("use_graph", "use_cross_attention", "use_disentangle", "use_modulation")
 

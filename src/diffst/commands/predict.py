@@ -12,23 +12,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from diffst.commands.prepare import add_section_argument
-from diffst.datasets import BUNDLED
-from diffst.io.detect import READABLE_PLATFORMS
+from diffst.commands.options import add_input_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the options of ``diffst predict`` (no heavy imports here)."""
     parser.add_argument("--checkpoint", required=True, help="checkpoint .pt or training run folder")
-    parser.add_argument(
-        "--input", required=True, help=f"section folder/file, or a bundled dataset {BUNDLED}"
-    )
-    parser.add_argument(
-        "--platform",
-        default="auto",
-        choices=("auto", *READABLE_PLATFORMS),
-        help="reader to use (default: auto, detected from the files)",
-    )
+    add_input_arguments(parser, "section folder/file")
     parser.add_argument("--out", required=True, help="output .h5ad (written atomically)")
     parser.add_argument(
         "--cells", default=None, metavar="FILE",
@@ -39,7 +29,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--cells-out", default=None, metavar="H5AD",
         help="per-cell output (default: <out stem>.cells.h5ad)",
     )  # fmt: skip
-    add_section_argument(parser)
     parser.add_argument(
         "--image-channels",
         nargs="+",

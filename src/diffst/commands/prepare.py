@@ -8,10 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from diffst.datasets import BUNDLED
-from diffst.io.detect import READABLE_PLATFORMS
+from diffst.commands.options import add_input_arguments
 
-__all__ = ["add_arguments", "add_section_argument", "add_store_arguments", "build_config", "run"]
+__all__ = ["add_arguments", "add_store_arguments", "build_config", "run"]
 
 
 #: command-line flag → PrepareConfig field (flags override --config and --set)
@@ -40,16 +39,6 @@ _NOT_FOR_SPOTS = {
 }
 
 
-def add_section_argument(parser: argparse.ArgumentParser, *, repeat: bool = False) -> None:
-    """``--section ID``: one section of a folder that holds several (legacy ST as published)."""
-    parser.add_argument(
-        "--section", action="append" if repeat else "store", default=[] if repeat else None,
-        metavar="ID",
-        help="section id in a folder of several sections (legacy ST: <id>.tsv.gz, "
-        "<id>_selection.tsv, <id>/*.jpg)" + ("; repeat it for several sections" if repeat else ""),
-    )  # fmt: skip
-
-
 def add_store_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags that shape a store (genes, grid, LR layer, HR source, patches, seed), shared by
     ``diffst prepare`` and ``diffst benchmark``; :func:`build_config` reads them."""
@@ -76,17 +65,8 @@ def add_store_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the options of ``diffst prepare``."""
-    parser.add_argument(
-        "--input", required=True, help=f"sample folder/file or one of {list(BUNDLED)}"
-    )
-    parser.add_argument(
-        "--platform",
-        default="auto",
-        choices=("auto", *READABLE_PLATFORMS),
-        help="reader to use (default: auto, detected from the files)",
-    )
+    add_input_arguments(parser, "sample folder/file")
     parser.add_argument("--out", required=True, help="store folder to write")
-    add_section_argument(parser)
     parser.add_argument(
         "--image-channels",
         nargs="+",

@@ -15,6 +15,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -26,6 +27,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_variants import _prepare_config, _sample, _score
+
+METHODS = ("diffst", "regression", "diffst_unprojected", "regression_unprojected")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,6 +58,7 @@ def run_seed(job: dict[str, Any]) -> list[dict[str, Any]]:
     from diffst.evaluation.benchmark_methods import TiledRoute
     from diffst.evaluation.region import region_from_patches
     from diffst.evaluation.regression import RegressionConfig, train_regression
+    from diffst.evaluation.scoring import project_prediction
     from diffst.runs.config import resolve_run_config
     from diffst.training.loop import train
 
@@ -83,8 +87,14 @@ def run_seed(job: dict[str, Any]) -> list[dict[str, Any]]:
         route = TiledRoute(sample, region, shape, pcfg)
         pred, _ = route.diffusion(ckpt, "diffst", "")  # the held-out tiles only
         reg = route.regression(snap, store, "regression twin")
-        for row in _score(route, region, [pred, reg], store):
-            if row["method"] in ("diffst", "regression"):
+        preds = [  # as `diffst predict` writes them (projected onto the LR totals) and raw
+            project_prediction(pred, region),
+            dataclasses.replace(pred, name="diffst_unprojected", samples=None),
+            project_prediction(reg, region),
+            dataclasses.replace(reg, name="regression_unprojected"),
+        ]
+        for row in _score(route, region, preds, store):
+            if row["method"] in METHODS:
                 rows.append({**row, "step": step, "seed": seed})
     with open(out / "budget.jsonl", "a", encoding="utf-8") as fh:
         for row in rows:
@@ -92,8 +102,9 @@ def run_seed(job: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def table(rows: list[dict[str, Any]]) -> str:
-    """Markdown: steps × (diffusion, regression) total and detail PCC, mean ± sd over seeds."""
+def table(rows: list[dict[str, Any]], suffix: str = "") -> str:
+    """Markdown: steps × (diffusion, regression) total and detail PCC, mean ± sd over seeds;
+    ``suffix="_unprojected"`` for the raw estimates."""
     steps = sorted({r["step"] for r in rows})
     lines = [
         "| steps | diffst PCC | regression PCC | diffst detail PCC | regression detail PCC |",
@@ -102,7 +113,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     for s in steps:
         cells = []
         for metric in ("pcc", "detail_pcc"):
-            for method in ("diffst", "regression"):
+            for method in (f"diffst{suffix}", f"regression{suffix}"):
                 v = np.array([r[metric] for r in rows if r["step"] == s and r["method"] == method])
                 cells.append(f"{v.mean():.3f} ± {v.std():.3f}" if v.size else "–")
         lines.append(f"| {s} | {cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} |")
@@ -127,7 +138,10 @@ def main(argv: list[str] | None = None) -> None:
     ]  # fmt: skip
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         rows = [r for batch in pool.map(run_seed, jobs) for r in batch]
-    text = table(rows)
+    text = (
+        "Projected onto the LR totals (as `diffst predict` writes them):\n\n" + table(rows)
+        + "\n\nRaw estimates:\n\n" + table(rows, "_unprojected")
+    )  # fmt: skip
     (args.out / "budget.md").write_text(text + "\n", encoding="utf-8")
     print(text)
 

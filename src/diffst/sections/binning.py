@@ -9,6 +9,7 @@ HR bin ``(i, j)`` covers ``x ∈ [x0 + j·hr_um, x0 + (j+1)·hr_um)``,
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -188,11 +189,20 @@ def gene_totals_in_bins(
     np.ndarray
         ``[n_genes]`` int64, in the order of ``source.genes``.
     """
+    totals = np.zeros(len(source.genes), dtype=np.int64)
+    for _, _, gene in _molecules_in_bins(source, geometry, bins):
+        totals += np.bincount(gene, minlength=len(totals))[: len(totals)]
+    return totals
+
+
+def _molecules_in_bins(
+    source: TranscriptSource, geometry: GridGeometry, bins: np.ndarray
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per chunk, the HR bin ``(row, col)`` and gene of the molecules in the marked bins."""
     keep = np.asarray(bins, dtype=bool)
     h, w = geometry.shape_hr
     if keep.shape != (h, w):
         raise ValueError(f"bin mask {keep.shape} does not match the grid {(h, w)}")
-    totals = np.zeros(len(source.genes), dtype=np.int64)
     inv = 1.0 / geometry.hr_um
     for chunk in source.iter_chunks():
         if len(chunk) == 0:
@@ -202,8 +212,7 @@ def gene_totals_in_bins(
         v = np.floor((np.asarray(chunk.y_um) - geometry.origin_um[1]) * inv).astype(np.int64)
         ok = (u >= 0) & (u < w) & (v >= 0) & (v < h)
         ok[ok] = keep[v[ok], u[ok]]
-        totals += np.bincount(chunk.gene[ok], minlength=len(totals))[: len(totals)]
-    return totals
+        yield v[ok], u[ok], chunk.gene[ok]
 
 
 def gene_counts_per_cell(
@@ -212,26 +221,12 @@ def gene_counts_per_cell(
     """Molecules per LR cell and gene, counting only molecules in the HR bins marked in
     ``bins``: a sparse ``[h·w, n_genes]`` matrix (row ``a·w + b`` is LR cell ``(a, b)``), so
     panels of thousands of genes never need a dense ``[G, H, W]`` map."""
-    keep = np.asarray(bins, dtype=bool)
-    h, w = geometry.shape_hr
-    if keep.shape != (h, w):
-        raise ValueError(f"bin mask {keep.shape} does not match the grid {(h, w)}")
     lh, lw = geometry.shape_lr
-    f, inv, g = geometry.factor, 1.0 / geometry.hr_um, len(source.genes)
+    f, g = geometry.factor, len(source.genes)
     out = sp.csr_matrix((lh * lw, g), dtype=np.int64)
-    for chunk in source.iter_chunks():
-        if len(chunk) == 0:
-            continue
-        _check_chunk(chunk, source)
-        u = np.floor((np.asarray(chunk.x_um) - geometry.origin_um[0]) * inv).astype(np.int64)
-        v = np.floor((np.asarray(chunk.y_um) - geometry.origin_um[1]) * inv).astype(np.int64)
-        ok = (u >= 0) & (u < w) & (v >= 0) & (v < h)
-        ok[ok] = keep[v[ok], u[ok]]
-        cell = (v[ok] // f) * lw + u[ok] // f
-        part = sp.csr_matrix(
-            (np.ones(cell.size, np.int64), (cell, chunk.gene[ok])), shape=(lh * lw, g)
-        )
-        out = out + part
+    for row, col, gene in _molecules_in_bins(source, geometry, bins):
+        cell = (row // f) * lw + col // f
+        out = out + sp.csr_matrix((np.ones(cell.size, np.int64), (cell, gene)), shape=out.shape)
     return out
 
 

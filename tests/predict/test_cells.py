@@ -169,3 +169,16 @@ def test_predict_cli_writes_cells_for_the_bundled_crop(
     ])  # fmt: skip
     assert again == 2 and "exists" in capsys.readouterr().err
     assert not (tmp_path / "other.h5ad").exists()
+
+
+def test_label_weights_do_not_depend_on_the_block_of_bins(tmp_path: Path) -> None:
+    from diffst.inference.cells import _label_weights
+
+    labels = np.zeros((80, 80), np.uint16)
+    labels[:30, :50], labels[40:, 10:70] = 3, 9
+    Image.fromarray(labels).save(tmp_path / "labels.png")
+    cells = read_cells(tmp_path / "labels.png", FRAME)
+    whole = _label_weights(cells, CENTRES, HR, 4)
+    pieces = _label_weights(cells, CENTRES, HR, 4, block=5)
+    np.testing.assert_allclose(whole.toarray(), pieces.toarray())
+    assert whole.shape == (2, 16) and whole.sum() > 0

@@ -198,42 +198,37 @@ def cell_weights(
     cells: CellShapes, centres_um: np.ndarray, hr_um: float, supersample: int = SUPERSAMPLE
 ) -> sp.csr_matrix:
     """``[n_cells, n_bins]`` share of each bin's area inside each cell (rows in ``cells.ids``
-    order; bins given by their centres ``[n_bins, 2]`` in µm and side ``hr_um``)."""
-    n, s2 = len(centres_um), supersample**2
-    points = _bin_points(np.asarray(centres_um, dtype=np.float64), hr_um, supersample)
+    order; bins given by their centres ``[n_bins, 2]`` in µm on a grid of side ``hr_um``).
+
+    Work and memory follow the cells' total area, not cells × bins: polygons look up the bins
+    under their bounding box on the grid, label images are read block by block of bins.
+    """
+    centres = np.asarray(centres_um, dtype=np.float64)
+    n, s2 = len(centres), supersample**2
     if cells.labels is not None:
-        assert cells.um_to_px is not None and cells.label_values is not None
-        col_row = np.floor(cells.um_to_px.apply(points.reshape(-1, 2))).astype(np.int64)
-        h, w = cells.labels.shape
-        inside = (col_row[:, 0] >= 0) & (col_row[:, 0] < w) & (col_row[:, 1] >= 0)
-        inside &= col_row[:, 1] < h
-        label = np.zeros(len(col_row), dtype=cells.labels.dtype)
-        label[inside] = cells.labels[col_row[inside, 1], col_row[inside, 0]]
-        row = np.searchsorted(cells.label_values, label)
-        hit = (label != 0) & (row < len(cells.label_values))
-        hit[hit] &= cells.label_values[row[hit]] == label[hit]
-        bins = np.repeat(np.arange(n), s2)[hit]
-        weights = sp.csr_matrix(
-            (np.full(hit.sum(), 1.0 / s2), (row[hit], bins)), (len(cells.ids), n)
-        )
-        weights.sum_duplicates()
-        return weights
+        return _label_weights(cells, centres, hr_um, supersample)
     from matplotlib.path import Path as Polygon
 
     assert cells.polygons_um is not None
+    lo_um = centres.min(axis=0) - hr_um / 2
+    ij = np.rint((centres - lo_um) / hr_um - 0.5).astype(np.int64)  # (col, row) on the grid
+    lookup = np.full((ij[:, 1].max() + 1, ij[:, 0].max() + 1), -1, np.int64)
+    lookup[ij[:, 1], ij[:, 0]] = np.arange(n)
     rows, cols, vals = [], [], []
-    flat = points.reshape(-1, 2)
     for k, poly in enumerate(cells.polygons_um):
         if len(poly) < 3:
             continue
-        lo, hi = poly.min(axis=0) - hr_um, poly.max(axis=0) + hr_um
-        near = np.flatnonzero(
-            (centres_um[:, 0] >= lo[0]) & (centres_um[:, 0] <= hi[0])
-            & (centres_um[:, 1] >= lo[1]) & (centres_um[:, 1] <= hi[1])
-        )  # fmt: skip
+        c0, r0 = np.floor((poly.min(axis=0) - lo_um) / hr_um).astype(np.int64)
+        c1, r1 = np.floor((poly.max(axis=0) - lo_um) / hr_um).astype(np.int64)
+        c0, r0 = max(c0, 0), max(r0, 0)
+        c1, r1 = min(c1, lookup.shape[1] - 1), min(r1, lookup.shape[0] - 1)
+        if c1 < c0 or r1 < r0:
+            continue
+        near = lookup[r0 : r1 + 1, c0 : c1 + 1].ravel()
+        near = near[near >= 0]
         if near.size == 0:
             continue
-        sub = flat.reshape(n, s2, 2)[near].reshape(-1, 2)
+        sub = _bin_points(centres[near], hr_um, supersample).reshape(-1, 2)
         share = Polygon(poly).contains_points(sub).reshape(near.size, s2).mean(axis=1)
         keep = share > 0
         rows.append(np.full(keep.sum(), k))
@@ -244,6 +239,33 @@ def cell_weights(
     return sp.csr_matrix(
         (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), (len(cells.ids), n)
     )
+
+
+def _label_weights(
+    cells: CellShapes, centres: np.ndarray, hr_um: float, supersample: int, block: int = 100_000
+) -> sp.csr_matrix:
+    assert cells.labels is not None and cells.um_to_px is not None
+    assert cells.label_values is not None
+    n, s2 = len(centres), supersample**2
+    h, w = cells.labels.shape
+    parts = []
+    for start in range(0, n, block):
+        points = _bin_points(centres[start : start + block], hr_um, supersample).reshape(-1, 2)
+        col_row = np.floor(cells.um_to_px.apply(points)).astype(np.int64)
+        inside = (col_row[:, 0] >= 0) & (col_row[:, 0] < w) & (col_row[:, 1] >= 0)
+        inside &= col_row[:, 1] < h
+        label = np.zeros(len(col_row), dtype=cells.labels.dtype)
+        label[inside] = cells.labels[col_row[inside, 1], col_row[inside, 0]]
+        row = np.searchsorted(cells.label_values, label)
+        hit = (label != 0) & (row < len(cells.label_values))
+        hit[hit] &= cells.label_values[row[hit]] == label[hit]
+        bins = start + np.repeat(np.arange(len(points) // s2), s2)[hit]
+        parts.append(
+            sp.csr_matrix((np.full(hit.sum(), 1.0 / s2), (row[hit], bins)), (len(cells.ids), n))
+        )
+    weights = sp.csr_matrix((len(cells.ids), n)) if not parts else sum(parts[1:], parts[0])
+    weights.sum_duplicates()
+    return weights
 
 
 def _dense(x: Any) -> np.ndarray:

@@ -31,7 +31,7 @@ VIEWS = {
 def store_meta(
     genes: list[str], lr: str = "visium", channels: int = 3, hr_um: float = HR_UM
 ) -> dict:
-    """Store metadata in the layout :func:`diffst.training.checkpoint.read_store_meta` returns."""
+    """Store metadata in the layout :func:`diffst.runs.checkpoint.read_store_meta` returns."""
     from diffst.models.adjacency import coexpression_adjacency
 
     g = len(genes)

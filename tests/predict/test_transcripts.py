@@ -174,3 +174,46 @@ def test_predict_cli_reads_the_trained_mosaics_of_a_merfish_section(
     assert _merfish_channels(argparse.Namespace(**{**vars(args), "checkpoint": rgb})) is None
     other = argparse.Namespace(**{**vars(args), "input": "visium_mini"})
     assert _merfish_channels(other) is None
+
+
+def test_a_region_is_the_sections_own_lr_grid_cut_to_it(section: SpatialSample) -> None:
+    """The region's grid is the section's, snapped to whole LR cells: same bins, same counts,
+    same tissue, the same grid-pooled LR windows; only molecules on it are binned."""
+    from diffst.sections.inputs import region_geometry
+
+    meta = store_meta(GENES, "grid", hr_um=HR)
+    whole = checkpoint_section_inputs(section, tuple(GENES), meta)
+    region = (105.0, 95.0, 290.0, 310.0)
+    part = checkpoint_section_inputs(section, tuple(GENES), meta, region)
+    geo = part.geometry
+    assert geo == region_geometry(whole.geometry, region)
+    lr = whole.geometry.lr_um
+    r0 = round((geo.origin_um[1] - whole.geometry.origin_um[1]) / HR)
+    c0 = round((geo.origin_um[0] - whole.geometry.origin_um[0]) / HR)
+    assert r0 % FACTOR == 0 and c0 % FACTOR == 0  # whole LR cells of the section
+    x0, y0, x1, y1 = geo.extent_um()
+    assert x0 <= 105.0 < 290.0 <= x1 and y0 <= 95.0 < 310.0 <= y1 and x1 - x0 < 290 - 105 + 2 * lr
+    h, w = geo.shape_hr
+    assert part.hr is not None and whole.hr is not None
+    np.testing.assert_array_equal(part.hr, whole.hr[:, r0 : r0 + h, c0 : c0 + w])
+    np.testing.assert_array_equal(part.tissue, whole.tissue[r0 : r0 + h, c0 : c0 + w])
+    np.testing.assert_array_equal(part.lr_window(0, 0, PATCH)[0],
+                                  whole.lr_window(r0, c0, PATCH)[0])  # fmt: skip
+
+
+def test_predict_a_region_only(make_checkpoint, section: SpatialSample, tmp_path: Path) -> None:
+    ckpt = make_checkpoint(GENES, lr="grid", hr_um=HR)
+    region = (100.0, 100.0, 260.0, 240.0)
+    cfg = replace(FAST, region_um=region)
+    adata = predict(ckpt, section, tmp_path / "part.h5ad", cfg)
+    assert adata is not None and adata.n_obs > 0
+    xs, ys = adata.obs["x_um"], adata.obs["y_um"]
+    lr = HR * FACTOR
+    assert xs.min() > region[0] - lr and xs.max() < region[2] + lr
+    assert ys.min() > region[1] - lr and ys.max() < region[3] + lr
+    whole = predict(ckpt, section, tmp_path / "whole.h5ad", FAST)
+    assert whole is not None and adata.n_obs < whole.n_obs
+    with pytest.raises(Exception, match="outside the section"):
+        predict(
+            ckpt, section, tmp_path / "none.h5ad", replace(FAST, region_um=(5e4, 5e4, 6e4, 6e4))
+        )

@@ -21,6 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_input_arguments(parser, "section folder/file")
     parser.add_argument("--out", required=True, help="output .h5ad (written atomically)")
     parser.add_argument(
+        "--region", type=float, nargs=4, default=None, metavar=("X0", "Y0", "X1", "Y1"),
+        help="predict this rectangle only, µm in the section frame (snapped outwards to its LR "
+        "grid): time and memory follow the region",
+    )  # fmt: skip
+    parser.add_argument(
         "--cells", default=None, metavar="FILE",
         help="cell boundaries (label image .tif/.png or GeoJSON in image pixels, or a vertex "
         "table .parquet/.csv in µm): also write a per-cell AnnData",
@@ -113,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision,
         figure_genes=tuple(args.figure_genes),
         write_spatialdata=args.spatialdata,
+        region_um=tuple(args.region) if args.region is not None else None,
     )
     from diffst.datasets import load_sample
 

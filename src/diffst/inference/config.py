@@ -76,6 +76,9 @@ class PredictConfig:
     # longest side (px) of the downsampled image stored in uns['spatial'][library]['images']
     write_spatialdata: bool = False
     # also write a SpatialData zarr next to the h5ad (requires the optional `spatialdata`)
+    region_um: tuple[float, float, float, float] | None = None
+    # (x0, y0, x1, y1) µm in the section frame: predict this rectangle only (snapped outwards to
+    # the section's LR grid); memory and time then follow the region, not the section
 
     def __post_init__(self) -> None:
         if self.sampler not in ("ddpm", "ddim", "dpmpp"):
@@ -100,6 +103,14 @@ class PredictConfig:
             )
         if self.blend not in ("cosine", "uniform"):
             raise ConfigError(f"predict.blend: {self.blend!r} is not cosine or uniform")
+        if self.region_um is not None:
+            if len(self.region_um) != 4:
+                raise ConfigError(f"predict.region_um: (x0, y0, x1, y1) µm, got {self.region_um}")
+            x0, y0, x1, y1 = map(float, self.region_um)
+            if not (x1 > x0 and y1 > y0):
+                raise ConfigError(
+                    f"predict.region_um: x1 > x0 and y1 > y0 needed, got {self.region_um}"
+                )
 
 
 def resolve_estimator(choice: str, prediction: str, where: str = "predict.mean_estimator") -> str:

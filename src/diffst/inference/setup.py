@@ -231,7 +231,7 @@ def tile_context(
         )
     genes = resolve_genes(meta["genes"], sample, cfg.allow_gene_subset)
     image, views = _check_image(sample, _Uses(meta, use_histology), _view_config(meta))
-    inputs = checkpoint_section_inputs(sample, genes, meta)
+    inputs = checkpoint_section_inputs(sample, genes, meta, cfg.region_um)
     ranges, stain = None, None
     if image is not None:
         chan = channel_indices(image, tuple(views.channels))

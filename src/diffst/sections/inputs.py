@@ -16,6 +16,7 @@ Two builders make a :class:`SectionInputs`: :func:`build_section_inputs` from tr
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ __all__ = [
     "build_section_inputs",
     "check_outside",
     "checkpoint_section_inputs",
+    "region_geometry",
     "section_geometry",
     "window_inputs",
     "with_bin_molecules",
@@ -294,18 +296,33 @@ def _spot_tissue(
 
 
 def _inputs_from_spots(
-    sample: SpatialSample, genes: tuple[str, ...], hr_um: float, factor: int
+    sample: SpatialSample,
+    genes: tuple[str, ...],
+    hr_um: float,
+    factor: int,
+    region_um: tuple[float, float, float, float] | None = None,
 ) -> SectionInputs:
     """Real spot data (e.g. Visium): the measured spots give the LR map of every tile."""
 
     table = sample.spots
     assert table is not None
-    counts = _spot_counts(table, genes).toarray()
     centres = np.asarray(table.centers_um, dtype=np.float64)
     pitch = float(table.pitch_um or table.diameter_um)
     margin = max(pitch, table.diameter_um) / 2
     lo, hi = centres.min(axis=0) - margin, centres.max(axis=0) + margin
     geometry = GridGeometry.covering((lo[0], lo[1], hi[0], hi[1]), hr_um, factor)
+    rows = slice(None)
+    if region_um is not None:  # the region's grid, and the spots that reach into it
+        geometry = region_geometry(geometry, region_um)
+        x0, y0, x1, y1 = geometry.extent_um()
+        reach = pitch + table.diameter_um
+        near = (centres[:, 0] >= x0 - reach) & (centres[:, 0] <= x1 + reach)
+        near &= (centres[:, 1] >= y0 - reach) & (centres[:, 1] <= y1 + reach)
+        rows = np.flatnonzero(near)  # type: ignore[assignment]
+        if len(rows) == 0:  # type: ignore[arg-type]
+            raise InputError(f"{table.path or sample.name}: no spot within region {region_um} µm")
+    counts = _spot_counts(table, genes)[rows].toarray()
+    centres = centres[rows]
     tissue = _spot_tissue(centres, pitch, table.lattice, geometry)
     if sample.tissue_mask is not None:
         tissue &= tissue_mask_bins(sample, geometry)
@@ -316,7 +333,10 @@ def _inputs_from_spots(
 
 
 def _inputs_from_transcripts(
-    sample: SpatialSample, genes: tuple[str, ...], meta: dict[str, Any]
+    sample: SpatialSample,
+    genes: tuple[str, ...],
+    meta: dict[str, Any],
+    region_um: tuple[float, float, float, float] | None = None,
 ) -> SectionInputs:
     """HR platforms: the section rasters of ``diffst prepare`` (same grid, tissue, pseudo-spots)."""
     assert sample.transcripts is not None
@@ -334,6 +354,11 @@ def _inputs_from_transcripts(
     )
     scan = scan_transcripts(sample.transcripts)
     geometry = section_geometry(sample, pcfg, scan)
+    if region_um is not None:  # the region's grid, and only the molecules on it
+        geometry = region_geometry(geometry, region_um)
+        sample = dataclasses.replace(
+            sample, transcripts=_molecules_within(sample.transcripts, geometry.extent_um())
+        )
     section = build_section_inputs(sample, genes, geometry, pcfg, scan)
     if layout == "visium":
         assert section.spot_centres_um is not None and section.spot_counts is not None
@@ -364,13 +389,52 @@ def _grid_inputs(
     )  # fmt: skip
 
 
+def region_geometry(
+    section: GridGeometry, region_um: tuple[float, float, float, float]
+) -> GridGeometry:
+    """The part of ``section``'s grid that covers ``region_um = (x0, y0, x1, y1)`` µm, snapped
+    outwards to whole LR cells of the section's own LR grid (so the region's LR cells are the
+    section's) and clipped to the section."""
+    sx0, sy0, sx1, sy1 = section.extent_um()
+    x0, y0, x1, y1 = map(float, region_um)
+    if x1 <= sx0 or x0 >= sx1 or y1 <= sy0 or y0 >= sy1:
+        raise InputError(
+            f"predict.region_um {region_um}: outside the section (x {sx0:.1f}..{sx1:.1f}, "
+            f"y {sy0:.1f}..{sy1:.1f} µm)"
+        )
+    lr, (ox, oy) = section.lr_um, section.origin_um
+    h_lr, w_lr = section.shape_lr
+    c0 = max(0, math.floor((x0 - ox) / lr))
+    r0 = max(0, math.floor((y0 - oy) / lr))
+    c1 = min(w_lr, math.ceil((x1 - ox) / lr))
+    r1 = min(h_lr, math.ceil((y1 - oy) / lr))
+    f = section.factor
+    rows = min(section.shape_hr[0], r1 * f) - r0 * f
+    cols = min(section.shape_hr[1], c1 * f) - c0 * f
+    origin = (ox + c0 * lr, oy + r0 * lr)
+    return GridGeometry(origin, section.hr_um, f, (rows, cols))
+
+
+def _molecules_within(source: Any, extent: tuple[float, float, float, float]) -> Any:
+    """``source`` streamed with only the molecules inside ``extent`` (x0, y0, x1, y1) µm."""
+    from diffst.io.sample import ChunkedTranscripts, TranscriptChunk
+
+    x0, y0, x1, y1 = extent
+
+    def chunks() -> Any:
+        for chunk in source.iter_chunks():
+            x, y = np.asarray(chunk.x_um), np.asarray(chunk.y_um)
+            keep = (x >= x0) & (x < x1) & (y >= y0) & (y < y1)
+            yield TranscriptChunk(x[keep], y[keep], np.asarray(chunk.gene)[keep])
+
+    return ChunkedTranscripts(source.genes, source.control, chunks, source.path)
+
+
 def with_bin_molecules(sample: SpatialSample, hr_um: float) -> SpatialSample:
     """``sample`` with its bin array as molecules when it has no transcripts and its bins are
     no coarser than ``hr_um`` (Visium HD ``square_002um`` for HR bins of 2 µm and up): the
     transcript route then bins them — HR map, tissue density, grid or Visium-lattice LR — as
     it bins molecules. Other samples are returned unchanged."""
-    import dataclasses
-
     spots = sample.spots
     if sample.transcripts is not None or spots is None or spots.n_spots == 0:
         return sample
@@ -388,7 +452,10 @@ def _spot_counts(table: Any, genes: tuple[str, ...]) -> sp.csr_matrix:
 
 
 def checkpoint_section_inputs(
-    sample: SpatialSample, genes: tuple[str, ...], meta: dict[str, Any]
+    sample: SpatialSample,
+    genes: tuple[str, ...],
+    meta: dict[str, Any],
+    region_um: tuple[float, float, float, float] | None = None,
 ) -> SectionInputs:
     """Section grid, tissue bins, LR map and measured spots for a sample (no network work).
 
@@ -400,6 +467,10 @@ def checkpoint_section_inputs(
         Section gene names in checkpoint order.
     meta
         Checkpoint ``store_meta`` (geometry, normalisation, LR layout).
+    region_um
+        ``(x0, y0, x1, y1)`` µm: only this rectangle, snapped outwards to the section's LR grid
+        (:func:`region_geometry`); molecules off it are not read into memory. LR cells and
+        pseudo-spots at its edge see the molecules inside it only.
     """
     layout, _, _ = _lr_layout(meta)
     spots = sample.spots
@@ -407,7 +478,7 @@ def checkpoint_section_inputs(
         raise InputError(f"{spots.path or sample.name}: field spots is empty (no tissue)")
     sample = with_bin_molecules(sample, float(meta["geometry"]["hr_um"]))
     if sample.transcripts is not None:
-        inputs = _inputs_from_transcripts(sample, genes, meta)
+        inputs = _inputs_from_transcripts(sample, genes, meta, region_um)
     else:
         if layout != "visium":
             _log.warning(
@@ -416,7 +487,9 @@ def checkpoint_section_inputs(
                 layout,
             )
         geo = meta["geometry"]
-        inputs = _inputs_from_spots(sample, genes, float(geo["hr_um"]), int(geo["factor"]))
+        inputs = _inputs_from_spots(
+            sample, genes, float(geo["hr_um"]), int(geo["factor"]), region_um
+        )
     if not inputs.tissue.any():
         raise InputError(f"sample {sample.name!r}: no tissue bin found; nothing to predict")
     return inputs

@@ -112,11 +112,11 @@ def accuracy(
 
 def speed(args: argparse.Namespace) -> dict[str, Any]:
     """Whole-section :func:`predict` timing, tiles, tissue area and peak memory."""
-    from diffst.commands.predict import _load_sample
+    from diffst.api import read
     from diffst.inference.api import predict
     from diffst.inference.config import PredictConfig
 
-    section = _load_sample(args.section, "auto")
+    section = read(args.section)
     cfg = PredictConfig(
         sampler=args.speed_sampler, steps=args.speed_steps, n_samples=args.speed_samples,
         batch_size=args.batch_size, device=args.device, n_figure_genes=0,

@@ -54,3 +54,40 @@ def test_experiment_scripts_parse_their_documented_usage(script: str) -> None:
     extra = ["--variant", "base="] if script == "bench_variants.py" else []
     args = parser.parse_args(base + extra)
     assert args.out.name == "x"
+
+
+def _exists(module: object, parent: str, name: str) -> bool:
+    if hasattr(module, name):
+        return True
+    try:
+        return importlib.util.find_spec(f"{parent}.{name}") is not None
+    except ModuleNotFoundError:  # the parent is a module, not a package
+        return False
+
+
+@pytest.mark.parametrize(
+    "script", sorted(p.name for p in (Path(__file__).parents[1] / "benchmarks").glob("*.py"))
+)
+def test_every_diffst_name_a_benchmark_imports_exists(script: str) -> None:
+    """Function-level imports only fail when that branch runs; check them all up front."""
+    import ast
+    import importlib
+
+    path = Path(__file__).parents[1] / "benchmarks" / script
+    missing = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("diffst"):
+            module = importlib.import_module(node.module)
+            missing += [
+                f"{node.module}.{a.name}"
+                for a in node.names
+                if not _exists(module, node.module, a.name)
+            ]
+    assert missing == []
+
+
+def test_the_import_check_sees_a_missing_name() -> None:
+    import diffst.commands.predict as command
+
+    assert not _exists(command, "diffst.commands.predict", "_load_sample")
+    assert _exists(command, "diffst.commands.predict", "add_arguments")

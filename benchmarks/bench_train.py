@@ -286,8 +286,10 @@ def run_sample(args: argparse.Namespace, batch: int) -> dict:
     """Time ancestral sampling of ``batch`` patch(es) with the paper-shaped network."""
     import torch
 
+    from diffst.allocator import tune_allocator
     from diffst.diffusion import sample
 
+    tuned = tune_allocator() if args.allocator == "tuned" else False
     _, model, schedule = _paper_model(args)
     device = args.device
     model.eval()
@@ -317,6 +319,7 @@ def run_sample(args: argparse.Namespace, batch: int) -> dict:
         "hr": args.hr, "lr": args.lr, "genes": args.genes, "batch": batch,
         "sampler": "ddpm", "sample_steps": args.sample_steps,
         "sample_s_median": statistics.median(times), "sample_s_all": times,
+        "allocator_tuned": tuned,
         "load_avg_1min": os.getloadavg()[0], "peak_rss_gib": peak_rss_gib(),
         "calib_conv_gflops": conv_calibration_gflops(args.threads),
     }  # fmt: skip

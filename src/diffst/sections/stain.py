@@ -14,7 +14,6 @@ Only 3-channel brightfield images (H&E) are normalised; fluorescence has no stai
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,8 +23,6 @@ from diffst.config import ConfigError
 
 __all__ = ["StainStats", "StainTransform", "stain_stats"]
 
-#: a thumbnail of at most this many pixels per side gives a section's statistics
-_THUMBNAIL_PX = 2048
 #: CIELAB lightness above which a pixel is glass / background, not tissue
 _BACKGROUND_L = 88.0
 #: fewer tissue pixels than this share of the thumbnail: use every pixel
@@ -61,13 +58,12 @@ def _lab(rgb_uint8: np.ndarray) -> np.ndarray:
 
 
 def stain_stats(rgb_uint8: np.ndarray) -> StainStats:
-    """Statistics of an ``[H, W, 3]`` uint8 RGB image (a section thumbnail): tissue pixels only
-    (CIELAB L below the glass level), every pixel when hardly any is tissue."""
+    """Statistics of an ``[H, W, 3]`` uint8 RGB image (a section thumbnail, as
+    :func:`diffst.sections.views.section_stain` passes it): tissue pixels only (CIELAB L below
+    the glass level), every pixel when hardly any is tissue."""
     if rgb_uint8.ndim != 3 or rgb_uint8.shape[-1] != 3:
         raise ConfigError(f"stain normalisation needs an RGB image, got shape {rgb_uint8.shape}")
-    h, w = rgb_uint8.shape[:2]
-    step = max(1, math.ceil(max(h, w) / _THUMBNAIL_PX))
-    lab = _lab(np.ascontiguousarray(rgb_uint8[::step, ::step])).reshape(-1, 3)
+    lab = _lab(np.ascontiguousarray(rgb_uint8)).reshape(-1, 3)
     tissue = lab[:, 0] < _BACKGROUND_L
     if tissue.mean() < _MIN_TISSUE_SHARE:
         tissue[:] = True

@@ -25,6 +25,7 @@ __all__ = [
     "intensity_range",
     "sample_image",
     "section_stain",
+    "thumbnail",
     "tile_entropy",
     "to_uint8",
 ]
@@ -45,13 +46,19 @@ def channel_indices(image: SpatialImage, channels: tuple[str, ...]) -> np.ndarra
     return np.array([image.channels.index(c) for c in channels])
 
 
+def thumbnail(image: SpatialImage, channel_idx: np.ndarray) -> np.ndarray:
+    """``[h, w, C]`` float32 strided thumbnail of the image's chosen channels, longest side at
+    most ``_THUMBNAIL_PX`` (the section statistics of the views are taken on it)."""
+    h, w = image.shape_hw
+    step = max(1, math.ceil(max(h, w) / _THUMBNAIL_PX))
+    return np.asarray(image.pixels[::step, ::step, :], dtype=np.float32)[..., channel_idx]
+
+
 def intensity_range(
     image: SpatialImage, channel_idx: np.ndarray, percentiles: tuple[float, float]
 ) -> np.ndarray:
     """Per-channel ``[C, 2]`` (low, high) intensities from a strided thumbnail of the image."""
-    h, w = image.shape_hw
-    step = max(1, math.ceil(max(h, w) / _THUMBNAIL_PX))
-    thumb = np.asarray(image.pixels[::step, ::step, :], dtype=np.float32)[..., channel_idx]
+    thumb = thumbnail(image, channel_idx)
     flat = thumb.reshape(-1, thumb.shape[-1])
     lo = np.percentile(flat, percentiles[0], axis=0)
     hi = np.percentile(flat, percentiles[1], axis=0)
@@ -217,9 +224,7 @@ def section_stain(
             f"{image.path or 'image'}: views.stain=reinhard normalises 3-channel H&E images; "
             f"this one is {image.kind} with {len(channel_idx)} channel(s) {list(image.channels)}"
         )
-    h, w = image.shape_hw
-    step = max(1, math.ceil(max(h, w) / _THUMBNAIL_PX))
-    thumb = np.asarray(image.pixels[::step, ::step, :], dtype=np.float32)[..., channel_idx]
+    thumb = thumbnail(image, channel_idx)
     rgb = np.moveaxis(to_uint8(np.moveaxis(thumb, -1, 0), ranges), 0, -1)
     source = stain_stats(rgb)
     return StainTransform(source, reference or source)

@@ -145,7 +145,6 @@ def prepare(
         raise InputError(
             f"sample {sample.name!r}: no image was read; diffst prepare needs histology"
         )
-    sample = with_bin_molecules(sample, cfg.hr_um)
     scan, section, plan = plan_section(sample, cfg)
     provenance = {
         "command": command,

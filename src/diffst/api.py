@@ -111,7 +111,7 @@ def prepare(
 def train(
     store: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
-    preset: str | None = "small",
+    preset: str | None = None,
     overrides: Sequence[str] = (),
     *,
     config_file: str | os.PathLike[str] | None = None,
@@ -128,7 +128,8 @@ def train(
     out_dir
         Run folder: ``config.yaml``, ``log.csv``, ``tensorboard/``, ``checkpoints/``.
     preset
-        ``"paper"``, ``"small"`` or ``"tiny"`` (``--preset``); ``None`` for the defaults.
+        ``"paper"``, ``"paper_corrective"``, ``"small"`` or ``"tiny"`` (``--preset``); ``None``:
+        ``small`` for a new run, the run's own configuration when resuming.
     overrides
         ``section.key=value`` strings (``--set``), e.g. ``["train.max_steps=2000"]``.
     config_file
@@ -144,14 +145,10 @@ def train(
     """
     from pathlib import Path
 
-    from diffst.runs.config import resolve_run_config
-    from diffst.training.checkpoint import saved_run_config
+    from diffst.training.checkpoint import training_run_config
     from diffst.training.loop import train as _train
 
-    base = saved_run_config(out_dir, resume) if resume else None
-    cfg = resolve_run_config(
-        None if base is not None else preset, config_file, list(overrides), base=base
-    )
+    cfg = training_run_config(out_dir, preset, config_file, overrides, resume)
     return _train(Path(store), Path(out_dir), cfg, resume=resume, overwrite=overwrite,
                   progress=progress)  # fmt: skip
 

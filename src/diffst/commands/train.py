@@ -63,18 +63,12 @@ def run(args: argparse.Namespace) -> int:
     import yaml
 
     from diffst.config import to_dict
-    from diffst.runs.config import resolve_run_config
+    from diffst.training.checkpoint import training_run_config
 
     overrides = list(args.overrides)
     if args.max_steps is not None:
         overrides.append(f"train.max_steps={args.max_steps}")
-    if args.resume:
-        from diffst.training.checkpoint import saved_run_config
-
-        base = saved_run_config(args.out, args.resume)
-        config = resolve_run_config(args.preset, args.config, overrides, base=base)
-    else:
-        config = resolve_run_config(args.preset or "small", args.config, overrides)
+    config = training_run_config(args.out, args.preset, args.config, overrides, args.resume)
     if args.dry_run:
         print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")
         return 0

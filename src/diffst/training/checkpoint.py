@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ __all__ = [
     "save_checkpoint",
     "saved_run_config",
     "store_differences",
+    "training_run_config",
     "training_state",
     "write_run_checkpoint",
 ]
@@ -142,6 +144,27 @@ def saved_run_config(
     path = resume_checkpoint_path(resume, Path(out_dir) / "checkpoints")
     assert path is not None
     return run_config_from_dict(load_checkpoint(path)["config"])
+
+
+def training_run_config(
+    out_dir: str | os.PathLike[str],
+    preset: str | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+    overrides: Sequence[str] = (),
+    resume: bool | str | os.PathLike[str] = False,
+) -> RunConfig:
+    """The configuration ``diffst train`` (and :func:`diffst.train`) runs with.
+
+    A new run: ``preset`` (``small`` when ``None``), then ``config_file``, then ``overrides``.
+    A resumed run: the checkpoint's own configuration (:func:`saved_run_config`) with a preset
+    given explicitly, the file and the overrides applied on top.
+    """
+    from diffst.runs.config import resolve_run_config
+
+    if resume:
+        base = saved_run_config(out_dir, resume)
+        return resolve_run_config(preset, config_file, list(overrides), base=base)
+    return resolve_run_config(preset or "small", config_file, list(overrides))
 
 
 def capture_rng_state() -> dict[str, Any]:

@@ -311,23 +311,21 @@ def _inputs_from_spots(
     margin = max(pitch, table.diameter_um) / 2
     lo, hi = centres.min(axis=0) - margin, centres.max(axis=0) + margin
     geometry = GridGeometry.covering((lo[0], lo[1], hi[0], hi[1]), hr_um, factor)
-    rows = slice(None)
+    counts = _spot_counts(table, genes)
     if region_um is not None:  # the region's grid, and the spots that reach into it
         geometry = region_geometry(geometry, region_um)
         x0, y0, x1, y1 = geometry.extent_um()
         reach = pitch + table.diameter_um
         near = (centres[:, 0] >= x0 - reach) & (centres[:, 0] <= x1 + reach)
         near &= (centres[:, 1] >= y0 - reach) & (centres[:, 1] <= y1 + reach)
-        rows = np.flatnonzero(near)  # type: ignore[assignment]
-        if len(rows) == 0:  # type: ignore[arg-type]
+        if not near.any():
             raise InputError(f"{table.path or sample.name}: no spot within region {region_um} µm")
-    counts = _spot_counts(table, genes)[rows].toarray()
-    centres = centres[rows]
+        counts, centres = counts[near], centres[near]
     tissue = _spot_tissue(centres, pitch, table.lattice, geometry)
     if sample.tissue_mask is not None:
         tissue &= tissue_mask_bins(sample, geometry)
     return SectionInputs(
-        genes, geometry, tissue, "spots", spot_centres_um=centres, spot_counts=counts,
+        genes, geometry, tissue, "spots", spot_centres_um=centres, spot_counts=counts.toarray(),
         spot_diameter_um=float(table.diameter_um), spot_shape=table.shape, spot_pitch_um=pitch,
     )  # fmt: skip
 

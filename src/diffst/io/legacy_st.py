@@ -57,11 +57,11 @@ def legacy_st_sections(folder: Path | str) -> dict[str, tuple[Path, Path, Path |
     ``ST-imgs/<patient>/<id>/``. A section without a spot table is left out; one whose image is
     missing has ``None`` there; an id with several candidate spot tables or images is refused.
     """
-    root = Path(folder)
-    tables = [p for p in root.rglob("*.tsv") if p.is_file()]
-    images = [p for p in root.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES and p.is_file()]
+    files = [p for p in Path(folder).rglob("*") if p.is_file()]  # one walk of the tree
+    tables = [p for p in files if p.name.endswith(".tsv")]
+    images = [p for p in files if p.suffix.lower() in _IMAGE_SUFFIXES]
     out: dict[str, tuple[Path, Path, Path | None]] = {}
-    for counts in sorted(root.rglob("*.tsv.gz")):
+    for counts in sorted(p for p in files if p.name.endswith(".tsv.gz")):
         sid = counts.name[: -len(".tsv.gz")]
         for suffix in _COUNTS_SUFFIXES:
             sid = sid.removesuffix(suffix)

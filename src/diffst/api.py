@@ -206,6 +206,11 @@ def predict(
     if cells is not None:
         from diffst.inference.api import check_output_path
         from diffst.inference.cells import cells_path_for, read_cells
+        from diffst.inference.setup import checkpoint_store_meta
+        from diffst.inference.subspots import check_subspot_options, is_spot_array
+
+        if is_spot_array(checkpoint_store_meta(checkpoint)):
+            check_subspot_options(None, cells)
 
         frame = section.image.um_to_px if section.image is not None else None
         shapes = read_cells(cells, frame)

@@ -252,16 +252,6 @@ def test_cli_predicts_the_bundled_visium_fixture(
     assert "checkpoint file not found" in capsys.readouterr().err
 
 
-def test_spot_array_checkpoints_are_refused_with_a_reason(
-    make_checkpoint: Callable[..., Path], small_visium: SpatialSample, tmp_path: Path
-) -> None:
-    assert small_visium.spots is not None
-    ckpt = make_checkpoint(list(small_visium.spots.gene_ids), lr="spots")
-    with pytest.raises(ConfigError, match=r"lr_mode 'spots'.*trained on measured spot arrays"):
-        predict(ckpt, small_visium, tmp_path / "s.h5ad", FAST)
-    assert list(tmp_path.iterdir()) == []
-
-
 @pytest.mark.cpu_features
 @pytest.mark.parametrize("native", [True, False])
 def test_bf16_autocast_stays_close_to_fp32(

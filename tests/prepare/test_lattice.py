@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from diffst.geometry import GeometryError
-from diffst.preparation.spots.lattice import (
+from diffst.sections.spot_lattice import (
     grid_cells,
     grid_centres,
     grid_to_lattice,

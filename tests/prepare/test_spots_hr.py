@@ -16,14 +16,14 @@ from diffst.config import ConfigError
 from diffst.geometry import AffineTransform, GeometryError
 from diffst.io.sample import InputError, SpatialImage, SpatialSample, SpotTable, TissueMask
 from diffst.preparation.spots.api import LR_SPOTS_FILE, SECTION_FILE, prepare_multi
-from diffst.preparation.spots.grid import (
+from diffst.preparation.spots.patches import spot_patches
+from diffst.sections.config import PrepareConfig, SplitConfig, SpotHRConfig, ViewConfig
+from diffst.sections.spot_grid import (
     SPOT_IN_TISSUE,
     fit_lattice_to_um,
     pool_spots,
     spot_grid,
 )
-from diffst.preparation.spots.patches import spot_patches
-from diffst.sections.config import PrepareConfig, SplitConfig, SpotHRConfig, ViewConfig
 from tests.prepare.spot_sections import write_sections
 
 POISON = 1_000_000
@@ -408,7 +408,7 @@ def test_prepare_cli_hr_spots(
 
 def test_bundled_visium_hex_spots_and_log_normalised_h5ad() -> None:
     from diffst.datasets import visium_h5ad_mini, visium_mini
-    from diffst.preparation.spots.lattice import grid_to_lattice, lattice_to_grid
+    from diffst.sections.spot_lattice import grid_to_lattice, lattice_to_grid
 
     sample = visium_mini()
     table = sample.spots

@@ -140,10 +140,19 @@ def run(args: argparse.Namespace) -> int:
     )
     if adata is not None:
         report = adata.uns["diffst"]["spot_consistency"]
+        below = adata.uns["diffst"].get("below_pitch")
+        unit = "bins" if below is None else "sub-spots"
         print(
-            f"wrote {args.out}: {adata.n_obs} bins × {adata.n_vars} genes; spot consistency "
+            f"wrote {args.out}: {adata.n_obs} {unit} × {adata.n_vars} genes; spot consistency "
             f"mean PCC {report['mean_pcc']:.3f} over {report['n_spots']} spots"
         )
+        if below is not None:
+            k = int(below["factor"])
+            print(
+                f"  {k}×{k} sub-spots of {float(below['subspot_um']):.4g} µm per measured spot: "
+                f"a spot-array model applied one scale below its training data (assumed, not "
+                "measured; uns['diffst']['below_pitch'])"
+            )
         ratio = report["total_ratio"]
         if report.get("projected"):
             print(f"  X rescaled to the measured spot totals (raw total ratio {ratio:.3f})")

@@ -176,7 +176,8 @@ def _metadata(
         "tiles": {"n": n_tiles, "patch_bins": ctx.patch, "stride_bins": stride},
         "sample": {"name": sample.name, "platform": str(sample.platform)},
         "genes": [str(g) for g in bundle.store_meta["genes"]],
-        "units": "counts per HR bin",
+        "units": "counts per HR bin" if ctx.subspots is None else "counts per sub-spot",
+        "below_pitch": None if ctx.subspots is None else ctx.subspots.to_dict(),
         "quantiles": "5–95 % quantiles of the K samples of the tile where the bin is most "
         "central (X and sample_mean are blended across overlapping tiles)",
     }
@@ -317,6 +318,23 @@ class _TileBar:
             self._progress.stop()
 
 
+def _subspot_obs(adata: anndata.AnnData, frame: Any) -> None:
+    """Sub-spot columns of ``obs``: the spot each sub-spot splits (``spot``: barcode, ``spot_row``
+    / ``spot_col``: its spot-grid cell) and its place inside it (``sub_row`` / ``sub_col``)."""
+    rows = adata.obs["bin_row"].to_numpy()
+    cols = adata.obs["bin_col"].to_numpy()
+    k = frame.factor
+    parent = frame.parent_spots(rows, cols)
+    ids = frame.spot_ids
+    adata.obs["spot"] = [ids[i] if 0 <= i < len(ids) else f"spot_{i}" for i in parent]
+    adata.obs["spot_row"], adata.obs["spot_col"] = rows // k, cols // k
+    adata.obs["sub_row"], adata.obs["sub_col"] = rows % k, cols % k
+    obs = adata.obs
+    adata.obs_names = [
+        f"{s}_{i}_{j}" for s, i, j in zip(obs["spot"], obs["sub_row"], obs["sub_col"], strict=True)
+    ]
+
+
 def _write_outputs(
     stats: np.ndarray, covered: np.ndarray, ctx: TileContext, sample: SpatialSample,
     cfg: PredictConfig, metadata: dict[str, Any], out: Path, library_id: str | None,
@@ -345,12 +363,18 @@ def _write_outputs(
             f"quantiles widened per gene by split-conformal calibration ({calibration.source})"
         )
         metadata["interval_calibration"] = calibration.to_dict()
+    image, centres, frame = ctx.image, None, ctx.subspots
+    if frame is not None:  # sub-spots: placed on the real lattice, the image in its own frame
+        image, centres = frame.image, frame.centres_um(*np.nonzero(tissue))
     adata = build_anndata(
-        stats, tissue, ctx.inputs.geometry, genes, image=ctx.image,
+        stats, tissue, ctx.inputs.geometry, genes, image=image,
         library_id=library_id or sample.name, metadata=metadata,
         hires_max_px=cfg.hires_max_px, fullres_um_per_px=_fullres_um_per_px(sample),
         var=gene_table(genes, sample, ctx.inputs.spots[1], stats[:, :, tissue], report),
+        centres_um=centres,
     )  # fmt: skip
+    if frame is not None:
+        _subspot_obs(adata, frame)
     write_h5ad_atomic(adata, out)
     if cfg.write_spatialdata:
         write_spatialdata_atomic(adata, out)

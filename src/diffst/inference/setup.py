@@ -19,6 +19,7 @@ log = logging.getLogger("diffst.inference")
 
 __all__ = [
     "checkpoint_image_channels",
+    "checkpoint_store_meta",
     "precision_used",
     "resolve_genes",
     "set_up",
@@ -75,12 +76,17 @@ def _stains_differ(trained: tuple[str, ...], present: tuple[str, ...]) -> bool:
     return a <= _STAINS and b <= _STAINS and a != b
 
 
-def checkpoint_image_channels(checkpoint: str | os.PathLike[str]) -> tuple[str, ...]:
-    """Image channel names the checkpoint's model was trained on (empty when not recorded)."""
+def checkpoint_store_meta(checkpoint: str | os.PathLike[str]) -> dict[str, Any]:
+    """The store manifest a checkpoint recorded (``store_meta``; empty when absent)."""
     from diffst.runs.checkpoint import load_checkpoint
 
     state = load_checkpoint(checkpoint)  # a .pt file or a run folder (its last.pt)
-    image = state.get("store_meta", {}).get("image", {})
+    return dict(state.get("store_meta", {}))
+
+
+def checkpoint_image_channels(checkpoint: str | os.PathLike[str]) -> tuple[str, ...]:
+    """Image channel names the checkpoint's model was trained on (empty when not recorded)."""
+    image = checkpoint_store_meta(checkpoint).get("image", {})
     return tuple(str(c) for c in image.get("channels", ()))
 
 
@@ -218,6 +224,7 @@ def tile_context(
         Named in errors.
     """
     from diffst.data.transforms import NormStats
+    from diffst.inference.subspots import check_subspot_options, is_spot_array, subspot_inputs
     from diffst.inference.tiled import TileContext
     from diffst.sections.inputs import checkpoint_section_inputs
     from diffst.sections.stain import StainStats
@@ -231,7 +238,13 @@ def tile_context(
         )
     genes = resolve_genes(meta["genes"], sample, cfg.allow_gene_subset)
     image, views = _check_image(sample, _Uses(meta, use_histology), _view_config(meta))
-    inputs = checkpoint_section_inputs(sample, genes, meta, cfg.region_um)
+    subspots = None
+    if is_spot_array(meta):  # measured spots as LR, a lattice k× finer as HR
+        check_subspot_options(cfg.region_um)
+        inputs, subspots, grid_image = subspot_inputs(sample, genes, meta)
+        image = grid_image if image is not None else None
+    else:
+        inputs = checkpoint_section_inputs(sample, genes, meta, cfg.region_um)
     ranges, stain = None, None
     if image is not None:
         chan = channel_indices(image, tuple(views.channels))
@@ -247,5 +260,5 @@ def tile_context(
             stain = section_stain(image, chan, ranges, StainStats.from_dict(reference, where=where))
     return TileContext(
         inputs, norm, len(genes), image, views, ranges, int(meta["hr_size"]),
-        int(meta["lr_size"]), stain,
+        int(meta["lr_size"]), stain, subspots,
     )  # fmt: skip

@@ -308,6 +308,13 @@ class TileContext:
     patch: int  # P, HR bins per tile side
     lr_size: int  # p, LR cells per tile side
     stain: Any = None  # diffst.sections.stain.StainTransform of the section's views, or None
+    subspots: Any = None  # diffst.inference.subspots.SubspotFrame (spot-array checkpoints)
+
+    @property
+    def count_scale(self) -> float:
+        """LR counts are multiplied by this before the network and its outputs divided by it
+        (``k²`` below the spot pitch, :mod:`diffst.inference.subspots`; else 1)."""
+        return 1.0 if self.subspots is None else float(self.subspots.count_scale)
 
 
 def tile_batch(ctx: TileContext, origins: np.ndarray, device: torch.device) -> dict[str, Any]:
@@ -328,7 +335,7 @@ def tile_batch(ctx: TileContext, origins: np.ndarray, device: torch.device) -> d
             ctx.inputs, int(r), int(c), patch, image=ctx.image, views=ctx.views,
             ranges=ctx.ranges, stain=ctx.stain,
         )  # fmt: skip
-        lr[k] = normalise(np.zeros((ctx.n_genes, 1, 1)), w.lr, ctx.norm)[1]
+        lr[k] = normalise(np.zeros((ctx.n_genes, 1, 1)), w.lr * ctx.count_scale, ctx.norm)[1]
         lr_mask[k, 0] = w.lr_mask
         if w.tissue_view is not None and w.cells is not None and w.cell_score is not None:
             tissue.append(w.tissue_view)
@@ -381,10 +388,12 @@ def sample_tiles(
             posterior_mean=resolve_estimator(cfg.mean_estimator, bundle.schedule.prediction)
             == "denoiser",
         )  # fmt: skip
-        counts = inverse_normalise(x0.float(), norm)
+        counts = inverse_normalise(x0.float(), norm) / ctx.count_scale
         stats = sample_statistics(counts)
         point = (
-            stats[:, Stat.MEAN] if posterior is None else inverse_normalise(posterior.float(), norm)
+            stats[:, Stat.MEAN]
+            if posterior is None
+            else inverse_normalise(posterior.float(), norm) / ctx.count_scale
         )
         stats = torch.cat([point[:, None], stats[:, 1:], stats[:, :1]], dim=1)
     drawn = counts.cpu().numpy() if return_samples else None

@@ -177,6 +177,7 @@ def build_anndata(
     fullres_um_per_px: float | None = None,
     lowres_max_px: int = 600,
     var: dict[str, Any] | None = None,
+    centres_um: np.ndarray | None = None,
 ) -> anndata.AnnData:
     """Assemble the output AnnData (layout in the module docstring).
 
@@ -206,12 +207,18 @@ def build_anndata(
         of it (Space Ranger hires/lowres images); ``obsm['spatial']`` then uses that frame and the
         scale factors map it to the stored image. Ignored unless the image's transform is an
         axis-aligned scaling of that frame.
+    centres_um
+        ``[n, 2]`` centres ``(x, y)`` µm of the ``n`` tissue bins (row-major), when the bins do
+        not sit on ``geometry`` in the sample frame (sub-spots of a spot lattice); default: the
+        bin centres of ``geometry``.
     """
     import anndata
     import pandas as pd
 
     rows, cols = np.nonzero(tissue)
-    centres = bin_centres_um(geometry, rows, cols)
+    centres = bin_centres_um(geometry, rows, cols) if centres_um is None else centres_um
+    if centres.shape != (rows.size, 2):
+        raise ValueError(f"centres_um must be [{rows.size}, 2], got {centres.shape}")
     layers = {
         AnnDataKey.STD.value: stats[Stat.STD][:, rows, cols].T.astype(np.float32),
         AnnDataKey.Q05.value: stats[Stat.Q05][:, rows, cols].T.astype(np.float32),

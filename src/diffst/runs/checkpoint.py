@@ -108,7 +108,8 @@ def read_store_meta(
         ``normalisation``, ``adjacency`` (tensor ``[G, G]``), ``image_channels`` (C),
         ``hr_size`` (P, HR bins), ``lr_size`` (p, LR cells),
         ``tissue_size`` (S, px), ``cell_grid`` (n), ``cell_tile_size`` (t, px),
-        ``manifest_sha256``, ``store_path`` (absolute).
+        ``manifest_sha256``, ``store_path`` (absolute), and for ``--hr spots`` stores ``spots``
+        (pooling factor, low-count threshold, lattice).
     """
     from diffst.keys import StoreFile
     from diffst.models.adjacency import coexpression_adjacency
@@ -151,6 +152,23 @@ def read_store_meta(
         "cell_tile_size": int(shapes["cells"][-1]),
         "manifest_sha256": hashlib.sha256(raw).hexdigest(),
         "store_path": str(store.resolve()),
+        **_spot_array_entry(manifest),
+    }
+
+
+def _spot_array_entry(manifest: dict[str, Any]) -> dict[str, Any]:
+    """``spots`` (pooling factor, low-count threshold, lattice) of ``--hr spots`` stores: what
+    prediction below the pitch rebuilds a section's spot grid with."""
+    spots = manifest.get("spots")
+    if not isinstance(spots, dict):
+        return {}
+    sections = spots.get("sections") or [{}]
+    return {
+        "spots": {
+            "factor": int(spots["factor"]),
+            "min_spot_counts": int(spots.get("min_spot_counts", 1)),
+            "lattice": sections[0].get("lattice"),
+        }
     }
 
 

@@ -275,9 +275,9 @@ def _lr_layout(meta: dict[str, Any]) -> tuple[str, float, float]:
     if mode not in ("grid", "visium"):
         raise ConfigError(
             f"checkpoint store_meta: geometry.lr_mode {mode!r}: this model was trained on measured "
-            "spot arrays (HR = spots, LR = pooled spots); whole-section prediction needs a model "
-            "trained on binned transcripts (lr_mode grid or visium). Score spot-array models "
-            "with `diffst benchmark`"
+            "spot arrays (HR = spots, LR = pooled spots), so it has no µm grid of its own; "
+            "`diffst predict` runs it below the spot pitch (diffst.inference.subspots) and "
+            "`diffst benchmark` scores it"
         )
     return mode, float(geo["spot_diameter_um"]), float(geo["spot_pitch_um"])
 

@@ -1,2 +1,2 @@
 """The spot-array route of ``diffst prepare --hr spots``: measured spots as the HR map, k×k-pooled
-spots as LR (lattice, spot grid, patches, store)."""
+spots as LR (patches and store; the lattice and spot grid are in :mod:`diffst.sections`)."""

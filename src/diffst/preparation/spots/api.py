@@ -26,10 +26,8 @@ from diffst.io.sample import InputError, SpatialSample
 from diffst.keys import StoreFile
 from diffst.preparation.coexpr import coexpression
 from diffst.preparation.plan import PreparedStore, select_genes
-from diffst.preparation.spots.grid import SpotGrid, spot_grid
 from diffst.preparation.spots.patches import (
     SpotPatches,
-    grid_frame,
     plan_spot_patches,
     spot_patches,
     spot_stain,
@@ -37,6 +35,7 @@ from diffst.preparation.spots.patches import (
 from diffst.preparation.store import FORMAT_VERSION, StoreWriter, check_target, stain_manifest
 from diffst.sections.binning import SourceScan
 from diffst.sections.config import PrepareConfig, SplitConfig
+from diffst.sections.spot_grid import SpotGrid, grid_frame, spot_grid
 from diffst.sections.tiling import SPLITS
 
 __all__ = [

@@ -16,12 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from diffst.config import ConfigError
-from diffst.geometry import AffineTransform
-from diffst.io.sample import InputError, SpatialImage
-from diffst.preparation.spots.grid import SpotGrid, pool_spots
-from diffst.preparation.spots.lattice import ROW_SPACING
-from diffst.sections.binning import GridGeometry
 from diffst.sections.config import SplitConfig, SpotHRConfig, ViewConfig
+from diffst.sections.spot_grid import SpotGrid, grid_frame, grid_image, pool_spots
 from diffst.sections.stain import StainTransform
 from diffst.sections.tiling import PatchGrid, block_splits, patch_splits
 from diffst.sections.views import channel_indices, image_views, intensity_range, section_stain
@@ -29,7 +25,6 @@ from diffst.sections.views import channel_indices, image_views, intensity_range,
 __all__ = [
     "SpotPatches",
     "SpotPlan",
-    "grid_frame",
     "patch_starts",
     "plan_spot_patches",
     "spot_patches",
@@ -76,37 +71,6 @@ class SpotPatches:
     split: np.ndarray
     intensity_range: np.ndarray
     tally: dict[str, int]
-
-
-def grid_frame(
-    grid: SpotGrid, factor: int, shape: tuple[int, int]
-) -> tuple[GridGeometry, np.ndarray]:
-    """Grid geometry in the grid frame and the ``[3, 3]`` map grid frame → sample µm.
-
-    Parameters
-    ----------
-    grid
-        The section's spot grid.
-    factor
-        Spots per LR cell side.
-    shape
-        ``(H, W)`` grid cells (may exceed the lattice's grid when padded).
-
-    Returns
-    -------
-    ``GridGeometry`` anchored at ``(0, 0)`` (``hr_um`` = pitch: grid cell ``(r, c)`` covers
-    ``[c·pitch, (c+1)·pitch) × [r·pitch, (r+1)·pitch)``) and the homogeneous ``[3, 3]`` matrix
-    taking grid-frame ``[x_g, y_g, 1]`` to sample-frame ``[x_um, y_um, 1]``.
-    """
-    frame = grid.frame
-    pitch = grid.pitch_um
-    rs = ROW_SPACING[frame.lattice]
-    row0, col0 = frame.origin_rc
-    x_first = col0 / 2.0 + 0.25 if frame.lattice == "hex" else float(col0)
-    corner = np.array([[1.0, 0.0, x_first - 0.5], [0.0, 1.0, (row0 - 0.5) * rs], [0, 0, 1.0]])
-    to_lattice = np.diag([1.0 / pitch, rs / pitch, 1.0])
-    affine = np.vstack([grid.lattice_to_um, [0.0, 0.0, 1.0]])
-    return GridGeometry((0.0, 0.0), pitch, factor, shape), affine @ corner @ to_lattice
 
 
 def patch_starts(n: int, patch: int, stride: int) -> np.ndarray:
@@ -188,19 +152,6 @@ def plan_spot_patches(grid: SpotGrid, cfg: SpotHRConfig, split: SplitConfig | in
     return SpotPlan(hr, measured, cands.rows[keep], cands.cols[keep], labels[keep], tally)
 
 
-def _grid_image(grid: SpotGrid, to_um: np.ndarray) -> SpatialImage:
-    """The section image addressed in the grid frame (``to_um``: grid frame → µm)."""
-    if grid.image is None:
-        raise InputError("--hr spots needs the histology image of every section")
-    return SpatialImage(
-        grid.image.pixels,
-        grid.image.channels,
-        AffineTransform(to_um).compose(grid.image.um_to_px),
-        grid.image.path,
-        grid.image.kind,
-    )
-
-
 def spot_stain(
     grid: SpotGrid, views: ViewConfig, reference: StainTransform | None = None
 ) -> StainTransform | None:
@@ -227,7 +178,7 @@ def spot_patches(
     Parameters
     ----------
     grid
-        The section (:func:`~diffst.preparation.spots.grid.spot_grid`); must carry an image.
+        The section (:func:`~diffst.sections.spot_grid.spot_grid`); must carry an image.
     cfg
         Patch side, stride, factor and the measured-share threshold.
     views
@@ -243,7 +194,7 @@ def spot_patches(
     """
     plan = plan_spot_patches(grid, cfg, split)
     geometry, to_um = grid_frame(grid, cfg.factor, plan.measured.shape)
-    image = _grid_image(grid, to_um)
+    image = grid_image(grid, to_um)
     idx = channel_indices(image, views.channels)
     ranges = intensity_range(image, idx, views.intensity_percentiles)
     p, k = cfg.patch, cfg.factor

@@ -5,7 +5,7 @@ spots, so Diff-ST uses the spot array itself as the HR map and sums ``k×k`` blo
 the LR input. This module builds, for one section,
 
 * the HR map ``[G, H, W]`` of raw spot counts on the regular grid of
-  :mod:`diffst.preparation.spots.lattice`,
+  :mod:`diffst.sections.spot_lattice`,
 * the *measured* mask ``[H, W]``: grid cells holding a spot that is in the table, inside the
   tissue mask (when the sample has one) and has at least ``min_spot_counts`` counts. Cells that
   are not measured hold 0 counts and are excluded from pooling, the loss and the metrics;
@@ -27,14 +27,17 @@ import numpy as np
 
 from diffst.geometry import AffineTransform, GeometryError
 from diffst.io.sample import InputError, SpatialImage, SpatialSample, SpotTable, TissueMask
-from diffst.preparation.spots.lattice import LatticeFrame, grid_centres, lattice_to_grid
+from diffst.sections.binning import GridGeometry
 from diffst.sections.config import SpotHRConfig
+from diffst.sections.spot_lattice import ROW_SPACING, LatticeFrame, grid_centres, lattice_to_grid
 
 __all__ = [
     "DEFAULT_PITCH_UM",
     "SpotGrid",
     "SpotPooling",
     "fit_lattice_to_um",
+    "grid_frame",
+    "grid_image",
     "pool_spots",
     "spot_grid",
 ]
@@ -65,10 +68,10 @@ class SpotGrid:
     measured
         ``[H, W]`` bool, cells holding a spot that passed every filter.
     frame
-        Lattice ↔ grid mapping (:class:`~diffst.preparation.spots.lattice.LatticeFrame`).
+        Lattice ↔ grid mapping (:class:`~diffst.sections.spot_lattice.LatticeFrame`).
     lattice_to_um
         ``[2, 3]`` affine map from ideal lattice positions (pitch units, see
-        :func:`~diffst.preparation.spots.lattice.grid_centres`) to the sample frame, µm.
+        :func:`~diffst.sections.spot_lattice.grid_centres`) to the sample frame, µm.
     pitch_um
         Spot centre-to-centre distance, µm.
     image
@@ -154,7 +157,7 @@ def fit_lattice_to_um(ideal: np.ndarray, centres_um: np.ndarray) -> tuple[np.nda
     ----------
     ideal
         ``[n, 2]`` positions in pitch units
-        (:func:`~diffst.preparation.spots.lattice.grid_centres`).
+        (:func:`~diffst.sections.spot_lattice.grid_centres`).
     centres_um
         ``[n, 2]`` measured centres (x, y), µm (or px: the pitch is then in px).
 
@@ -253,7 +256,9 @@ def _calibrate(
 
 
 def _gene_columns(table: SpotTable, genes: Sequence[str]) -> np.ndarray:
-    index = {g: i for i, g in enumerate(table.genes)}
+    """Columns of ``genes``, named by the table's gene names or its second identifiers."""
+    index = {g: i for i, g in enumerate(table.gene_ids)}
+    index.update({g: i for i, g in enumerate(table.genes)})
     missing = [g for g in genes if g not in index]
     if missing:
         raise InputError(
@@ -340,3 +345,47 @@ def spot_grid(sample: SpatialSample, genes: Sequence[str], cfg: SpotHRConfig) ->
         "pitch_um": float(pitch),
     }
     return SpotGrid(hr, measured, frame, affine, pitch, image, tuple(genes), summary)
+
+
+def grid_frame(
+    grid: SpotGrid, factor: int, shape: tuple[int, int]
+) -> tuple[GridGeometry, np.ndarray]:
+    """Grid geometry in the grid frame and the ``[3, 3]`` map grid frame → sample µm.
+
+    Parameters
+    ----------
+    grid
+        The section's spot grid.
+    factor
+        Spots per LR cell side.
+    shape
+        ``(H, W)`` grid cells (may exceed the lattice's grid when padded).
+
+    Returns
+    -------
+    ``GridGeometry`` anchored at ``(0, 0)`` (``hr_um`` = pitch: grid cell ``(r, c)`` covers
+    ``[c·pitch, (c+1)·pitch) × [r·pitch, (r+1)·pitch)``) and the homogeneous ``[3, 3]`` matrix
+    taking grid-frame ``[x_g, y_g, 1]`` to sample-frame ``[x_um, y_um, 1]``.
+    """
+    frame = grid.frame
+    pitch = grid.pitch_um
+    rs = ROW_SPACING[frame.lattice]
+    row0, col0 = frame.origin_rc
+    x_first = col0 / 2.0 + 0.25 if frame.lattice == "hex" else float(col0)
+    corner = np.array([[1.0, 0.0, x_first - 0.5], [0.0, 1.0, (row0 - 0.5) * rs], [0, 0, 1.0]])
+    to_lattice = np.diag([1.0 / pitch, rs / pitch, 1.0])
+    affine = np.vstack([grid.lattice_to_um, [0.0, 0.0, 1.0]])
+    return GridGeometry((0.0, 0.0), pitch, factor, shape), affine @ corner @ to_lattice
+
+
+def grid_image(grid: SpotGrid, to_um: np.ndarray) -> SpatialImage:
+    """The section image addressed in the grid frame (``to_um``: grid frame → µm)."""
+    if grid.image is None:
+        raise InputError("--hr spots needs the histology image of every section")
+    return SpatialImage(
+        grid.image.pixels,
+        grid.image.channels,
+        AffineTransform(to_um).compose(grid.image.um_to_px),
+        grid.image.path,
+        grid.image.kind,
+    )

@@ -162,10 +162,12 @@ def test_missing_genes_are_listed_before_compute(
     assert small_visium.spots is not None
     genes = [*small_visium.spots.gene_ids[:6], "GeneX", "GeneY"]
     ckpt = make_checkpoint(genes)
-    with pytest.raises(InputError, match=r"lacks 2 of the checkpoint's 8 genes: GeneX, GeneY"):
+    with pytest.raises(
+        InputError, match=r"lacks 2 of the checkpoint's 8 genes \(25%.*GeneX, GeneY"
+    ):
         predict(ckpt, small_visium, tmp_path / "x.h5ad", FAST)
-    with pytest.raises(InputError, match="fixed panel of 8 genes"):
-        predict(ckpt, small_visium, tmp_path / "x.h5ad", replace(FAST, allow_gene_subset=True))
+    with pytest.raises(InputError, match="max_missing_genes = 0%"):
+        predict(ckpt, small_visium, tmp_path / "x.h5ad", replace(FAST, max_missing_genes=0.0))
     assert list(tmp_path.iterdir()) == []
 
 

@@ -70,6 +70,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="rescale each measured spot's (LR cell's) bins so their totals match its measured "
         "counts (default; --no-project keeps the network's raw estimate, whose totals run low)",
     )
+    parser.add_argument(
+        "--max-missing-genes",
+        type=float,
+        default=0.1,
+        metavar="SHARE",
+        help="share of the checkpoint's genes the section may lack (default 0.1): their LR input "
+        "is imputed from co-expressed genes and they are flagged in var['in_section']; more is "
+        "refused (0: refuse any)",
+    )
     parser.add_argument("--figures", default=None, metavar="DIR", help="per-gene PNG figures")
     parser.add_argument(
         "--figure-genes", nargs="+", default=(), metavar="GENE", help="genes drawn (default: top 4)"
@@ -114,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
         overlap_bins=args.overlap,
         batch_size=args.batch_size,
         project_to_spots=args.project,
+        max_missing_genes=args.max_missing_genes,
         device=args.device,
         precision=args.precision,
         figure_genes=tuple(args.figure_genes),

@@ -76,6 +76,7 @@ def gene_table(
     lr_counts: np.ndarray,
     stats: np.ndarray,
     report: dict[str, Any],
+    measured: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The ``var`` columns of a prediction (see :mod:`diffst.inference.to_anndata`).
 
@@ -91,6 +92,9 @@ def gene_table(
         ``[5, G, N]`` statistics of the ``N`` written bins (axis 0 as ``Stat``).
     report
         Spot consistency (:func:`~diffst.inference.spots.spot_report`).
+    measured
+        ``[G]`` bool, genes the section measures (default: all). The others get
+        ``in_section = False``, ``lr_source = "imputed"`` and NaN ``lr_counts``.
     """
     from diffst.inference.uncertainty import Stat
 
@@ -99,12 +103,16 @@ def gene_table(
     if spots is not None and len(spots.gene_ids) == len(spots.genes):
         by_name = dict(zip(spots.genes, spots.gene_ids, strict=True))
         by_id = dict(zip(spots.gene_ids, spots.genes, strict=True))
-        if all(g in by_name for g in genes):
-            table["gene_ids"] = [by_name[g] for g in genes]
-        elif all(g in by_id for g in genes):
-            table["gene_symbols"] = [by_id[g] for g in genes]
+        if any(g in by_name for g in genes):
+            table["gene_ids"] = [by_name.get(g, "") for g in genes]
+        elif any(g in by_id for g in genes):
+            table["gene_symbols"] = [by_id.get(g, "") for g in genes]
+    have = np.ones(len(genes), dtype=bool) if measured is None else np.asarray(measured, bool)
     table["feature_types"] = ["Gene Expression"] * len(genes)
-    table["lr_counts"] = np.asarray(lr_counts, dtype=np.float64).sum(axis=0)
+    table["in_section"] = have
+    table["lr_source"] = np.where(have, "measured", "imputed")
+    lr = np.asarray(lr_counts, dtype=np.float64).sum(axis=0)
+    table["lr_counts"] = np.where(have, lr, np.nan)
     table["predicted_counts"] = stats[Stat.MEAN].sum(axis=1, dtype=np.float64)
     table["mean_std"] = stats[Stat.STD].mean(axis=1, dtype=np.float64)
     pcc = report.get("pcc", {})
@@ -177,9 +185,24 @@ def _metadata(
         "sample": {"name": sample.name, "platform": str(sample.platform)},
         "genes": [str(g) for g in bundle.store_meta["genes"]],
         "units": "counts per HR bin" if ctx.subspots is None else "counts per sub-spot",
+        "missing_genes": _missing_entry(ctx),
         "below_pitch": None if ctx.subspots is None else ctx.subspots.to_dict(),
         "quantiles": "5–95 % quantiles of the K samples of the tile where the bin is most "
         "central (X and sample_mean are blended across overlapping tiles)",
+    }
+
+
+def _missing_entry(ctx: TileContext) -> dict[str, Any] | None:
+    """``uns['diffst']['missing_genes']``: checkpoint genes the section does not measure."""
+    if not ctx.missing:
+        return None
+    return {
+        "genes": list(ctx.missing),
+        "n": len(ctx.missing),
+        "lr_input": "not measured: imputed as the correlation-weighted average of the normalised "
+        "LR maps of the gene's training Pearson neighbours that the section measures (all "
+        "measured genes when none), then super-resolved with the image; not projected onto "
+        "the spots and not scored against them",
     }
 
 
@@ -350,7 +373,9 @@ def _write_outputs(
 
     genes = [str(x) for x in metadata["genes"]]
     tissue = ctx.inputs.tissue & covered
-    stats, report = spot_report(stats, tissue, ctx.inputs, genes, cfg.project_to_spots)
+    stats, report = spot_report(
+        stats, tissue, ctx.inputs, genes, cfg.project_to_spots, ctx.measured_genes
+    )
     metadata["spot_consistency"] = report
     if calibration is not None:
         from diffst.inference.uncertainty import Stat
@@ -370,7 +395,9 @@ def _write_outputs(
         stats, tissue, ctx.inputs.geometry, genes, image=image,
         library_id=library_id or sample.name, metadata=metadata,
         hires_max_px=cfg.hires_max_px, fullres_um_per_px=_fullres_um_per_px(sample),
-        var=gene_table(genes, sample, ctx.inputs.spots[1], stats[:, :, tissue], report),
+        var=gene_table(
+            genes, sample, ctx.inputs.spots[1], stats[:, :, tissue], report, ctx.measured_genes
+        ),
         centres_um=centres,
     )  # fmt: skip
     if frame is not None:

@@ -69,9 +69,12 @@ class PredictConfig:
     # genes drawn as per-gene PNG figures (empty = the n_figure_genes most expressed)
     n_figure_genes: int = 4
     # number of genes drawn when figure_genes is empty (0 = no figures)
-    allow_gene_subset: bool = False
-    # predict only the genes present in the section when some are missing (only possible for
-    # models whose gene panel is not fixed; Diff-ST models are fixed-G, so this raises)
+    max_missing_genes: float = 0.1
+    # share of the checkpoint's genes the section may lack (matched by name or id). Their LR
+    # input is not measured: it is imputed from the co-expressed genes the section has (the
+    # training Pearson neighbours recorded in the checkpoint), and the network predicts them from
+    # that and the image; var['in_section'] is False and var['lr_source'] says so, and they are
+    # not projected onto the spots. A larger share is refused (0: refuse any missing gene)
     hires_max_px: int = 2000
     # longest side (px) of the downsampled image stored in uns['spatial'][library]['images']
     write_spatialdata: bool = False
@@ -103,6 +106,10 @@ class PredictConfig:
             )
         if self.blend not in ("cosine", "uniform"):
             raise ConfigError(f"predict.blend: {self.blend!r} is not cosine or uniform")
+        if not 0.0 <= self.max_missing_genes < 1.0:
+            raise ConfigError(
+                f"predict.max_missing_genes must be in [0, 1), got {self.max_missing_genes}"
+            )
         if self.region_um is not None:
             if len(self.region_um) != 4:
                 raise ConfigError(f"predict.region_um: (x0, y0, x1, y1) µm, got {self.region_um}")

@@ -7,6 +7,8 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from diffst.allocator import tune_allocator
 from diffst.config import ConfigError
 from diffst.inference.config import PredictConfig
@@ -20,6 +22,7 @@ log = logging.getLogger("diffst.inference")
 __all__ = [
     "checkpoint_image_channels",
     "checkpoint_store_meta",
+    "imputation_weights",
     "precision_used",
     "resolve_genes",
     "set_up",
@@ -28,33 +31,70 @@ __all__ = [
 
 
 def resolve_genes(
-    model_genes: list[str] | tuple[str, ...], sample: SpatialSample, allow_subset: bool
-) -> tuple[str, ...]:
-    """The checkpoint's genes, checked against the section (names, or ids for spot tables).
+    model_genes: list[str] | tuple[str, ...], sample: SpatialSample, max_missing: float = 0.0
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The checkpoint's genes checked against the section (names, or ids for spot tables).
 
-    Raises :class:`InputError` listing the checkpoint genes the section lacks. Diff-ST models have
-    a fixed gene panel (``G`` input/output channels), so predicting a subset is not possible.
+    Returns ``(genes, missing)``: the checkpoint's genes in its order and those the section
+    lacks. Diff-ST models have a fixed panel (``G`` input and output channels), so missing genes
+    are still predicted, from an imputed LR input (:func:`imputation_weights`); more than
+    ``max_missing`` (a share of the panel) raises :class:`InputError` listing them.
     """
     known = set(sample.genes)
     if sample.spots is not None:
         known |= set(sample.spots.gene_ids)
-    missing = [gene for gene in model_genes if gene not in known]
-    if missing:
-        shown = ", ".join(missing[:20]) + (
-            f", … ({len(missing)} in all)" if len(missing) > 20 else ""
-        )
-        hint = (
-            " (allow_gene_subset was requested, but the Diff-ST model has a fixed panel of "
-            f"{len(model_genes)} genes as input and output channels, so it cannot predict a subset)"
-            if allow_subset
-            else ""
-        )
-        where = next(iter(sample.source_files.values()), sample.name)
+    missing = tuple(gene for gene in model_genes if gene not in known)
+    if not missing:
+        return tuple(model_genes), ()
+    shown = ", ".join(missing[:20]) + (f", … ({len(missing)} in all)" if len(missing) > 20 else "")
+    share = len(missing) / len(model_genes)
+    where = next(iter(sample.source_files.values()), sample.name)
+    if share > max_missing:
         raise InputError(
             f"{where}: field genes lacks {len(missing)} of the checkpoint's {len(model_genes)} "
-            f"genes: {shown}{hint}"
+            f"genes ({share:.0%}, more than predict.max_missing_genes = {max_missing:.0%}): "
+            f"{shown}. Genes are matched by name and by id; a section measuring another panel "
+            "needs a checkpoint trained on that panel (or raise --max-missing-genes: missing "
+            "genes are predicted from co-expressed genes and the image, not measured)"
         )
-    return tuple(model_genes)
+    log.warning(
+        "%s lacks %d of the checkpoint's %d genes (%s): their LR input is imputed from "
+        "co-expressed genes; they are flagged var['in_section'] = False",
+        where,
+        len(missing),
+        len(model_genes),
+        shown,
+    )
+    return tuple(model_genes), missing
+
+
+def imputation_weights(
+    meta: dict[str, Any], genes: tuple[str, ...], missing: tuple[str, ...]
+) -> np.ndarray:
+    """``[G, G]`` weights of the imputed LR input of missing genes (rows of present genes are 0).
+
+    A missing gene's normalised LR map is the average of the normalised LR maps of its training
+    Pearson neighbours that the section measures (``store_meta['gene_neighbours']``: the genes
+    most positively correlated with it over the training bins), weighted by the correlation.
+    Without such a neighbour (or in checkpoints that do not record them) it is the plain average
+    of all measured genes: the section's overall expression pattern. Either way it is a prior,
+    not a measurement.
+    """
+    index = {g: k for k, g in enumerate(genes)}
+    absent = np.zeros(len(genes), dtype=bool)
+    absent[[index[g] for g in missing]] = True
+    weights = np.zeros((len(genes), len(genes)), dtype=np.float32)
+    neighbours = meta.get("gene_neighbours") or {}
+    for g in np.flatnonzero(absent):
+        row = np.zeros(len(genes), dtype=np.float64)
+        if neighbours:
+            for j, r in zip(neighbours["index"][g], neighbours["pearson"][g], strict=True):
+                if 0 <= j < len(genes) and not absent[j] and r > 0:
+                    row[j] = r
+        if row.sum() <= 0:
+            row[~absent] = 1.0
+        weights[g] = row / row.sum()
+    return weights
 
 
 def _view_config(meta: dict[str, Any]) -> Any:
@@ -226,7 +266,7 @@ def tile_context(
     from diffst.data.transforms import NormStats
     from diffst.inference.subspots import check_subspot_options, is_spot_array, subspot_inputs
     from diffst.inference.tiled import TileContext
-    from diffst.sections.inputs import checkpoint_section_inputs
+    from diffst.sections.inputs import checkpoint_section_inputs, with_empty_genes
     from diffst.sections.stain import StainStats
     from diffst.sections.views import channel_indices, intensity_range, section_stain
 
@@ -236,7 +276,8 @@ def tile_context(
             f"{source}: normalisation 'minmax_patch' scales each patch by its HR maximum, "
             "which a new section does not have; train with log1p_gene to predict sections"
         )
-    genes = resolve_genes(meta["genes"], sample, cfg.allow_gene_subset)
+    genes, missing = resolve_genes(meta["genes"], sample, cfg.max_missing_genes)
+    sample = with_empty_genes(sample, missing)  # read as zeros, LR imputed per tile
     image, views = _check_image(sample, _Uses(meta, use_histology), _view_config(meta))
     subspots = None
     if is_spot_array(meta):  # measured spots as LR, a lattice k× finer as HR
@@ -260,5 +301,6 @@ def tile_context(
             stain = section_stain(image, chan, ranges, StainStats.from_dict(reference, where=where))
     return TileContext(
         inputs, norm, len(genes), image, views, ranges, int(meta["hr_size"]),
-        int(meta["lr_size"]), stain, subspots,
+        int(meta["lr_size"]), stain, subspots, missing,
+        imputation_weights(meta, genes, missing) if missing else None,
     )  # fmt: skip

@@ -239,11 +239,16 @@ def project_to_spots(
 
 
 def spot_report(
-    stats: np.ndarray, tissue: np.ndarray, inputs: SectionInputs, genes: list[str], project: bool
-) -> tuple[np.ndarray, dict[str, Any]]:
+    stats: np.ndarray, tissue: np.ndarray, inputs: SectionInputs, genes: list[str], project: bool,
+    measured: np.ndarray | None = None,
+) -> tuple[np.ndarray, dict[str, Any]]:  # fmt: skip
     """Consistency of ``stats [5, G, H, W]`` with the measured spots, and the projection onto them
     when ``project`` (bins restricted to ``tissue [H, W]``); returns the (projected) statistics
-    and the report of :func:`spot_consistency` plus ``projected``."""
+    and the report of :func:`spot_consistency` plus ``projected``.
+
+    ``measured`` (``[G]`` bool) marks the genes the section measures; the others (imputed LR,
+    no spot counts) are neither scored nor projected.
+    """
     geo = inputs.geometry
     centres, counts = inputs.spots
     spot_of_bin = assign_bins_to_spots(
@@ -258,11 +263,18 @@ def spot_report(
     n = len(centres)
     member = spot_membership(spot_of_bin, n)
     bins_per_spot = np.bincount(spot_of_bin[spot_of_bin >= 0], minlength=n)
-    agg = aggregate_to_spots(stats[Stat.MEAN], member)
-    report = spot_consistency(agg, counts, genes, bins_per_spot)
+    keep = np.ones(len(genes), dtype=bool) if measured is None else np.asarray(measured, bool)
+    agg = aggregate_to_spots(stats[Stat.MEAN][keep], member)
+    names = [g for g, k in zip(genes, keep, strict=True) if k]
+    report = spot_consistency(agg, counts[:, keep], names, bins_per_spot)
     report["projected"] = project
     if project:
-        stats = project_to_spots(stats, spot_of_bin, counts)
+        projected = project_to_spots(stats[:, keep], spot_of_bin, counts[:, keep])
+        if keep.all():
+            stats = projected
+        else:
+            stats = stats.copy()
+            stats[:, keep] = projected
     return stats, report
 
 

@@ -309,6 +309,13 @@ class TileContext:
     lr_size: int  # p, LR cells per tile side
     stain: Any = None  # diffst.sections.stain.StainTransform of the section's views, or None
     subspots: Any = None  # diffst.inference.subspots.SubspotFrame (spot-array checkpoints)
+    missing: tuple[str, ...] = ()  # checkpoint genes the section lacks (LR imputed)
+    impute: np.ndarray | None = None  # [G, G] imputation weights (inference.setup)
+
+    @property
+    def measured_genes(self) -> np.ndarray:
+        """``[G]`` bool: genes the section measures (False: LR imputed, not projected)."""
+        return ~np.isin(np.asarray(self.inputs.genes), np.asarray(self.missing, dtype=object))
 
     @property
     def count_scale(self) -> float:
@@ -336,6 +343,9 @@ def tile_batch(ctx: TileContext, origins: np.ndarray, device: torch.device) -> d
             ranges=ctx.ranges, stain=ctx.stain,
         )  # fmt: skip
         lr[k] = normalise(np.zeros((ctx.n_genes, 1, 1)), w.lr * ctx.count_scale, ctx.norm)[1]
+        if ctx.impute is not None:  # missing genes: the co-expressed measured genes' LR
+            absent = ~ctx.measured_genes
+            lr[k][absent] = np.tensordot(ctx.impute[absent], lr[k], axes=1)
         lr_mask[k, 0] = w.lr_mask
         if w.tissue_view is not None and w.cells is not None and w.cell_score is not None:
             tissue.append(w.tissue_view)

@@ -9,6 +9,8 @@ Layout (one observation per HR bin inside tissue, row-major over the section gri
   quantiles of the K samples, same unit;
 * ``var_names``: genes of the checkpoint; ``var`` columns (when the caller knows them):
   ``gene_ids`` / ``gene_symbols`` (the section's other gene identifier), ``feature_types``,
+  ``in_section`` (False for checkpoint genes the section lacks) and ``lr_source`` (``measured``,
+  or ``imputed`` from co-expressed genes for those; ``uns['diffst']['missing_genes']``),
   ``lr_counts`` (counts of the gene in the section's LR input), ``predicted_counts`` (Σ ``X``),
   ``mean_std`` (mean of ``layers['std']``) and ``spot_pcc`` (PCC across spots of the
   re-aggregated prediction with the measured spots);

@@ -35,6 +35,7 @@ __all__ = [
     "LAST",
     "InferenceBundle",
     "build_model",
+    "gene_neighbours",
     "load_checkpoint",
     "load_for_inference",
     "read_store_meta",
@@ -109,7 +110,8 @@ def read_store_meta(
         ``hr_size`` (P, HR bins), ``lr_size`` (p, LR cells),
         ``tissue_size`` (S, px), ``cell_grid`` (n), ``cell_tile_size`` (t, px),
         ``manifest_sha256``, ``store_path`` (absolute), and for ``--hr spots`` stores ``spots``
-        (pooling factor, low-count threshold, lattice).
+        (pooling factor, low-count threshold, lattice); ``gene_neighbours``
+        (:func:`gene_neighbours`).
     """
     from diffst.keys import StoreFile
     from diffst.models.adjacency import coexpression_adjacency
@@ -152,8 +154,31 @@ def read_store_meta(
         "cell_tile_size": int(shapes["cells"][-1]),
         "manifest_sha256": hashlib.sha256(raw).hexdigest(),
         "store_path": str(store.resolve()),
+        "gene_neighbours": gene_neighbours(coexpr.get("pearson")),
         **_spot_array_entry(manifest),
     }
+
+
+def gene_neighbours(pearson: Any, k: int = 8) -> dict[str, list[list[Any]]] | None:
+    """Each gene's ``k`` most positively correlated other genes over the training bins.
+
+    ``{"index": [G][≤k] gene indices, "pearson": [G][≤k] r}`` (``r > 0`` only, strongest
+    first), or ``None`` without a Pearson matrix. Prediction imputes the LR input of checkpoint
+    genes a section lacks from these neighbours (:func:`diffst.inference.setup.imputation_weights`).
+    """
+    if pearson is None:
+        return None
+    r = np.asarray(pearson, dtype=np.float64)
+    r = np.where(np.isfinite(r), r, 0.0)
+    np.fill_diagonal(r, -np.inf)
+    order = np.argsort(-r, axis=1)[:, :k]
+    index: list[list[Any]] = []
+    values: list[list[Any]] = []
+    for g, row in enumerate(order):
+        keep = [int(j) for j in row if r[g, j] > 0]
+        index.append(keep)
+        values.append([float(r[g, j]) for j in keep])
+    return {"index": index, "pearson": values}
 
 
 def _spot_array_entry(manifest: dict[str, Any]) -> dict[str, Any]:

@@ -59,6 +59,7 @@ __all__ = [
     "section_geometry",
     "window_inputs",
     "with_bin_molecules",
+    "with_empty_genes",
 ]
 
 
@@ -439,6 +440,42 @@ def with_bin_molecules(sample: SpatialSample, hr_um: float) -> SpatialSample:
     if float(spots.pitch_um or spots.diameter_um) > hr_um:
         return sample
     return dataclasses.replace(sample, transcripts=spots.as_molecules())
+
+
+def with_empty_genes(sample: SpatialSample, names: tuple[str, ...] | list[str]) -> SpatialSample:
+    """``sample`` with genes ``names`` added as genes without a single count or molecule.
+
+    For a checkpoint gene that the section does not measure: every builder of model inputs then
+    reads it as zeros, and the caller replaces its LR input with an imputed one (prediction
+    flags such genes; :mod:`diffst.inference.setup`). Names the sample already has are an error.
+    """
+    names = tuple(str(n) for n in names)
+    if not names:
+        return sample
+    have = set(sample.genes)
+    if sample.spots is not None:
+        have |= set(sample.spots.gene_ids)
+    clash = [n for n in names if n in have]
+    if clash:
+        raise ValueError(f"with_empty_genes: the sample already has {clash}")
+    extra = np.zeros(len(names), dtype=bool)
+    transcripts, spots = sample.transcripts, sample.spots
+    if transcripts is not None:
+        transcripts = dataclasses.replace(  # type: ignore[type-var]
+            transcripts,
+            genes=(*transcripts.genes, *names),
+            control=np.r_[np.asarray(transcripts.control, dtype=bool), extra],
+        )
+    if spots is not None:
+        n = spots.counts.shape[0]
+        spots = dataclasses.replace(
+            spots,
+            counts=sp.hstack([spots.counts, sp.csr_matrix((n, len(names)))], format="csr"),
+            genes=(*spots.genes, *names),
+            gene_ids=(*spots.gene_ids, *names) if spots.gene_ids else (),
+            control=None if spots.control is None else np.r_[spots.control, extra],
+        )
+    return dataclasses.replace(sample, transcripts=transcripts, spots=spots)
 
 
 def _spot_counts(table: Any, genes: tuple[str, ...]) -> sp.csr_matrix:

@@ -256,9 +256,10 @@ def _calibrate(
 
 
 def _gene_columns(table: SpotTable, genes: Sequence[str]) -> np.ndarray:
-    """Columns of ``genes``, named by the table's gene names or its second identifiers."""
-    index = {g: i for i, g in enumerate(table.gene_ids)}
-    index.update({g: i for i, g in enumerate(table.genes)})
+    """Columns of ``genes``, named by the table's gene names or its second identifiers (ids
+    first: they are unique where names may not be)."""
+    index = {g: i for i, g in enumerate(table.genes)}
+    index.update({g: i for i, g in enumerate(table.gene_ids)})
     missing = [g for g in genes if g not in index]
     if missing:
         raise InputError(

@@ -213,3 +213,50 @@ def test_cli_predicts_sub_spots(
     printed = capsys.readouterr().out
     assert "1600 sub-spots" in printed and "one scale below its training data" in printed
     assert anndata.read_h5ad(out).uns["diffst"]["below_pitch"]["factor"] == FACTOR
+
+
+@pytest.fixture(scope="module")
+def synthetic_visium(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[SpatialSample, SpatialSample]:
+    """A synthetic section (labelled synthetic) and its Visium files read back: (spots, truth)."""
+    from diffst.io.visium import read_visium
+    from diffst.synthetic import simulate_tissue, write_spaceranger_outs
+
+    truth = simulate_tissue(
+        width_um=900.0, height_um=800.0, n_genes=6, n_cell_types=3, um_per_px=4.0,
+        cell_diameter_um=20.0, counts_per_cell=30.0, seed=3,
+    )  # fmt: skip
+    out = write_spaceranger_outs(truth, tmp_path_factory.mktemp("vis") / "outs")
+    return read_visium(out), truth
+
+
+def test_score_subspots_against_the_transcripts(
+    make_checkpoint: Callable[..., Path],
+    synthetic_visium: tuple[SpatialSample, SpatialSample],
+    tmp_path: Path,
+) -> None:
+    from dataclasses import replace
+
+    from diffst.evaluation.subspots import score_subspots
+
+    section, truth = synthetic_visium
+    assert section.spots is not None
+    genes = list(section.spots.genes[:6])
+    ckpt = make_checkpoint(genes, lr="spots")
+    adata = predict(ckpt, section, tmp_path / "s.h5ad", replace(FAST, project_to_spots=True))
+    assert adata is not None
+    scores = score_subspots(adata, section, truth, n_splits=2)
+    assert scores.factor == FACTOR and scores.n_subspots == adata.n_obs
+    summary = scores.summary()
+    assert set(summary) == {"diffst", "nearest", "cubic", "ceiling"}
+    # nearest has no detail below the spot by construction; interpolation has some
+    np.testing.assert_array_equal(
+        scores.detail_pcc["nearest"][np.isfinite(scores.detail_pcc["nearest"])], 0.0
+    )
+    for method in ("diffst", "cubic"):
+        assert np.isfinite(scores.pcc[method]).all()
+        assert (np.abs(scores.pcc[method]) <= 1).all()
+    # spots follow the tissue: every method correlates with the truth across sub-spots
+    assert summary["nearest"]["pcc"] > 0.3 and summary["cubic"]["pcc"] > 0.3
+    assert 0 < summary["ceiling"]["pcc"] <= 1

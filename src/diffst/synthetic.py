@@ -12,6 +12,13 @@ a gene programme per type, types mixed cell by cell at scales below an LR cell. 
 of the LR map recovers none of that detail; a model that reads the image can. Written in
 Vizgen's format by :func:`write_merfish_outs`, it is read back by the real reader.
 
+With ``image_kind="he"`` the same section is drawn as an H&E-like RGB image (Beer–Lambert
+composition of haematoxylin and eosin): each type's nuclear size, haematoxylin density, chromatin
+texture and eosin density. :func:`simulate_visium_pair` cuts two non-overlapping regions out of
+one such section: a transcript-resolved training region, and a region written as a Visium Space
+Ranger folder whose image has another stain (:class:`StainShift`), with its molecules kept as the
+truth.
+
 :func:`random_transcripts` streams uniformly placed molecules for scale benchmarks. Writers of
 platform-format files (Vizgen MERFISH, Xenium, Visium, Visium HD, legacy ST) live in
 :mod:`diffst.io.writers` and are re-exported here.
@@ -19,8 +26,10 @@ platform-format files (Vizgen MERFISH, Xenium, Visium, Visium HD, legacy ST) liv
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -46,10 +55,14 @@ from diffst.io.writers import (
 
 __all__ = [
     "SYNTHETIC_LABEL",
+    "StainShift",
     "TissueLayout",
+    "VisiumPair",
+    "crop_sample",
     "random_transcripts",
     "simulate_detail_section",
     "simulate_tissue",
+    "simulate_visium_pair",
     "write_legacy_st",
     "write_merfish_outs",
     "write_spaceranger_outs",
@@ -355,6 +368,72 @@ def _render_fluorescence(
     return img, mask
 
 
+#: Ruifrok & Johnston's (2001) optical-density vectors of haematoxylin and eosin (unit, RGB):
+#: the stains of the simulated H&E images
+RUIFROK_HAEMATOXYLIN = (0.650, 0.704, 0.286)
+RUIFROK_EOSIN = (0.072, 0.990, 0.105)
+#: Macenko et al.'s (2009) reference stain vectors: another lab's haematoxylin (bluer) and
+#: eosin (more magenta), the default target of :class:`StainShift`
+MACENKO_HAEMATOXYLIN = (0.5626, 0.7201, 0.4062)
+MACENKO_EOSIN = (0.2159, 0.8012, 0.5581)
+_GLASS_OD = 0.02  # optical density of the bare slide (all channels)
+
+
+def _unit(v: tuple[float, float, float]) -> np.ndarray:
+    a = np.asarray(v, dtype=np.float64)
+    return a / np.linalg.norm(a)
+
+
+def _stain_matrix(h: tuple[float, float, float], e: tuple[float, float, float]) -> np.ndarray:
+    """``[3, 3]`` rows haematoxylin, eosin and their residual (cross product), unit length."""
+    hv, ev = _unit(h), _unit(e)
+    return np.stack([hv, ev, _unit(tuple(np.cross(hv, ev)))])  # type: ignore[arg-type]
+
+
+def _render_he(
+    rng: np.random.Generator, layout: TissueLayout, looks: _Looks, eosin: np.ndarray,
+    shape_hw: tuple[int, int], um_per_px: float,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """H&E-like RGB image ``[H, W, 3]`` uint8 and tissue mask ``[H, W]``, row block by block.
+
+    Beer–Lambert composition with :data:`RUIFROK_HAEMATOXYLIN` and :data:`RUIFROK_EOSIN`: the
+    nucleus (its type's radius share) holds haematoxylin at its type's density (``looks.dapi``
+    mapped to 0.45–1.05 OD) modulated by its chromatin texture, the cytoplasm eosin at its type's
+    density (``eosin``, OD); a per-cell jitter of ±10 % keeps types overlapping. Glass is
+    near-white; pixel noise σ = 3 grey levels.
+    """
+    h, w = shape_hw
+    tree = cKDTree(layout.centers_um)
+    t = layout.cell_type
+    jitter = rng.lognormal(0.0, 0.1, len(t))
+    phase = rng.uniform(0, 2 * np.pi, len(t))
+    hae = 0.45 + 0.6 * (looks.dapi - 105.0) / 130.0  # OD of the nucleus per type
+    stains = _stain_matrix(RUIFROK_HAEMATOXYLIN, RUIFROK_EOSIN)[:2]
+    img = np.empty((h, w, 3), np.uint8)
+    mask = np.zeros((h, w), bool)
+    xs = (np.arange(w) + 0.5) * um_per_px
+    for r0 in range(0, h, _ROW_BLOCK):
+        ys = (np.arange(r0, min(h, r0 + _ROW_BLOCK)) + 0.5) * um_per_px
+        px, py = (a.ravel() for a in np.meshgrid(xs, ys))
+        dist, idx = tree.query(np.c_[px, py], k=1)
+        own = np.asarray(idx)
+        tt = t[own]
+        radius = layout.radius_um[own]
+        inside = dist <= 1.25 * radius
+        nucleus = dist / np.maximum(radius, 1e-6) < looks.nucleus[tt]
+        wave = np.sin(2 * np.pi * looks.texture[tt] * (px + 0.6 * py) + phase[own])
+        chromatin = 1.0 + looks.contrast[tt] * wave
+        c_h = np.where(nucleus, hae[tt] * chromatin, 0.04) * jitter[own]
+        c_e = np.where(nucleus, 0.1, eosin[tt] * (1.0 + 0.1 * wave)) * jitter[own]
+        od = np.c_[c_h, c_e] @ stains
+        od[~inside] = 0.0
+        val = 255.0 * 10.0 ** -(od + _GLASS_OD) + rng.normal(0, 3, od.shape)
+        rows = slice(r0, r0 + len(ys))
+        img[rows] = np.clip(val, 0, 255).reshape(len(ys), w, 3).astype(np.uint8)
+        mask[rows] = inside.reshape(len(ys), w)
+    return img, mask
+
+
 def simulate_detail_section(
     *,
     width_um: float = 800.0,
@@ -367,6 +446,7 @@ def simulate_detail_section(
     mix_strength: float = 1.5,
     um_per_px: float = 0.5,
     seed: int = 0,
+    image_kind: Literal["fluorescence", "he"] = "fluorescence",
 ) -> SpatialSample:
     """A section whose image carries expression detail below the LR cell (labelled synthetic).
 
@@ -375,7 +455,9 @@ def simulate_detail_section(
     types are mixed at the scale of single cells, well below an LR cell of 40 µm. Each type has
     its own gene programme (marker genes 6–12× the shared base; Poisson counts per cell, each
     molecule inside its cell) and its own look in a two-channel fluorescence image: nuclear
-    radius, DAPI brightness and chromatin texture in DAPI, RNA content in polyT.
+    radius, DAPI brightness and chromatin texture in DAPI, RNA content in polyT. With
+    ``image_kind="he"`` the image is H&E-like RGB instead (:func:`_render_he`): nuclear radius,
+    haematoxylin density and chromatin texture of the nucleus, eosin density of the cytoplasm.
 
     Parameters
     ----------
@@ -389,12 +471,15 @@ def simulate_detail_section(
         Correlation length and strength of the regional type proportions (0: types i.i.d.).
     um_per_px, seed
         Image pixel size; everything is deterministic given the seed.
+    image_kind
+        ``"fluorescence"`` (DAPI, polyT) or ``"he"`` (R, G, B).
 
     Returns
     -------
     SpatialSample
-        In-memory transcripts, DAPI + polyT image and tissue mask; ``metadata`` holds the truth
-        (cell centres, types, programmes, the looks of each type) and ``synthetic=True``.
+        In-memory transcripts, DAPI + polyT (or H&E) image and tissue mask; ``metadata`` holds
+        the truth (cell centres, types, programmes, the looks of each type) and
+        ``synthetic=True``.
     """
     rng = np.random.default_rng(seed)
     size = (width_um, height_um)
@@ -419,7 +504,15 @@ def simulate_detail_section(
     rna = np.bincount(cell, minlength=len(centres)).astype(np.float64)
     looks = _looks(rng, n_cell_types)
     shape_hw = (int(np.ceil(height_um / um_per_px)), int(np.ceil(width_um / um_per_px)))
-    pixels, mask = _render_fluorescence(rng, layout, looks, rna, shape_hw, um_per_px)
+    look_table = {k: v.tolist() for k, v in vars(looks).items()}
+    if image_kind == "he":
+        eosin = rng.permutation(np.linspace(0.12, 0.55, n_cell_types))  # OD of the cytoplasm
+        look_table["eosin"] = eosin.tolist()
+        pixels, mask = _render_he(rng, layout, looks, eosin, shape_hw, um_per_px)
+        channels: tuple[str, ...] = ("R", "G", "B")
+    else:
+        pixels, mask = _render_fluorescence(rng, layout, looks, rna, shape_hw, um_per_px)
+        channels = ("DAPI", "polyT")
     genes = (*(f"Gene{g:03d}" for g in range(n_genes)), "Blank-0001", "Blank-0002")
     n_bg = max(1, int(0.002 * len(gene)))
     bg_xy = rng.uniform([0, 0], [width_um, height_um], (n_bg, 2))
@@ -428,7 +521,7 @@ def simulate_detail_section(
     return SpatialSample(
         name=f"{SYNTHETIC_LABEL}_detail_seed{seed}",
         platform=Platform.SYNTHETIC,
-        image=SpatialImage(pixels, ("DAPI", "polyT"), transform, None, "fluorescence"),
+        image=SpatialImage(pixels, channels, transform, None, image_kind),
         transcripts=InMemoryTranscripts(
             np.r_[xy[:, 0], bg_xy[:, 0]],
             np.r_[xy[:, 1], bg_xy[:, 1]],
@@ -446,10 +539,206 @@ def simulate_detail_section(
             "cell_type": cell_type,
             "gene_means": programme,
             "transcript_cell": np.r_[cell, np.full(n_bg, -1)],
-            "looks": {k: v.tolist() for k, v in vars(looks).items()},
+            "looks": look_table,
             "size_um": size,
         },
     )
+
+
+@dataclass(frozen=True)
+class StainShift:
+    """A deterministic change of H&E stain: another lab's haematoxylin and eosin.
+
+    Each pixel's optical density ``OD = −log10(I / 255)`` (``I`` clipped to ≥ 1) is unmixed into
+    haematoxylin, eosin and residual amounts with the source stain vectors (Ruifrok & Johnston's,
+    those :func:`simulate_detail_section` draws with); the haematoxylin amount is multiplied by
+    ``haematoxylin_gain`` and the eosin amount by ``eosin_gain``, and the densities are put back
+    together with the target vectors ``haematoxylin_rgb`` / ``eosin_rgb`` (default: Macenko et
+    al.'s reference vectors, a bluer haematoxylin and a more magenta eosin), then
+    ``I' = 255 · 10^(−OD')``. Glass (OD ≈ 0) stays near-white; the default darkens nuclei and pales
+    the cytoplasm. The identity is ``StainShift(1, 1, RUIFROK_HAEMATOXYLIN, RUIFROK_EOSIN)``.
+    """
+
+    haematoxylin_gain: float = 1.3
+    eosin_gain: float = 0.6
+    haematoxylin_rgb: tuple[float, float, float] = MACENKO_HAEMATOXYLIN
+    eosin_rgb: tuple[float, float, float] = MACENKO_EOSIN
+    source_haematoxylin_rgb: tuple[float, float, float] = RUIFROK_HAEMATOXYLIN
+    source_eosin_rgb: tuple[float, float, float] = RUIFROK_EOSIN
+
+    def matrix(self) -> np.ndarray:
+        """``[3, 3]`` linear map of optical densities (row vectors: ``OD' = OD @ M``)."""
+        src = _stain_matrix(self.source_haematoxylin_rgb, self.source_eosin_rgb)
+        dst = _stain_matrix(self.haematoxylin_rgb, self.eosin_rgb)
+        gains = np.diag([self.haematoxylin_gain, self.eosin_gain, 1.0])
+        return np.asarray(np.linalg.inv(src) @ gains @ dst)
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        """The image ``[H, W, 3]`` uint8 under the new stain (same shape and dtype)."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise ValueError(f"StainShift needs an [H, W, 3] RGB image, got shape {rgb.shape}")
+        m = self.matrix()
+        out = np.empty(rgb.shape, np.uint8)
+        for r0 in range(0, rgb.shape[0], _ROW_BLOCK):
+            block = np.maximum(np.asarray(rgb[r0 : r0 + _ROW_BLOCK], np.float64), 1.0)
+            od = -np.log10(block / 255.0) @ m
+            out[r0 : r0 + _ROW_BLOCK] = np.clip(np.rint(255.0 * 10.0**-od), 0, 255)
+        return out
+
+    def apply(self, sample: SpatialSample) -> SpatialSample:
+        """``sample`` with its (RGB) image restained; ``metadata["stain_shift"]`` records it."""
+        if sample.image is None or sample.image.kind != "he":
+            raise ValueError(f"sample {sample.name!r}: StainShift needs an H&E image")
+        image = dataclasses.replace(sample.image, pixels=self(np.asarray(sample.image.pixels)))
+        meta = {**sample.metadata, "stain_shift": dataclasses.asdict(self)}
+        return dataclasses.replace(sample, image=image, metadata=meta)
+
+
+def crop_sample(
+    sample: SpatialSample, extent_um: tuple[float, float, float, float], name: str | None = None
+) -> SpatialSample:
+    """The rectangle ``(x0, y0, x1, y1)`` µm of an in-memory synthetic sample, in its own frame.
+
+    Molecules with ``x0 ≤ x < x1`` and ``y0 ≤ y < y1`` are kept and shifted by ``(−x0, −y0)``;
+    the image and tissue mask are cut to the same rectangle, so pixel ``(0, 0)``'s corner sits
+    at µm ``(0, 0)`` again (what the platform writers need). ``x0, y0, x1, y1`` must be
+    multiples of the image's pixel size. ``metadata`` keeps the cells whose centre lies inside
+    (shifted) and ``transcript_cell`` of the kept molecules, and records ``crop_um``.
+    """
+    if sample.image is None or not isinstance(sample.transcripts, InMemoryTranscripts):
+        raise ValueError(f"sample {sample.name!r}: crop needs an image and in-memory molecules")
+    s = sample.image.um_per_px
+    x0, y0, x1, y1 = extent_um
+    edges = np.array(extent_um) / s
+    if not np.allclose(edges, np.rint(edges), atol=1e-6) or x1 <= x0 or y1 <= y0:
+        raise ValueError(f"crop {extent_um} µm: need x0 < x1, y0 < y1 on the {s} µm pixel grid")
+    c0, r0, c1, r1 = (int(v) for v in np.rint(edges))
+    tx = sample.transcripts
+    keep = (tx.x_um >= x0) & (tx.x_um < x1) & (tx.y_um >= y0) & (tx.y_um < y1)
+    transcripts = dataclasses.replace(
+        tx, x_um=tx.x_um[keep] - x0, y_um=tx.y_um[keep] - y0, gene=tx.gene[keep]
+    )
+    transform = AffineTransform.from_pixel_size(s)
+    image = dataclasses.replace(
+        sample.image,
+        pixels=np.ascontiguousarray(np.asarray(sample.image.pixels)[r0:r1, c0:c1]),
+        um_to_px=transform,
+    )
+    mask = None
+    if sample.tissue_mask is not None:
+        mask = TissueMask(sample.tissue_mask.mask[r0:r1, c0:c1].copy(), transform)
+    meta = dict(sample.metadata)
+    meta["crop_um"] = (float(x0), float(y0), float(x1), float(y1))
+    meta["size_um"] = (float(x1 - x0), float(y1 - y0))
+    if "transcript_cell" in meta:
+        meta["transcript_cell"] = np.asarray(meta["transcript_cell"])[keep]
+    if "cell_centers_um" in meta:
+        centres = np.asarray(meta["cell_centers_um"])
+        inside = (centres[:, 0] >= x0) & (centres[:, 0] < x1)
+        inside &= (centres[:, 1] >= y0) & (centres[:, 1] < y1)
+        meta["cell_centers_um"] = centres[inside] - np.array([x0, y0])
+        if "cell_type" in meta:
+            meta["cell_type"] = np.asarray(meta["cell_type"])[inside]
+    return dataclasses.replace(
+        sample,
+        name=name or f"{sample.name}_crop",
+        image=image,
+        transcripts=transcripts,
+        tissue_mask=mask,
+        source_files={},
+        metadata=meta,
+    )
+
+
+@dataclass(frozen=True)
+class VisiumPair:
+    """What :func:`simulate_visium_pair` returns (all of it synthetic)."""
+
+    train: SpatialSample
+    """The training region: molecules and its H&E image (section frame: its own rectangle starts
+    at µm ``(0, 0)``)."""
+    visium_dir: Path
+    """Space Ranger ``outs/`` folder of the other region (restained image); read it with
+    :func:`diffst.read_visium`."""
+    truth: SpatialSample
+    """The Visium region's molecules and its image in the *training* stain, in the frame of the
+    Visium folder (µm = full-resolution pixel × µm/px): bin it on a prediction's grid."""
+    train_extent_um: tuple[float, float, float, float]
+    """Training rectangle ``(x0, y0, x1, y1)`` in the simulated section, µm."""
+    visium_extent_um: tuple[float, float, float, float]
+    """Visium rectangle in the simulated section, µm (no overlap with the training one)."""
+    stain: StainShift | None
+    """The stain change of the Visium image (``None``: the training stain)."""
+
+
+def simulate_visium_pair(
+    out_dir: Path | str,
+    *,
+    train_width_um: float = 800.0,
+    visium_width_um: float = 600.0,
+    height_um: float = 800.0,
+    gap_um: float = 100.0,
+    n_genes: int = 25,
+    n_cell_types: int = 4,
+    cell_diameter_um: float = 10.0,
+    counts_per_cell: float = 40.0,
+    mix_scale_um: float = 80.0,
+    mix_strength: float = 1.5,
+    um_per_px: float = 0.5,
+    hires_scalef: float = 0.5,
+    stain: StainShift | None = StainShift(),
+    seed: int = 0,
+) -> VisiumPair:
+    """One synthetic H&E section → a transcript-resolved training region and a Visium region.
+
+    The section (:func:`simulate_detail_section` with ``image_kind="he"``, labelled synthetic) is
+    ``train_width_um + gap_um + visium_width_um`` wide and ``height_um`` tall; cell types mix
+    cell by cell at scales well below the 100 µm spot pitch and the image shows each cell's
+    type. Its left ``train_width_um`` are the training region (molecules + image); its right
+    ``visium_width_um`` — ``gap_um`` further on, so no cell is shared — are written by
+    :func:`~diffst.io.writers.write_spaceranger_outs` as a Visium folder (55 µm spots on the
+    100 µm hex lattice, counts = molecules within each spot, the image as full resolution and
+    ``hires_scalef`` for ``tissue_hires_image.png``), its image first restained by ``stain``.
+
+    Parameters
+    ----------
+    out_dir
+        The Visium ``outs/`` folder to write.
+    train_width_um, visium_width_um, height_um, gap_um
+        Region sizes (µm); multiples of ``um_per_px``.
+    n_genes, n_cell_types, cell_diameter_um, counts_per_cell, mix_scale_um, mix_strength
+        As :func:`simulate_detail_section`.
+    um_per_px
+        Full-resolution pixel size (µm).
+    hires_scalef
+        Scale of the written hires image (Space Ranger's ``tissue_hires_scalef``).
+    stain
+        Stain change applied to the Visium image (:class:`StainShift`); ``None`` keeps the
+        training stain.
+    seed
+        Everything is deterministic given the seed.
+
+    Returns
+    -------
+    VisiumPair
+        The training sample, the Visium folder, the Visium region's truth and both rectangles.
+    """
+    width = train_width_um + gap_um + visium_width_um
+    section = simulate_detail_section(
+        width_um=width, height_um=height_um, n_genes=n_genes, n_cell_types=n_cell_types,
+        cell_diameter_um=cell_diameter_um, counts_per_cell=counts_per_cell,
+        mix_scale_um=mix_scale_um, mix_strength=mix_strength, um_per_px=um_per_px, seed=seed,
+        image_kind="he",
+    )  # fmt: skip
+    train_box = (0.0, 0.0, train_width_um, height_um)
+    visium_box = (train_width_um + gap_um, 0.0, width, height_um)
+    description = "simulated H&E section (diffst.synthetic.simulate_visium_pair), not measured"
+    section.metadata["description"] = description
+    train = crop_sample(section, train_box, f"{SYNTHETIC_LABEL}_visium_pair_train_seed{seed}")
+    truth = crop_sample(section, visium_box, f"{SYNTHETIC_LABEL}_visium_pair_truth_seed{seed}")
+    written = stain.apply(truth) if stain is not None else truth
+    folder = write_spaceranger_outs(written, out_dir, hires_scalef=hires_scalef)
+    return VisiumPair(train, Path(folder), truth, train_box, visium_box, stain)
 
 
 def random_transcripts(

@@ -105,3 +105,18 @@ def test_store_info(store: Path) -> None:
     assert sum(info.n_patches.values()) == sum(len(PatchDataset(store, s)) for s in info.n_patches)
     pear = np.asarray(info.coexpr["pearson"])
     assert pear.shape == (4, 4) and np.allclose(np.diag(pear), 1) and np.allclose(pear, pear.T)
+
+
+def test_store_info_reads_a_manifest_that_names_its_stain(store: Path, tmp_path: Path) -> None:
+    """``views.stain`` is a string beside the integer view sizes; it must not break loading."""
+    import json
+    import shutil
+
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["views"]["stain"] = "reinhard"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    info = StoreInfo.load(copy)
+    assert info.views == {"tissue_px": 16, "cell_grid": 4, "tile_px": 4}
+    assert len(PatchDataset(copy, "train")) == len(PatchDataset(store, "train"))

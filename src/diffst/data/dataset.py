@@ -48,6 +48,10 @@ def load_manifest(store: str | Path) -> dict[str, Any]:
         raise InputError(f"{path}: manifest is not valid JSON ({err})") from None
 
 
+#: View sizes of a store manifest's ``views`` (which may also name ``stain``, a string).
+_VIEW_SIZES = ("tissue_px", "cell_grid", "tile_px")
+
+
 @dataclass(frozen=True)
 class StoreInfo:
     """What training and prediction need to know about a store."""
@@ -56,7 +60,7 @@ class StoreInfo:
     genes: tuple[str, ...]
     geometry: dict[str, Any]  # GridGeometry.to_dict() + patch, stride, lr_size, lr_mode, lr_bins
     channels: tuple[str, ...]  # image channels of the views
-    views: dict[str, int]  # tissue_px, cell_grid, tile_px
+    views: dict[str, int]  # tissue_px, cell_grid, tile_px (the manifest's view sizes)
     normalisation: NormStats
     coexpr: dict[str, Any]  # s [G] totals, pearson [G][G] (train split only)
     n_patches: dict[str, int]  # per split
@@ -85,7 +89,7 @@ class StoreInfo:
             genes=tuple(m["genes"]),
             geometry=dict(m["geometry"]),
             channels=tuple(m["image"]["channels"]),
-            views={k: int(v) for k, v in m["views"].items()},
+            views={k: int(m["views"][k]) for k in _VIEW_SIZES},
             normalisation=NormStats.from_dict(m["normalisation"]),
             coexpr=m["coexpr"],
             n_patches={k: int(v["n_patches"]) for k, v in m["splits"].items()},

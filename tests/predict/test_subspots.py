@@ -7,6 +7,7 @@ from pathlib import Path
 
 import anndata
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -238,7 +239,7 @@ def test_score_subspots_against_the_transcripts(
 ) -> None:
     from dataclasses import replace
 
-    from diffst.evaluation.subspots import score_subspots
+    from diffst.evaluation.subspots import score_subspots, subspot_figure
 
     section, truth = synthetic_visium
     assert section.spots is not None
@@ -260,3 +261,16 @@ def test_score_subspots_against_the_transcripts(
     # spots follow the tissue: every method correlates with the truth across sub-spots
     assert summary["nearest"]["pcc"] > 0.3 and summary["cubic"]["pcc"] > 0.3
     assert 0 < summary["ceiling"]["pcc"] <= 1
+    # the kept values re-aggregate to the spots (projected methods) and draw as a figure
+    assert scores.values["truth"].shape == (6, adata.n_obs)
+    spot = adata.obs["spot"].to_numpy()
+    for method in ("nearest", "cubic"):
+        sums = pd.Series(scores.values[method][0]).groupby(spot).sum()
+        row = {s: i for i, s in enumerate(section.spots.ids)}
+        measured = section.spots.counts[[row[s] for s in sums.index], 0].toarray().ravel()
+        np.testing.assert_allclose(sums.to_numpy(), measured, rtol=1e-9, atol=1e-9)
+    path = subspot_figure(scores, tmp_path / "fig" / "subspots.png", genes[:2])
+    assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list((tmp_path / "fig").glob(".*tmp*"))
+    with pytest.raises(ValueError, match="not in the scores"):
+        subspot_figure(scores, tmp_path / "x.png", ["no_such_gene"])

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -34,7 +35,7 @@ from diffst.io.sample import InputError, SpatialSample
 if TYPE_CHECKING:
     import anndata
 
-__all__ = ["SubspotScores", "score_subspots"]
+__all__ = ["SubspotScores", "score_subspots", "subspot_figure"]
 
 
 @dataclass
@@ -47,6 +48,10 @@ class SubspotScores:
     ceiling: met.NoiseCeiling | None = None  # split-half ceilings of the truth
     n_subspots: int = 0
     factor: int = 1
+    centres_um: np.ndarray | None = None  # [n, 2] sub-spot centres (x, y), µm
+    spot_centres_um: np.ndarray | None = None  # [n_spots, 2] the measured spots' centres, µm
+    spot_counts: np.ndarray | None = None  # [G, n_spots] the measured spots (the input)
+    values: dict[str, np.ndarray] = field(default_factory=dict)  # truth / method → [G, n]
 
     def summary(self) -> dict[str, dict[str, float]]:
         """Mean over genes (NaN-aware) of each metric per method, plus ``ceiling``."""
@@ -188,15 +193,114 @@ def score_subspots(
     mask[rows, cols] = True
     cells = met.lr_cell_index(shape, k)
     truth_grid = grid(truth_n.astype(np.float64))
-    scores = SubspotScores(genes, n_subspots=len(rows), factor=k)
+    scores = SubspotScores(
+        genes, n_subspots=len(rows), factor=k, centres_um=centres,
+        spot_centres_um=spot_xy[used], spot_counts=spot_sums,
+    )  # fmt: skip
+    scores.values["truth"] = truth_n.astype(np.float64)
     methods: dict[str, Any] = {
         "diffst": np.asarray(adata.X, dtype=np.float64).T,
         "nearest": nearest,
         "cubic": cubic,
     }
     for name, values in methods.items():
+        scores.values[name] = values
         pred_grid = grid(values)
         scores.pcc[name] = met.pearson_per_gene(pred_grid, truth_grid, mask)
         scores.detail_pcc[name] = met.detail_pcc_per_gene(pred_grid, truth_grid, mask, cells)
     scores.ceiling = met.split_half_ceiling(truth_grid, mask, cells, n_splits=n_splits, seed=seed)
     return scores
+
+
+def subspot_figure(
+    scores: SubspotScores,
+    path: str | os.PathLike[str],
+    genes: tuple[str, ...] | list[str] | None = None,
+    *,
+    spot_diameter_um: float = 55.0,
+) -> str:
+    """PNG of a sub-spot prediction beside its input and its truth, one row per gene.
+
+    Columns: the measured spots (discs of ``spot_diameter_um``), the cubic baseline, the diffst
+    sub-spots and the transcripts counted on the sub-spot grid, each with its own colour scale
+    (levels differ by the disc-to-cell share; shapes are what to compare). Written atomically;
+    returns the path.
+
+    Parameters
+    ----------
+    scores
+        :func:`score_subspots` output (it keeps the per-sub-spot values).
+    genes
+        Genes to draw (default: the two with the highest diffst detail PCC).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import PatchCollection
+    from matplotlib.patches import Circle
+
+    if scores.centres_um is None or scores.spot_centres_um is None or scores.spot_counts is None:
+        raise ValueError("subspot_figure: scores without values (use score_subspots)")
+    if genes is None:
+        order = np.argsort(-np.nan_to_num(scores.detail_pcc["diffst"], nan=-2.0))
+        genes = [scores.genes[i] for i in order[:2]]
+    index = {g: i for i, g in enumerate(scores.genes)}
+    unknown = [g for g in genes if g not in index]
+    if unknown:
+        raise ValueError(f"subspot_figure: genes {unknown} not in the scores")
+    sub_um = _pitch(scores.centres_um)
+    columns = (("spots", "measured spots"), ("cubic", "cubic (projected)"),
+               ("diffst", f"diffst ×{scores.factor} below the pitch"),
+               ("truth", "transcripts on the sub-spots"))  # fmt: skip
+    fig, axes = plt.subplots(
+        len(genes), len(columns), figsize=(3.2 * len(columns), 3.1 * len(genes)), squeeze=False
+    )
+    lo = scores.centres_um.min(axis=0) - spot_diameter_um
+    hi = scores.centres_um.max(axis=0) + spot_diameter_um
+    for r, gene in enumerate(genes):
+        g = index[gene]
+        for c, (key, title) in enumerate(columns):
+            ax = axes[r, c]
+            if key == "spots":
+                xy, vals = scores.spot_centres_um, scores.spot_counts[g]
+                shapes = [Circle((x, y), spot_diameter_um / 2) for x, y in xy]
+            else:
+                xy, vals = scores.centres_um, scores.values[key][g]
+                shapes = [Circle((x, y), sub_um / 2) for x, y in xy]
+            coll = PatchCollection(shapes, cmap="magma", linewidths=0)
+            coll.set_array(np.asarray(vals, dtype=np.float64))
+            ax.add_collection(coll)
+            ax.set_xlim(lo[0], hi[0])
+            ax.set_ylim(hi[1], lo[1])  # image orientation: y down
+            ax.set_aspect("equal")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(title, fontsize=9)
+            if c == 0:
+                ax.set_ylabel(gene)
+            if key in scores.pcc:
+                ax.set_xlabel(
+                    f"PCC {scores.pcc[key][g]:.2f}, detail {scores.detail_pcc[key][g]:.2f}",
+                    fontsize=8,
+                )
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.png")
+    try:
+        fig.savefig(tmp, dpi=110, format="png")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+        plt.close(fig)
+    return str(out)
+
+
+def _pitch(centres: np.ndarray) -> float:
+    """Median nearest-neighbour distance of the sub-spot centres (their lattice pitch), µm."""
+    from scipy.spatial import cKDTree
+
+    dist, _ = cKDTree(centres).query(centres, k=2)
+    return float(np.median(dist[:, 1]))

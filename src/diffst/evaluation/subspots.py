@@ -250,14 +250,20 @@ def subspot_figure(
     if unknown:
         raise ValueError(f"subspot_figure: genes {unknown} not in the scores")
     sub_um = _pitch(scores.centres_um)
-    columns = (("spots", "measured spots"), ("cubic", "cubic (projected)"),
-               ("diffst", f"diffst ×{scores.factor} below the pitch"),
-               ("truth", "transcripts on the sub-spots"))  # fmt: skip
-    fig, axes = plt.subplots(
-        len(genes), len(columns), figsize=(3.2 * len(columns), 3.1 * len(genes)), squeeze=False
-    )
+    columns = (("spots", "measured spots"), ("cubic", "cubic, projected"),
+               ("diffst", f"diffst, ×{scores.factor} finer"),
+               ("truth", "transcripts"))  # fmt: skip
     lo = scores.centres_um.min(axis=0) - spot_diameter_um
     hi = scores.centres_um.max(axis=0) + spot_diameter_um
+    aspect = float(np.clip((hi[0] - lo[0]) / max(hi[1] - lo[1], 1e-9), 0.3, 3.0))
+    panel_w = max(2.6, 3.0 * aspect)
+    panel_h = float(np.clip(panel_w / aspect, 2.4, 5.5))
+    fig, axes = plt.subplots(
+        len(genes),
+        len(columns),
+        figsize=(0.4 + panel_w * len(columns), 0.6 + panel_h * len(genes)),
+        squeeze=False,
+    )
     for r, gene in enumerate(genes):
         g = index[gene]
         for c, (key, title) in enumerate(columns):

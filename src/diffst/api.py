@@ -43,6 +43,8 @@ def read(
     platform: str = "auto",
     image_channels: Sequence[str] | None = None,
     section: str | None = None,
+    he_image: str | os.PathLike[str] | None = None,
+    he_alignment: str | os.PathLike[str] | None = None,
 ) -> SpatialSample:
     """A section: a :class:`SpatialSample` as it is, a bundled dataset by name
     (``merfish_mini``, ``cosmx_mini``, ``visium_mini``, ``visium_h5ad_mini``) or the folder or
@@ -51,14 +53,15 @@ def read(
     ``image_channels`` picks the mosaics of a MERFISH section (``["DAPI"]``, ``["polyT"]`` or
     both), as ``--image-channels`` does; ``section`` one section of a folder that holds several
     (legacy ST as published; :func:`diffst.io.legacy_st.legacy_st_sections` lists them), as
-    ``--section``.
+    ``--section``; ``he_image`` and ``he_alignment`` a Xenium folder's registered post-run H&E
+    and its 10x alignment CSV as the image, as ``--he-image`` / ``--he-alignment``.
     """
     from diffst.datasets import load_sample
     from diffst.io.sample import SpatialSample
 
     if isinstance(spec, SpatialSample):
         return spec
-    return load_sample(spec, platform, image_channels, section)
+    return load_sample(spec, platform, image_channels, section, he_image, he_alignment)
 
 
 def _with_overrides(cls: type, base: Any, overrides: Sequence[str]) -> Any:

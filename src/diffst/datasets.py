@@ -128,6 +128,8 @@ def load_sample(
     platform: str = "auto",
     image_channels: Sequence[str] | None = None,
     section: str | None = None,
+    he_image: str | os.PathLike[str] | None = None,
+    he_alignment: str | os.PathLike[str] | None = None,
 ) -> SpatialSample:
     """A bundled dataset by name (:data:`BUNDLED`), else the section at path ``spec``.
 
@@ -135,7 +137,9 @@ def load_sample(
     (``"auto"`` detects it from the files present). ``image_channels`` picks the mosaics of a
     MERFISH section (``["DAPI"]``, ``["polyT"]`` or both; default DAPI for a folder, both for
     ``merfish_mini``); other platforms read every channel of their image. ``section`` picks
-    one section of a folder that holds several (legacy ST as published).
+    one section of a folder that holds several (legacy ST as published). ``he_image`` and
+    ``he_alignment`` read a Xenium folder with its registered post-run H&E (and the 10x
+    alignment CSV, H&E px → morphology px) as the image instead of the morphology mosaic.
     """
     from diffst.io import detect_platform, read_sample
 
@@ -151,6 +155,8 @@ def load_sample(
             )
     if section is not None and bundled:
         raise InputError(f"{spec}: a bundled dataset has one section; --section does not apply")
+    if he_image is not None or he_alignment is not None:
+        return _xenium_with_he(spec, platform, bundled, section, he_image, he_alignment)
     if bundled:
         loader = globals()[str(spec)]
         sample: SpatialSample = (
@@ -162,3 +168,37 @@ def load_sample(
             Path(spec), platform=platform, section=section, image=list(image_channels)
         )
     return read_sample(Path(spec), platform=platform, section=section)
+
+
+def _xenium_with_he(
+    spec: str | os.PathLike[str],
+    platform: str,
+    bundled: bool,
+    section: str | None,
+    he_image: str | os.PathLike[str] | None,
+    he_alignment: str | os.PathLike[str] | None,
+) -> SpatialSample:
+    """A Xenium folder read with its registered H&E (both files required, Xenium only)."""
+    from diffst.io import detect_platform, read_sample
+
+    if he_image is None or he_alignment is None:
+        raise InputError(
+            f"{spec}: --he-image and --he-alignment go together (the registered H&E and its "
+            "10x alignment CSV, H&E px → morphology px)"
+        )
+    if bundled:
+        kind = "a bundled dataset"
+    else:
+        kind = str(detect_platform(Path(spec)) if platform == "auto" else platform)
+    if kind != "xenium":
+        raise InputError(
+            f"{spec}: --he-image/--he-alignment apply to Xenium folders (this input is {kind}); "
+            "other platforms read their own H&E"
+        )
+    for flag, path in (("--he-image", he_image), ("--he-alignment", he_alignment)):
+        if not Path(path).is_file():
+            raise InputError(f"{path}: {flag} file not found")
+    return read_sample(
+        Path(spec), platform="xenium", section=section, image=Path(he_image),
+        alignment=Path(he_alignment),
+    )  # fmt: skip

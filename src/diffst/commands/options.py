@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from diffst.datasets import BUNDLED
 from diffst.io.detect import READABLE_PLATFORMS
@@ -21,6 +22,15 @@ def add_input_arguments(parser: argparse.ArgumentParser, what: str) -> None:
         help="reader to use (default: auto, detected from the files)",
     )
     add_section_argument(parser)
+    parser.add_argument(
+        "--he-image", type=Path, default=None, metavar="FILE",
+        help="Xenium: read this registered post-run H&E (e.g. he_image.ome.tif) as the image "
+        "instead of the morphology mosaic; needs --he-alignment",
+    )  # fmt: skip
+    parser.add_argument(
+        "--he-alignment", type=Path, default=None, metavar="CSV",
+        help="Xenium: the H&E's 10x alignment CSV (3×3 matrix, H&E px → morphology px)",
+    )  # fmt: skip
 
 
 def add_section_argument(parser: argparse.ArgumentParser, *, repeat: bool = False) -> None:

@@ -134,8 +134,9 @@ def run(args: argparse.Namespace) -> int:
 
     channels = args.image_channels or _merfish_channels(args)
     sample = load_sample(
-        args.input, platform=args.platform, image_channels=channels, section=args.section
-    )
+        args.input, platform=args.platform, image_channels=channels, section=args.section,
+        he_image=args.he_image, he_alignment=args.he_alignment,
+    )  # fmt: skip
     adata = predict(
         args.checkpoint,
         sample,

@@ -135,7 +135,7 @@ def _load_sample(args: argparse.Namespace) -> Any:
 
     return load_sample(
         args.input, platform=args.platform, image_channels=args.image_channels,
-        section=args.section,
+        section=args.section, he_image=args.he_image, he_alignment=args.he_alignment,
     )  # fmt: skip
 
 
@@ -182,7 +182,7 @@ def _written_files(store: Path) -> str:
 
 def _reconstruct(args: argparse.Namespace) -> str:
     parts = ["diffst", "prepare", "--input", args.input, "--out", args.out]
-    for flag in (*_FLAGS, "platform", "config"):
+    for flag in (*_FLAGS, "platform", "config", "section", "he_image", "he_alignment"):
         value = getattr(args, flag, None)
         if value is not None:
             parts += [f"--{flag.replace('_', '-')}", str(value)]

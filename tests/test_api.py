@@ -93,3 +93,26 @@ def test_readme_python_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     exec(compile(block, "README.md", "exec"), scope)
     assert scope["adata"].n_obs > 0  # type: ignore[attr-defined]
     assert (tmp_path / "runs" / "pred.h5ad").is_file()
+
+
+@pytest.mark.slow
+def test_readme_visium_walkthrough_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's Visium walkthrough (both routes) as printed, with 2 training steps."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Super-resolve your Visium section", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert block.count("train.max_steps=400") == 2
+    block = block.replace("train.max_steps=400", "train.max_steps=2")
+    block = block.replace("sc.pl.spatial(", "sc.pl.spatial(show=False, adata=")
+    pytest.importorskip("scanpy")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    monkeypatch.chdir(tmp_path)
+    scope: dict[str, object] = {}
+    exec(compile(block, "README.md", "exec"), scope)
+    bins, subspots = scope["bins"], scope["subspots"]
+    assert bins.n_obs > 0 and "below_pitch" not in bins.uns["diffst"]  # type: ignore[attr-defined]
+    below = subspots.uns["diffst"]["below_pitch"]  # type: ignore[attr-defined]
+    assert below["factor"] == 2 and below["lattice"] == "hex"
+    assert subspots.n_obs == 4 * subspots.obs["spot"].nunique()  # type: ignore[attr-defined]

@@ -186,6 +186,18 @@ def test_reinhard_reference_is_recorded_and_used_by_predict(
     # the Visium image's own statistics differ from the training reference (another stain)
     gap = np.abs(np.subtract(calls[0].source.mean, reference.mean))
     assert gap.max() > 3.0, gap
+    # the same from the command line, on the Space Ranger folder as it is
+    from diffst.cli import main
+
+    out = tmp_path / "cli.h5ad"
+    rc = main(["predict", "--checkpoint", str(run.checkpoint), "--input", str(pair.visium_dir),
+               "--out", str(out), "--sampler", "ddim", "--steps", "2", "--samples", "2",
+               "--device", "cpu", "--no-progress"])  # fmt: skip
+    assert rc == 0 and len(calls) == 2 and calls[1].reference == reference
+    import anndata
+
+    back = anndata.read_h5ad(out)
+    assert back.n_vars == adata.n_vars and back.n_obs == adata.n_obs
 
 
 def test_stain_shift_needs_rgb() -> None:

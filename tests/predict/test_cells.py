@@ -160,6 +160,14 @@ def test_predict_cli_writes_cells_for_the_bundled_crop(
     # a cell's counts never exceed the counts of the bins it touches
     assert cells.X.sum() <= bins.X.sum() * (1 + 1e-5)
     assert "spatial" in cells.uns and cells.obsm["spatial"].shape == (cells.n_obs, 2)
+    # scanpy's usual clustering runs on the file as written, with no glue
+    sc = pytest.importorskip("scanpy")
+    sc.pp.normalize_total(cells)
+    sc.pp.log1p(cells)
+    sc.pp.pca(cells, n_comps=len(genes) - 1)
+    sc.pp.neighbors(cells, n_neighbors=10)
+    sc.tl.leiden(cells, flavor="igraph", n_iterations=2, directed=False, random_state=0)
+    assert cells.obs["leiden"].nunique() >= 2
     # the output exists now: a second run refuses before any compute
     again = main([
         "predict", "--checkpoint", str(ckpt), "--input", "merfish_mini", "--out",

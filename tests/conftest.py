@@ -41,6 +41,18 @@ def pytest_configure(config: pytest.Config) -> None:
             setattr(torch.cpu, name, (lambda: True) if mode == "native" else (lambda: False))
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Every test, and every fixture it sets up (of any scope), starts with one torch thread:
+    some libraries change the OpenMP thread count torch shares (scanpy's neighbours, through
+    numba, set it to the core count), and tests that compare an in-process run with a
+    subprocess run bit for bit depend on it."""
+    import torch
+
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The bundled ``data/`` folder of the repository."""

@@ -53,30 +53,41 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--size-um", type=float, default=480.0, help="detail: section side")
-    p.add_argument("--genes", type=int, default=25, help="detail: genes")
+    p.add_argument(
+        "--genes",
+        type=int,
+        default=None,
+        help="panel size (default: merfish 10, detail 25; detail: genes simulated)",
+    )
+    p.add_argument(
+        "--per-gene",
+        action="store_true",
+        help="also write every method's per-gene scores to <out>/genes.jsonl",
+    )
     return p
 
 
-def _prepare_config(data: str, genes: int) -> Any:
+def _prepare_config(data: str, genes: int | None) -> Any:
     from diffst.evaluation.demo import demo_configs
     from diffst.sections.config import PrepareConfig, SplitConfig, ViewConfig
 
     if data == "merfish4":
-        return demo_configs(False)[0]
+        base = demo_configs(False)[0]
+        return base if genes is None else dataclasses.replace(base, genes=genes)
     if data == "merfish10":
         return PrepareConfig(
-            genes=10, hr_um=4.0, factor=10, patch=20, stride=4,
+            genes=genes or 10, hr_um=4.0, factor=10, patch=20, stride=4,
             views=ViewConfig(tissue_px=64, cell_grid=8, tile_px=16),
             split=SplitConfig(block_um=90.0, layout="rows"),
         )  # fmt: skip
     return PrepareConfig(
-        genes=genes, hr_um=4.0, factor=10, patch=20, stride=4,
+        genes=genes or 25, hr_um=4.0, factor=10, patch=20, stride=4,
         views=ViewConfig(tissue_px=64, cell_grid=8, tile_px=16),
         split=SplitConfig(block_um=120.0, layout="rows"),
     )  # fmt: skip
 
 
-def _sample(data: str, out: Path, size_um: float, genes: int) -> Any:
+def _sample(data: str, out: Path, size_um: float, genes: int | None) -> Any:
     if data.startswith("merfish"):
         from diffst.datasets import merfish_mini
 
@@ -87,13 +98,15 @@ def _sample(data: str, out: Path, size_um: float, genes: int) -> Any:
     folder = out / "vizgen_section"
     if not (folder / "detected_transcripts.csv").is_file():
         section = simulate_detail_section(
-            width_um=size_um, height_um=size_um, n_genes=genes, seed=0
+            width_um=size_um, height_um=size_um, n_genes=genes or 25, seed=0
         )
         write_merfish_outs(section, folder)
     return read_merfish(folder, image="both")
 
 
-def _score(route: Any, region: Any, preds: list, store: Path) -> list[dict[str, Any]]:
+def _score(
+    route: Any, region: Any, preds: list, store: Path, per_gene: list | None = None
+) -> list[dict[str, Any]]:
     from diffst.evaluation.api import baseline_predictions
     from diffst.evaluation.benchmark import _section_context
     from diffst.evaluation.config import EvaluateConfig
@@ -103,6 +116,12 @@ def _score(route: Any, region: Any, preds: list, store: Path) -> list[dict[str, 
     region = region.with_context(ctx) if ctx is not None else region
     cfg = EvaluateConfig(figures=False)
     scores = score_all([*preds, *baseline_predictions(region, cfg)], region, cfg)
+    if per_gene is not None:
+        for s in scores:
+            for gene, values in s.genes.iterrows():
+                per_gene.append({"method": s.name, "gene": str(gene),
+                                 **{m: float(values[m]) for m in ("pcc", "detail_pcc")
+                                    if m in values}})  # fmt: skip
     return [
         {"method": s.name, **{m: float(np.nanmean(s.genes[m])) for m in METRICS if m in s.genes}}
         for s in scores
@@ -160,13 +179,18 @@ def run_one(job: dict[str, Any]) -> list[dict[str, Any]]:
         reg = route.regression(reg_ckpt, store, "regression twin")
         raw_reg = dataclasses.replace(reg, name="regression_unprojected")
         preds += [project_prediction(reg, region), raw_reg]
-    rows = _score(route, region, preds, store)
-    for row in rows:
+    per_gene: list[dict[str, Any]] | None = [] if job.get("per_gene") else None
+    rows = _score(route, region, preds, store, per_gene)
+    for row in [*rows, *(per_gene or [])]:
         row.update(variant=job["variant"], seed=job["seed"], steps=job["steps"],
                    data=job["data"], split=job["split"], train_s=train_s)  # fmt: skip
     with open(out / "runs.jsonl", "a", encoding="utf-8") as fh:
         for row in rows:
             fh.write(json.dumps(row) + "\n")
+    if per_gene is not None:
+        with open(out / "genes.jsonl", "a", encoding="utf-8") as fh:
+            for row in per_gene:
+                fh.write(json.dumps(row) + "\n")
     return rows
 
 
@@ -227,6 +251,7 @@ def main(argv: list[str] | None = None) -> None:
                 "regression": args.regression
                 and (not args.regression_for or name in args.regression_for),
                 "data": args.data, "size_um": args.size_um, "genes": args.genes,
+                "per_gene": args.per_gene,
             })  # fmt: skip
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         rows = [r for batch in pool.map(run_one, jobs) for r in batch]

@@ -210,9 +210,11 @@ def precision_used(cfg: PredictConfig, bundle: Any) -> str:
 
 
 def set_up(
-    checkpoint: str | os.PathLike[str], sample: SpatialSample, cfg: PredictConfig, device: Any
-) -> tuple[Any, TileContext]:
-    """Load the checkpoint, check the section against it and build the tiling context.
+    checkpoint: str | os.PathLike[str], sample: SpatialSample, cfg: PredictConfig, device: Any,
+    hr_map: bool = True,
+) -> tuple[Any, TileContext]:  # fmt: skip
+    """Load the checkpoint, check the section against it and build the tiling context
+    (``hr_map``: keep the section's HR counts, see :func:`tile_context`).
 
     Every input error is raised here, before any network evaluation.
     """
@@ -230,7 +232,9 @@ def set_up(
             "with AVX512-BF16 or AMX); computing in fp32",
             device,
         )
-    return bundle, tile_context(meta, bundle.config.model.use_histology, sample, cfg, bundle.path)
+    return bundle, tile_context(
+        meta, bundle.config.model.use_histology, sample, cfg, bundle.path, hr_map=hr_map
+    )
 
 
 class _Uses:
@@ -246,6 +250,7 @@ class _Uses:
 def tile_context(
     meta: dict[str, Any], use_histology: bool, sample: SpatialSample, cfg: PredictConfig,
     source: str | os.PathLike[str] = "checkpoint",
+    hr_map: bool = True,
 ) -> TileContext:  # fmt: skip
     """Check a section against a store manifest and build its tiling context.
 
@@ -262,6 +267,11 @@ def tile_context(
         Prediction options (gene-subset policy).
     source
         Named in errors.
+    hr_map
+        Keep the HR counts of a transcript section (``inputs.hr``: the truth a benchmark
+        scores). Prediction alone needs the LR layer only: without it a grid layout keeps its
+        LR cell counts, ``factor²`` times smaller (kept anyway when the tile side is not a whole
+        number of LR cells).
     """
     from diffst.data.transforms import NormStats
     from diffst.inference.subspots import check_subspot_options, is_spot_array, subspot_inputs
@@ -285,7 +295,10 @@ def tile_context(
         inputs, subspots, grid_image = subspot_inputs(sample, genes, meta)
         image = grid_image if image is not None else None
     else:
-        inputs = checkpoint_section_inputs(sample, genes, meta, cfg.region_um)
+        whole_cells = int(meta["hr_size"]) % int(meta["geometry"]["factor"]) == 0
+        inputs = checkpoint_section_inputs(
+            sample, genes, meta, cfg.region_um, hr_map=hr_map or not whole_cells
+        )
     ranges, stain = None, None
     if image is not None:
         chan = channel_indices(image, tuple(views.channels))

@@ -280,14 +280,22 @@ def bin_transcripts_with_stats(
     *,
     density: bool = False,
     max_chunk: int = 2_000_000,
+    pool: int = 1,
 ) -> tuple[np.ndarray, BinningStats, np.ndarray | None]:
     """:func:`bin_transcripts` plus a :class:`BinningStats` of kept and dropped molecules and,
     with ``density=True``, ``[H, W]`` int32 molecules of *all* non-control genes per bin (a
     tissue signal that does not depend on the panel). Chunks longer than ``max_chunk`` are
-    processed in pieces, bounding the temporary memory whatever the reader's chunk size."""
+    processed in pieces, bounding the temporary memory whatever the reader's chunk size.
+
+    ``pool = k > 1`` returns the counts summed over ``k × k`` blocks of HR bins,
+    ``[G, ceil(H / k), ceil(W / k)]`` — exactly :func:`pool_grid` of the HR counts (each molecule
+    is placed in its HR bin first, then in that bin's block), without ever holding the HR map:
+    ``G·H·W / k²`` integers instead of ``G·H·W``. The density stays on the HR grid."""
+    if pool < 1:
+        raise ValueError(f"pool must be ≥ 1, got {pool}")
     gmap = gene_index_map(source.genes, genes)
     h, w = geometry.shape_hr
-    out = np.zeros((len(genes), h, w), dtype=np.int32)
+    out = np.zeros((len(genes), -(-h // pool), -(-w // pool)), dtype=np.int32)
     stats = BinningStats()
     dens = np.zeros((1, h, w), dtype=np.int32) if density else None
     dmap = np.where(np.asarray(source.control, dtype=bool), -1, 0).astype(np.int64)
@@ -299,7 +307,7 @@ def bin_transcripts_with_stats(
                 chunk.y_um[start : start + max_chunk],
                 chunk.gene[start : start + max_chunk],
             )
-            accumulate_chunk(out, piece, gmap, geometry, stats)
+            accumulate_chunk(out, piece, gmap, geometry, stats, pool)
             if dens is not None:
                 accumulate_chunk(dens, piece, dmap, geometry, BinningStats())
     return out, stats, None if dens is None else dens[0]
@@ -311,8 +319,11 @@ def accumulate_chunk(
     gmap: np.ndarray,
     geometry: GridGeometry,
     stats: BinningStats,
+    pool: int = 1,
 ) -> None:
-    """Add one chunk's molecules to ``out [G, H, W]`` in place, updating ``stats``."""
+    """Add one chunk's molecules to ``out [G, H, W]`` in place, updating ``stats``; with
+    ``pool = k`` to ``out [G, ceil(H / k), ceil(W / k)]``, the HR bin ``(i, j)`` of each molecule
+    counted in block ``(i // k, j // k)``."""
     g_all = gmap[chunk.gene]
     in_panel = g_all >= 0
     stats.total += len(chunk)
@@ -330,7 +341,10 @@ def accumulate_chunk(
         return
     if n_ok < len(ok):
         u, v, g = u[ok], v[ok], g[ok]
-    _add_counts(out, g, v.astype(np.int64), u.astype(np.int64))
+    i, j = v.astype(np.int64), u.astype(np.int64)
+    if pool > 1:
+        i, j = i // pool, j // pool
+    _add_counts(out, g, i, j)
 
 
 def _add_counts(out: np.ndarray, g: np.ndarray, i: np.ndarray, j: np.ndarray) -> None:

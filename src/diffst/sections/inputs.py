@@ -78,6 +78,7 @@ class SectionInputs:
     spot_diameter_um: float = 55.0  # spot diameter, or LR cell side for "grid", µm
     spot_shape: str = "circle"  # "circle" | "square"
     spot_pitch_um: float = 100.0  # lattice pitch, µm (LR rasterisation reach)
+    lr_grid: np.ndarray | None = None  # [G, h, w] LR cell counts of a grid layout without ``hr``
 
     @property
     def spots(self) -> tuple[np.ndarray, np.ndarray]:
@@ -111,14 +112,38 @@ class SectionInputs:
                 sub,
                 self.spot_pitch_um,
             )
+        if self.hr is None and self.lr_grid is not None:
+            return self._lr_grid_window(row, col, size)
         assert self.hr is not None
         return pool_window(self.hr, self.tissue, self.geometry.factor, row, col, size)
+
+    def _lr_grid_window(self, row: int, col: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`lr_window` from the LR cell counts (windows on whole LR cells only): the same
+        values :func:`~diffst.sections.binning.pool_window` pools from the HR map."""
+        assert self.lr_grid is not None
+        f = self.geometry.factor
+        if row % f or col % f or size % f:
+            raise ValueError(
+                f"window ({row}, {col}) of {size} bins is not on whole LR cells of {f} bins; "
+                "this section keeps LR cell counts only (build it with hr_map=True)"
+            )
+        p = size // f
+        a, b = row // f, col // f
+        block = self.lr_grid[:, a : a + p, b : b + p]
+        lr = np.zeros((block.shape[0], p, p), dtype=np.float32)
+        lr[:, : block.shape[1], : block.shape[2]] = block
+        mask = np.zeros((p, p), dtype=bool)
+        pooled = pool_grid(self.tissue[row : row + size, col : col + size], f) > 0
+        mask[: pooled.shape[0], : pooled.shape[1]] = pooled
+        return lr, mask
 
     def lr_section(self) -> tuple[np.ndarray, np.ndarray]:
         """Whole-section LR raster ``[G, h, w]`` and mask ``[h, w]`` (for figures)."""
         if self.lr_layout == "grid":
-            assert self.hr is not None
             f = self.geometry.factor
+            if self.hr is None and self.lr_grid is not None:
+                return self.lr_grid.astype(np.float32), pool_grid(self.tissue, f) > 0
+            assert self.hr is not None
             return pool_grid(self.hr, f).astype(np.float32), pool_grid(self.tissue, f) > 0
         assert self.spot_centres_um is not None and self.spot_counts is not None
         return rasterise_spots(
@@ -207,8 +232,12 @@ def build_section_inputs(
     geometry: GridGeometry,
     cfg: PrepareConfig,
     scan: SourceScan | None = None,
+    hr_map: bool = True,
 ) -> SectionInputs:
     """HR counts, tissue mask and the LR layer of a whole section at ``geometry``.
+
+    ``hr_map=False`` keeps no HR counts (``hr`` is ``None``): the molecules are counted per LR
+    cell directly (``lr_grid``, ``factor²`` times smaller), which is all a prediction needs.
 
     Raises :class:`InputError` when the sample has no transcripts or no tissue and
     :class:`GeometryError` when more than ``cfg.max_outside_fraction`` of the panel's molecules
@@ -219,16 +248,20 @@ def build_section_inputs(
             f"sample {sample.name!r}: transcripts are needed for the HR map (spot tables "
             "alone cannot be binned)"
         )
-    hr, stats, density = bin_transcripts_with_stats(
+    counts, stats, density = bin_transcripts_with_stats(
         sample.transcripts,
         genes,
         geometry,
         density=cfg.tissue.source != "mask",
         max_chunk=cfg.chunk_size,
+        pool=1 if hr_map else geometry.factor,
     )
     check_outside(sample, stats, cfg, scan)
     tissue = tissue_mask_bins(sample, geometry, cfg.tissue, density=density)
-    section = SectionInputs(genes, geometry, tissue, cfg.lr, hr=hr, stats=stats)
+    section = SectionInputs(
+        genes, geometry, tissue, cfg.lr, hr=counts if hr_map else None, stats=stats,
+        lr_grid=None if hr_map else counts,
+    )  # fmt: skip
     if cfg.lr == "visium":
         centres = visium_lattice(geometry, None, cfg.spot_pitch_um, cfg.spot_diameter_um)
         ij = np.floor((centres - np.asarray(geometry.origin_um)) / geometry.hr_um).astype(int)
@@ -336,8 +369,10 @@ def _inputs_from_transcripts(
     genes: tuple[str, ...],
     meta: dict[str, Any],
     region_um: tuple[float, float, float, float] | None = None,
+    hr_map: bool = True,
 ) -> SectionInputs:
-    """HR platforms: the section rasters of ``diffst prepare`` (same grid, tissue, pseudo-spots)."""
+    """HR platforms: the section rasters of ``diffst prepare`` (same grid, tissue, pseudo-spots);
+    without ``hr_map`` only the LR cell counts are kept (see :func:`build_section_inputs`)."""
     assert sample.transcripts is not None
     geo = meta["geometry"]
     layout, diameter, pitch = _lr_layout(meta)
@@ -358,7 +393,7 @@ def _inputs_from_transcripts(
         sample = dataclasses.replace(
             sample, transcripts=_molecules_within(sample.transcripts, geometry.extent_um())
         )
-    section = build_section_inputs(sample, genes, geometry, pcfg, scan)
+    section = build_section_inputs(sample, genes, geometry, pcfg, scan, hr_map=hr_map)
     if layout == "visium":
         assert section.spot_centres_um is not None and section.spot_counts is not None
         return SectionInputs(
@@ -367,24 +402,29 @@ def _inputs_from_transcripts(
             spot_counts=section.spot_counts.astype(np.float64),
             spot_diameter_um=diameter, spot_shape="circle", spot_pitch_um=pitch,
         )  # fmt: skip
-    assert section.hr is not None
-    return _grid_inputs(genes, geometry, section.tissue, section.hr)
+    return _grid_inputs(genes, geometry, section.tissue, section.hr, section.lr_grid)
 
 
 def _grid_inputs(
-    genes: tuple[str, ...], geometry: GridGeometry, tissue: np.ndarray, hr: np.ndarray
-) -> SectionInputs:
-    """Grid-pooling layout: the in-tissue LR cells are the measured (square) spots."""
+    genes: tuple[str, ...], geometry: GridGeometry, tissue: np.ndarray, hr: np.ndarray | None,
+    lr_grid: np.ndarray | None = None,
+) -> SectionInputs:  # fmt: skip
+    """Grid-pooling layout: the in-tissue LR cells are the measured (square) spots (their counts
+    pooled from ``hr``, or given per LR cell as ``lr_grid``)."""
 
     f = geometry.factor
     a, b = np.nonzero(pool_grid(tissue, f) > 0)
     x0, y0 = geometry.origin_um
     centres = np.column_stack([x0 + (b + 0.5) * geometry.lr_um, y0 + (a + 0.5) * geometry.lr_um])
-    counts = pool_grid(hr, f)[:, a, b].T.astype(np.float64)
+    pooled = pool_grid(hr, f) if hr is not None else lr_grid
+    if pooled is None:
+        raise ValueError("_grid_inputs: give the HR counts or the LR cell counts")
+    counts = pooled[:, a, b].T.astype(np.float64)
     lr_um = geometry.lr_um
     return SectionInputs(
         genes, geometry, tissue, "grid", hr=hr, spot_centres_um=centres, spot_counts=counts,
         spot_diameter_um=lr_um, spot_shape="square", spot_pitch_um=lr_um,
+        lr_grid=None if hr is not None else lr_grid,
     )  # fmt: skip
 
 
@@ -491,6 +531,7 @@ def checkpoint_section_inputs(
     genes: tuple[str, ...],
     meta: dict[str, Any],
     region_um: tuple[float, float, float, float] | None = None,
+    hr_map: bool = True,
 ) -> SectionInputs:
     """Section grid, tissue bins, LR map and measured spots for a sample (no network work).
 
@@ -506,6 +547,10 @@ def checkpoint_section_inputs(
         ``(x0, y0, x1, y1)`` µm: only this rectangle, snapped outwards to the section's LR grid
         (:func:`region_geometry`); molecules off it are not read into memory. LR cells and
         pseudo-spots at its edge see the molecules inside it only.
+    hr_map
+        Keep the HR counts of transcript samples (``hr``, 4 bytes per gene and HR bin: the
+        truth that benchmarks score against). Prediction needs only the LR layer: without it a
+        grid layout keeps its LR cell counts (``lr_grid``) and a Visium layout its spot sums.
     """
     layout, _, _ = _lr_layout(meta)
     spots = sample.spots
@@ -513,7 +558,7 @@ def checkpoint_section_inputs(
         raise InputError(f"{spots.path or sample.name}: field spots is empty (no tissue)")
     sample = with_bin_molecules(sample, float(meta["geometry"]["hr_um"]))
     if sample.transcripts is not None:
-        inputs = _inputs_from_transcripts(sample, genes, meta, region_um)
+        inputs = _inputs_from_transcripts(sample, genes, meta, region_um, hr_map)
     else:
         if layout != "visium":
             _log.warning(

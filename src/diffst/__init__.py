@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from diffst._version import __version__
 
 if TYPE_CHECKING:
-    from diffst.api import benchmark, evaluate, predict, prepare, read, train
+    from diffst.api import benchmark, evaluate, predict, prepare, read, read_prediction, train
     from diffst.io import (
         read_cosmx,
         read_h5ad,
@@ -46,6 +46,7 @@ __all__ = [
     "read_h5ad",
     "read_legacy_st",
     "read_merfish",
+    "read_prediction",
     "read_sample",
     "read_visium",
     "read_visium_hd",
@@ -53,7 +54,9 @@ __all__ = [
     "train",
 ]
 
-_API = frozenset({"benchmark", "evaluate", "predict", "prepare", "read", "train"})
+_API = frozenset(
+    {"benchmark", "evaluate", "predict", "prepare", "read", "read_prediction", "train"}
+)
 _EXPORTS = {
     name: "diffst.api"
     if name in _API

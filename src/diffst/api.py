@@ -196,7 +196,9 @@ def predict(
     anndata.AnnData | None
         Expected counts in ``X``, std and 90 % interval layers, ``obsm['spatial']`` in
         full-resolution pixels and ``uns['spatial']`` for scanpy/squidpy (``None`` on ranks
-        other than 0 under ``torchrun``).
+        other than 0 under ``torchrun``). A streamed prediction (``stream``, by default when
+        the whole-section statistics exceed ``block_gib``) comes back without ``X`` and the
+        layers, which stay in the file: :func:`read_prediction` reads the genes wanted.
     """
     import dataclasses
 
@@ -219,13 +221,32 @@ def predict(
         shapes = read_cells(cells, frame)
         cells_path = check_output_path(cells_out or cells_path_for(out_path), overwrite=overwrite)
     adata = _predict(checkpoint, section, out_path, cfg, library_id=library_id,
-                     figures_dir=figures_dir, overwrite=overwrite, progress=progress)  # fmt: skip
+                     figures_dir=figures_dir, overwrite=overwrite, progress=progress,
+                     in_memory=shapes is not None)  # fmt: skip
     if adata is not None and shapes is not None and cells_path is not None:
         from diffst.inference.cells import write_cells
 
         per_cell = write_cells(adata, shapes, cells_path)
         adata.uns["cells"] = {"path": str(cells_path), **per_cell.uns["diffst_cells"]}
     return adata
+
+
+def read_prediction(
+    path: str | os.PathLike[str],
+    genes: Sequence[str] | None = None,
+    *,
+    layers: bool = True,
+) -> anndata.AnnData:
+    """Read a prediction written by :func:`predict`, or only some of its genes, into memory.
+
+    A streamed prediction of a large panel on a large section may not fit in memory whole;
+    this reads just the columns of ``genes`` (in that order) of ``X`` and, with ``layers``, of
+    ``std``/``q05``/``q95``/``sample_mean``, with all of ``obs``, ``var``, ``obsm`` and ``uns``.
+    ``genes=None`` reads every gene.
+    """
+    from diffst.inference.to_anndata import read_prediction as _read
+
+    return _read(path, None if genes is None else list(genes), layers=layers)
 
 
 def evaluate(

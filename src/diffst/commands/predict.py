@@ -79,6 +79,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "is imputed from co-expressed genes and they are flagged in var['in_section']; more is "
         "refused (0: refuse any)",
     )
+    parser.add_argument(
+        "--stream",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="write the prediction block by block, memory bounded by a block (on), or hold the "
+        "whole section in memory (off); auto (default) streams when the whole-section "
+        "statistics (20 bytes per gene and HR bin) exceed --block-gib",
+    )
+    parser.add_argument(
+        "--block-gib",
+        type=float,
+        default=1.0,
+        metavar="GIB",
+        help="memory of one streamed block's statistics (default 1.0 GiB)",
+    )
     parser.add_argument("--figures", default=None, metavar="DIR", help="per-gene PNG figures")
     parser.add_argument(
         "--figure-genes", nargs="+", default=(), metavar="GENE", help="genes drawn (default: top 4)"
@@ -129,6 +144,8 @@ def run(args: argparse.Namespace) -> int:
         figure_genes=tuple(args.figure_genes),
         write_spatialdata=args.spatialdata,
         region_um=tuple(args.region) if args.region is not None else None,
+        stream=args.stream,
+        block_gib=args.block_gib,
     )
     from diffst.datasets import load_sample
 
@@ -174,6 +191,13 @@ def run(args: argparse.Namespace) -> int:
             print(
                 f"  cells:       {c['path']}: {c['n_cells']} of {c['n_cells_in_source']} cells "
                 "(≥ 50 % of their area on predicted bins)"
+            )
+        streamed = adata.uns["diffst"].get("streamed")
+        if streamed is not None:
+            print(
+                f"  streamed in {streamed['blocks']} blocks of up to "
+                f"{streamed['block_side_bins']} bins a side (X and layers on disk only; "
+                "diffst.read_prediction reads chosen genes)"
             )
         if args.spatialdata:
             print(f"  spatialdata: {Path(args.out).with_suffix('.zarr')}")

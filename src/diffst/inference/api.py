@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,9 +75,10 @@ def gene_table(
     genes: list[str],
     sample: SpatialSample,
     lr_counts: np.ndarray,
-    stats: np.ndarray,
+    stats: np.ndarray | None,
     report: dict[str, Any],
     measured: np.ndarray | None = None,
+    sums: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """The ``var`` columns of a prediction (see :mod:`diffst.inference.to_anndata`).
 
@@ -89,12 +91,16 @@ def gene_table(
     lr_counts
         ``[n, G]`` counts of the section's LR input (spots or LR cells).
     stats
-        ``[5, G, N]`` statistics of the ``N`` written bins (axis 0 as ``Stat``).
+        ``[5, G, N]`` statistics of the ``N`` written bins (axis 0 as ``Stat``); or ``None``
+        with ``sums``.
     report
         Spot consistency (:func:`~diffst.inference.spots.spot_report`).
     measured
         ``[G]`` bool, genes the section measures (default: all). The others get
         ``in_section = False``, ``lr_source = "imputed"`` and NaN ``lr_counts``.
+    sums
+        ``(Σ X [G], mean std [G])`` over the written bins, when ``stats`` is not in memory
+        (a streamed prediction).
     """
     from diffst.inference.uncertainty import Stat
 
@@ -113,27 +119,41 @@ def gene_table(
     table["lr_source"] = np.where(have, "measured", "imputed")
     lr = np.asarray(lr_counts, dtype=np.float64).sum(axis=0)
     table["lr_counts"] = np.where(have, lr, np.nan)
-    table["predicted_counts"] = stats[Stat.MEAN].sum(axis=1, dtype=np.float64)
-    table["mean_std"] = stats[Stat.STD].mean(axis=1, dtype=np.float64)
+    if sums is not None:
+        table["predicted_counts"], table["mean_std"] = sums
+    elif stats is not None:
+        table["predicted_counts"] = stats[Stat.MEAN].sum(axis=1, dtype=np.float64)
+        table["mean_std"] = stats[Stat.STD].mean(axis=1, dtype=np.float64)
+    else:
+        raise ValueError("gene_table: give stats or sums")
     pcc = report.get("pcc", {})
     table["spot_pcc"] = np.array([pcc.get(g, np.nan) for g in genes], dtype=np.float64)
     return table
 
 
 def _write_figures(
-    out_dir: Path, cfg: PredictConfig, adata: anndata.AnnData, ctx: TileContext
-) -> list[str]:
-    """Per-gene PNGs of ``cfg.figure_genes`` (default: the most expressed genes)."""
+    out_dir: Path, cfg: PredictConfig, adata: anndata.AnnData, ctx: TileContext,
+    path: Path | None = None,
+) -> list[str]:  # fmt: skip
+    """Per-gene PNGs of ``cfg.figure_genes`` (default: the most expressed genes); a streamed
+    prediction's genes are read from its file ``path``."""
     from diffst.inference.figures import image_on_grid, write_gene_figures
 
     genes = list(adata.var_names)
     selected = list(cfg.figure_genes)
     if not selected and cfg.n_figure_genes > 0:
-        totals = np.asarray(adata.X.sum(axis=0)).ravel()
+        if adata.X is None:  # streamed: X is on disk, its column sums in var
+            totals = adata.var["predicted_counts"].to_numpy()
+        else:
+            totals = np.asarray(adata.X.sum(axis=0)).ravel()
         selected = [genes[k] for k in np.argsort(-totals)[: cfg.n_figure_genes]]
     if not selected:
         return []
-    index = [genes.index(g) for g in selected]
+    if adata.X is None:
+        from diffst.inference.to_anndata import read_prediction
+
+        adata = read_prediction(path, selected)
+    index = [list(adata.var_names).index(g) for g in selected]
     rows, cols = adata.obs["bin_row"].to_numpy(), adata.obs["bin_col"].to_numpy()
     grids = np.full((2, len(index), *ctx.inputs.geometry.shape_hr), np.nan, dtype=np.float32)
     grids[0][:, rows, cols] = np.asarray(adata.X[:, index]).T
@@ -216,6 +236,7 @@ def predict(
     figures_dir: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
     progress: bool = False,
+    in_memory: bool = False,
 ) -> anndata.AnnData | None:
     """Super-resolve a whole section with a trained checkpoint.
 
@@ -238,20 +259,34 @@ def predict(
         before any compute).
     progress
         Show a progress bar over the tiles (rank 0).
+    in_memory
+        The caller needs the whole prediction in memory (the per-cell output): refuse to
+        stream it.
 
     Returns
     -------
     anndata.AnnData | None
         The prediction (``None`` on ranks other than 0 under ``torchrun``).
         ``uns['diffst']['spot_consistency']`` holds the agreement with the measured spots.
+        A streamed prediction (``cfg.stream``; :mod:`diffst.inference.streamed`) is returned
+        without ``X`` and layers, which stay in the file: read genes with
+        :func:`~diffst.inference.to_anndata.read_prediction`.
     """
     from diffst.distributed import init_distributed
+    from diffst.inference.streamed import check_streamable, should_stream
     from diffst.inference.tiled import run_tiles
 
     cfg = cfg or PredictConfig()
     out = check_output_path(out_path, overwrite=overwrite, spatialdata=cfg.write_spatialdata)
+    if cfg.stream == "on":
+        check_streamable(cfg, in_memory)
     env = init_distributed(cfg.device)
-    bundle, ctx = set_up(checkpoint, sample, cfg, env.device)
+    bundle, ctx = set_up(checkpoint, sample, cfg, env.device, hr_map=False)
+    if should_stream(cfg, ctx.n_genes, ctx.inputs.geometry.shape_hr):
+        check_streamable(cfg, in_memory)
+        return _predict_streamed(
+            bundle, ctx, cfg, env, sample, out, library_id, figures_dir, progress
+        )
     with _TileBar(progress and env.is_main) as bar:
         acc, n_tiles, stride = run_tiles(bundle, ctx, cfg, ctx.norm, env, on_progress=bar)
     if not env.is_main:
@@ -264,6 +299,69 @@ def predict(
     if figures_dir is not None:
         paths = _write_figures(Path(figures_dir), cfg, adata, ctx)
         log.info("wrote %d figure(s) to %s", len(paths), figures_dir)
+    return adata
+
+
+def _predict_streamed(
+    bundle: Any, ctx: TileContext, cfg: PredictConfig, env: Any, sample: SpatialSample,
+    out: Path, library_id: str | None, figures_dir: str | os.PathLike[str] | None,
+    progress: bool,
+) -> anndata.AnnData | None:  # fmt: skip
+    """:func:`predict` block by block (:mod:`diffst.inference.streamed`)."""
+    from diffst.config import remove_stale_temporaries
+    from diffst.inference.streamed import finish_h5ad, run_streamed
+
+    genes = [str(x) for x in bundle.store_meta["genes"]]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out.parent, rf"\.{re.escape(out.name)}\.(?P<pid>\d+)\.tmp")
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        with _TileBar(progress and env.is_main) as bar:
+            result = run_streamed(bundle, ctx, cfg, env, tmp, genes, on_progress=bar)
+        if result is None:
+            return None
+        metadata = _metadata(cfg, bundle, sample, ctx, result.n_tiles, result.stride)
+        metadata["spot_consistency"] = result.report
+        metadata["streamed"] = result.to_dict()
+        frame = _frame(
+            result.rows, result.cols, ctx, sample, cfg, metadata, library_id,
+            gene_table(
+                genes, sample, ctx.inputs.spots[1], None, result.report, ctx.measured_genes,
+                sums=(result.predicted_counts, result.mean_std),
+            ),
+        )  # fmt: skip
+        adata = finish_h5ad(result, frame, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    log.info(
+        "streamed prediction: %d bins × %d genes in %d blocks written to %s",
+        adata.n_obs, adata.n_vars, len(result.blocks), out,
+    )  # fmt: skip
+    if figures_dir is not None:
+        paths = _write_figures(Path(figures_dir), cfg, adata, ctx, out)
+        log.info("wrote %d figure(s) to %s", len(paths), figures_dir)
+    return adata
+
+
+def _frame(
+    rows: np.ndarray, cols: np.ndarray, ctx: TileContext, sample: SpatialSample,
+    cfg: PredictConfig, metadata: dict[str, Any], library_id: str | None, var: dict[str, Any],
+) -> anndata.AnnData:  # fmt: skip
+    """``obs``, ``var``, ``obsm`` and ``uns`` of the bins ``rows, cols`` (in that order)."""
+    from diffst.inference.to_anndata import anndata_frame
+
+    image, centres, frame = ctx.image, None, ctx.subspots
+    if frame is not None:  # sub-spots: placed on the real lattice, the image in its own frame
+        image, centres = frame.image, frame.centres_um(rows, cols)
+    adata = anndata_frame(
+        rows, cols, ctx.inputs.geometry, [str(x) for x in metadata["genes"]], image=image,
+        library_id=library_id or sample.name, metadata=metadata,
+        hires_max_px=cfg.hires_max_px, fullres_um_per_px=_fullres_um_per_px(sample), var=var,
+        centres_um=centres,
+    )  # fmt: skip
+    if frame is not None:
+        _subspot_obs(adata, frame)
     return adata
 
 

@@ -13,6 +13,7 @@ __all__ = [
     "Precision",
     "PredictConfig",
     "Sampler",
+    "StreamMode",
     "resolve_estimator",
 ]
 
@@ -20,6 +21,7 @@ Sampler = Literal["ddpm", "ddim", "dpmpp"]
 BlendWindow = Literal["cosine", "uniform"]
 Precision = Literal["fp32", "bf16"]
 MeanEstimator = Literal["auto", "denoiser", "samples"]
+StreamMode = Literal["auto", "on", "off"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,14 @@ class PredictConfig:
     region_um: tuple[float, float, float, float] | None = None
     # (x0, y0, x1, y1) µm in the section frame: predict this rectangle only (snapped outwards to
     # the section's LR grid); memory and time then follow the region, not the section
+    stream: StreamMode = "auto"
+    # "on": predict the section block by block and write each block's bins to the h5ad as it is
+    # done, so memory is bounded by one block (diffst.inference.streamed), not by genes × bins;
+    # "off": keep the whole section's statistics in memory and write the h5ad at the end;
+    # "auto": stream when those statistics (5 × 4 bytes per gene and HR bin) exceed block_gib
+    block_gib: float = 1.0
+    # the memory (GiB) of one block's statistics when streaming; the block side follows from it
+    # and the number of genes (whole LR cells, a multiple of the tile stride)
 
     def __post_init__(self) -> None:
         if self.sampler not in ("ddpm", "ddim", "dpmpp"):
@@ -110,6 +120,10 @@ class PredictConfig:
             raise ConfigError(
                 f"predict.max_missing_genes must be in [0, 1), got {self.max_missing_genes}"
             )
+        if self.stream not in ("auto", "on", "off"):
+            raise ConfigError(f"predict.stream: {self.stream!r} is not auto, on or off")
+        if not self.block_gib > 0:
+            raise ConfigError(f"predict.block_gib must be > 0, got {self.block_gib}")
         if self.region_um is not None:
             if len(self.region_um) != 4:
                 raise ConfigError(f"predict.region_um: (x0, y0, x1, y1) µm, got {self.region_um}")

@@ -166,6 +166,10 @@ class TileAccumulator:
     central
         Indices along the first channel axis taken from the tile where each bin is most central
         instead of blended (the std and quantile statistics).
+    origin
+        Section bin ``(row, col)`` of this grid's first bin: an accumulator over one block of a
+        section (:mod:`diffst.inference.streamed`) takes tiles at their section origins and keeps
+        the part of each tile that falls on the block.
     """
 
     def __init__(
@@ -175,7 +179,9 @@ class TileAccumulator:
         window: np.ndarray,
         dtype: np.dtype | type = np.float32,
         central: Sequence[int] = (),
+        origin: tuple[int, int] = (0, 0),
     ) -> None:
+        self.origin = (int(origin[0]), int(origin[1]))
         self.channels = tuple(int(c) for c in n_channels)
         self.shape_hr = (int(shape_hr[0]), int(shape_hr[1]))
         self.window = np.asarray(window, dtype=np.float64)
@@ -192,7 +198,8 @@ class TileAccumulator:
     def add(
         self, origin: tuple[int, int] | np.ndarray, tile: np.ndarray, tile_index: int = 0
     ) -> None:
-        """Add one tile ``[*channels, P, P]`` whose top-left bin is ``origin`` ``(row, col)``.
+        """Add one tile ``[*channels, P, P]`` whose top-left bin is ``origin`` ``(row, col)``
+        (section bins; the part of the tile outside this grid is dropped).
 
         ``tile_index`` breaks ties between equally central tiles (the lower index wins), so the
         result does not depend on the order in which tiles arrive.
@@ -201,24 +208,29 @@ class TileAccumulator:
         expected = (*self.channels, self.patch, self.patch)
         if tile.shape != expected:
             raise ValueError(f"tile has shape {tile.shape}, expected {expected}")
-        r, c = int(origin[0]), int(origin[1])
+        r, c = int(origin[0]) - self.origin[0], int(origin[1]) - self.origin[1]
         h, w = self.shape_hr
-        if r < 0 or c < 0 or r >= h or c >= w:
-            raise GeometryError(f"tile origin {(r, c)} lies outside the grid {self.shape_hr}")
-        dr, dc = min(self.patch, h - r), min(self.patch, w - c)
-        win = self.window[:dr, :dc]
+        r0, c0 = max(r, 0), max(c, 0)
+        r1, c1 = min(r + self.patch, h), min(c + self.patch, w)
+        if r1 <= r0 or c1 <= c0:
+            raise GeometryError(
+                f"tile at {(int(origin[0]), int(origin[1]))} lies outside the grid "
+                f"{self.shape_hr} at {self.origin}"
+            )
+        rows, cols = slice(r0 - r, r1 - r), slice(c0 - c, c1 - c)
+        win = self.window[rows, cols]
         for ch in self.blended:
-            self.values[ch, ..., r : r + dr, c : c + dc] += (tile[ch, ..., :dr, :dc] * win).astype(
+            self.values[ch, ..., r0:r1, c0:c1] += (tile[ch, ..., rows, cols] * win).astype(
                 self.values.dtype
             )
-        self.weights[r : r + dr, c : c + dc] += win
+        self.weights[r0:r1, c0:c1] += win
         if self.central:
-            best = self.best[r : r + dr, c : c + dc]
-            owner = self.best_tile[r : r + dr, c : c + dc]
+            best = self.best[r0:r1, c0:c1]
+            owner = self.best_tile[r0:r1, c0:c1]
             wins = (win > best) | ((win == best) & (tile_index < owner))
             for ch in self.central:
-                part = self.values[ch, ..., r : r + dr, c : c + dc]
-                part[..., wins] = tile[ch, ..., :dr, :dc][..., wins]
+                part = self.values[ch, ..., r0:r1, c0:c1]
+                part[..., wins] = tile[ch, ..., rows, cols][..., wins]
             best[wins] = win[wins]
             owner[wins] = tile_index
 

@@ -25,6 +25,11 @@ Layout (one observation per HR bin inside tissue, row-major over the section gri
   ``scanpy.read_visium``;
 * ``uns['diffst']``: run metadata (config, checkpoint sha256, sampler, steps, seed, n_samples,
   geometry, spot consistency).
+
+A streamed prediction (:mod:`diffst.inference.streamed`) writes the same layout block by block;
+its observations are ordered block by block (row-major inside each block) and
+``uns['diffst']['streamed']`` records the blocks. :func:`read_prediction` reads a chosen set of
+genes of any prediction file into memory.
 """
 
 from __future__ import annotations
@@ -47,9 +52,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GridLike",
+    "anndata_frame",
     "bin_centres_um",
     "build_anndata",
     "hires_image",
+    "read_prediction",
     "spatial_images",
     "write_h5ad_atomic",
     "write_spatialdata_atomic",
@@ -190,6 +197,52 @@ def build_anndata(
         :class:`~diffst.inference.uncertainty.Stat`), counts per HR bin.
     tissue
         ``[H, W]`` bool, bins written as observations.
+    geometry, genes, image, library_id, metadata, hires_max_px, fullres_um_per_px,
+    lowres_max_px, var, centres_um
+        As :func:`anndata_frame`.
+    """
+    rows, cols = np.nonzero(tissue)
+    adata = anndata_frame(
+        rows, cols, geometry, genes, image=image, library_id=library_id, metadata=metadata,
+        hires_max_px=hires_max_px, fullres_um_per_px=fullres_um_per_px,
+        lowres_max_px=lowres_max_px, var=var, centres_um=centres_um,
+    )  # fmt: skip
+    adata.X = stats[Stat.MEAN][:, rows, cols].T.astype(np.float32)
+    for key, stat in LAYER_STATS.items():
+        adata.layers[key] = stats[stat][:, rows, cols].T.astype(np.float32)
+    return adata
+
+
+LAYER_STATS = {
+    AnnDataKey.STD.value: Stat.STD,
+    AnnDataKey.Q05.value: Stat.Q05,
+    AnnDataKey.Q95.value: Stat.Q95,
+    AnnDataKey.SAMPLE_MEAN.value: Stat.SAMPLE_MEAN,
+}
+"""``layers`` key → the statistic it holds (``X`` holds :attr:`Stat.MEAN`)."""
+
+
+def anndata_frame(
+    rows: np.ndarray,
+    cols: np.ndarray,
+    geometry: GridLike,
+    genes: tuple[str, ...] | list[str],
+    *,
+    image: SpatialImage | None,
+    library_id: str,
+    metadata: dict[str, Any],
+    hires_max_px: int = 2000,
+    fullres_um_per_px: float | None = None,
+    lowres_max_px: int = 600,
+    var: dict[str, Any] | None = None,
+    centres_um: np.ndarray | None = None,
+) -> anndata.AnnData:
+    """The output AnnData without ``X`` and layers: ``obs``, ``var``, ``obsm`` and ``uns``.
+
+    Parameters
+    ----------
+    rows, cols
+        ``[n]`` HR grid indices of the bins written as observations, in their order.
     geometry
         Section grid (origin µm, bin side µm, shape).
     genes
@@ -210,23 +263,17 @@ def build_anndata(
         scale factors map it to the stored image. Ignored unless the image's transform is an
         axis-aligned scaling of that frame.
     centres_um
-        ``[n, 2]`` centres ``(x, y)`` µm of the ``n`` tissue bins (row-major), when the bins do
-        not sit on ``geometry`` in the sample frame (sub-spots of a spot lattice); default: the
-        bin centres of ``geometry``.
+        ``[n, 2]`` centres ``(x, y)`` µm of the ``n`` bins (in ``rows, cols`` order), when the
+        bins do not sit on ``geometry`` in the sample frame (sub-spots of a spot lattice);
+        default: the bin centres of ``geometry``.
     """
     import anndata
     import pandas as pd
 
-    rows, cols = np.nonzero(tissue)
+    rows, cols = np.asarray(rows), np.asarray(cols)
     centres = bin_centres_um(geometry, rows, cols) if centres_um is None else centres_um
     if centres.shape != (rows.size, 2):
         raise ValueError(f"centres_um must be [{rows.size}, 2], got {centres.shape}")
-    layers = {
-        AnnDataKey.STD.value: stats[Stat.STD][:, rows, cols].T.astype(np.float32),
-        AnnDataKey.Q05.value: stats[Stat.Q05][:, rows, cols].T.astype(np.float32),
-        AnnDataKey.Q95.value: stats[Stat.Q95][:, rows, cols].T.astype(np.float32),
-        AnnDataKey.SAMPLE_MEAN.value: stats[Stat.SAMPLE_MEAN][:, rows, cols].T.astype(np.float32),
-    }
     obs = pd.DataFrame(
         {
             "bin_row": rows.astype(np.int64),
@@ -237,10 +284,8 @@ def build_anndata(
         index=[f"bin_{r}_{c}" for r, c in zip(rows, cols, strict=True)],
     )
     adata = anndata.AnnData(
-        X=stats[Stat.MEAN][:, rows, cols].T.astype(np.float32),
         obs=obs,
         var=pd.DataFrame(var or {}, index=pd.Index([str(g) for g in genes], name="gene")),
-        layers=layers,
     )
     library: dict[str, Any] = {"metadata": {"source": "diffst predict"}}
     if image is not None:
@@ -306,3 +351,70 @@ def write_spatialdata_atomic(adata: anndata.AnnData, path: Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def read_prediction(
+    path: str | os.PathLike[str],
+    genes: list[str] | tuple[str, ...] | None = None,
+    *,
+    layers: bool = True,
+) -> anndata.AnnData:
+    """Read a prediction h5ad, or only some of its genes, into memory.
+
+    For a streamed whole-panel prediction (:mod:`diffst.inference.streamed`), whose ``X`` and
+    layers may not fit in memory, this reads just the columns of ``genes`` from the file.
+
+    Parameters
+    ----------
+    path
+        ``.h5ad`` written by ``diffst predict``.
+    genes
+        Genes to read (``var_names``), in the order wanted; ``None`` reads them all.
+    layers
+        Also read ``layers`` (``std``, ``q05``, ``q95``, ``sample_mean``) for those genes.
+
+    Raises
+    ------
+    KeyError
+        A gene is not in the file (the message names the file and the genes).
+    """
+    import anndata
+    import h5py
+    from anndata.io import read_elem
+
+    path = Path(path)
+    with h5py.File(path, "r") as f:
+        var = read_elem(f["var"])
+        names = [str(g) for g in var.index]
+        if genes is None:
+            index = np.arange(len(names))
+        else:
+            where = {g: k for k, g in enumerate(names)}
+            missing = [g for g in genes if g not in where]
+            if missing:
+                raise KeyError(f"{path}: field var_names lacks {missing}")
+            index = np.asarray([where[g] for g in genes], dtype=np.int64)
+        order = np.argsort(index, kind="stable")
+        wanted = index[order]  # h5py reads increasing column indices
+        back = np.empty_like(order)
+        back[order] = np.arange(len(order))
+
+        def columns(ds: Any) -> np.ndarray:
+            if len(wanted) == ds.shape[1] and np.array_equal(wanted, np.arange(ds.shape[1])):
+                return np.asarray(ds[...])
+            if len(wanted) == 0:
+                return np.zeros((ds.shape[0], 0), dtype=ds.dtype)
+            unique, inverse = np.unique(wanted, return_inverse=True)
+            return np.asarray(ds[:, unique])[:, inverse][:, back]
+
+        x = columns(f["X"]) if "X" in f else None
+        lay = {}
+        if layers and "layers" in f:
+            lay = {key: columns(ds) for key, ds in f["layers"].items()}
+        obs = read_elem(f["obs"])
+        obsm = read_elem(f["obsm"]) if "obsm" in f else {}
+        uns = read_elem(f["uns"]) if "uns" in f else {}
+    adata = anndata.AnnData(X=x, obs=obs, var=var.iloc[index], layers=lay or None, uns=uns)
+    for key, value in obsm.items():
+        adata.obsm[key] = value
+    return adata

@@ -94,6 +94,25 @@ def test_cells_integrate_the_prediction_and_tile_it_exactly() -> None:
     assert list(out.obs["cell_id"]) == ["q0", "q1", "q2", "q3"]
 
 
+def test_cells_of_a_prediction_with_chosen_genes_statistics() -> None:
+    """With sample statistics for some genes only (obsm['std']), the other genes' cell std and
+    interval are NaN, not zero."""
+    full = _prediction()
+    pred = full.copy()
+    pred.obsm["std"] = pd.DataFrame(full.layers["std"][:, [1]], index=pred.obs_names, columns=["B"])
+    del pred.layers["std"]
+    quarters = [
+        np.array([[x, y], [x + 20, y], [x + 20, y + 20], [x, y + 20]], float)
+        for y in (0.0, 20.0) for x in (0.0, 20.0)
+    ]  # fmt: skip
+    cells = CellShapes(["q0", "q1", "q2", "q3"], Path("x"), polygons_um=quarters)
+    ref, out = cells_anndata(full, cells), cells_anndata(pred, cells)
+    np.testing.assert_array_equal(out.X, ref.X)
+    np.testing.assert_allclose(out.layers["std"][:, 1], ref.layers["std"][:, 1])
+    assert np.isnan(out.layers["std"][:, [0, 2]]).all()
+    assert np.isnan(out.layers["q95"][:, 0]).all()
+
+
 def test_cells_mostly_off_the_prediction_are_left_out_or_refused() -> None:
     pred = _prediction()
     far = np.array([[30.0, 30.0], [60.0, 30.0], [60.0, 60.0], [30.0, 60.0]])  # 1/9 on the grid

@@ -203,3 +203,32 @@ def test_a_failed_streamed_run_leaves_no_file(
     with pytest.raises(RuntimeError, match="disk full"):
         predict(ckpt, section, tmp_path / "f.h5ad", replace(FAST, stream="on"))
     assert calls["n"] == 1 and list(tmp_path.iterdir()) == []
+
+
+def test_uncertainty_for_chosen_genes_only_is_the_same_in_both_modes(
+    make_checkpoint: Callable[..., Path], section: SpatialSample, tmp_path: Path
+) -> None:
+    ckpt = make_checkpoint(GENES, lr="grid", hr_um=HR)
+    chosen = ("Gene003", "Gene000")
+    full = predict(ckpt, section, tmp_path / "full.h5ad", replace(FAST, stream="off"))
+    cfg = replace(FAST, uncertainty_genes=chosen)
+    dense = predict(ckpt, section, tmp_path / "dense.h5ad", replace(cfg, stream="off"))
+    predict(ckpt, section, tmp_path / "s.h5ad", replace(cfg, stream="on", block_gib=TINY_BLOCKS))
+    assert full is not None and dense is not None
+    assert not dense.layers and list(dense.obsm["q95"].columns) == list(chosen)
+    np.testing.assert_array_equal(dense.X, full.X)
+    np.testing.assert_array_equal(
+        dense.obsm["std"]["Gene000"], full[:, "Gene000"].layers["std"][:, 0]
+    )
+    assert list(dense.uns["diffst"]["uncertainty"]["genes"]) == list(chosen)
+    assert np.isnan(dense.var.loc["Gene001", "mean_std"])
+    streamed = _by_bin(anndata.read_h5ad(tmp_path / "s.h5ad"))
+    dense = _by_bin(dense)
+    assert not streamed.layers
+    np.testing.assert_array_equal(streamed.X, dense.X)
+    for key in ("std", "q05", "q95", "sample_mean"):
+        assert list(streamed.obsm[key].columns) == list(chosen)
+        np.testing.assert_array_equal(streamed.obsm[key].to_numpy(), dense.obsm[key].to_numpy())
+    np.testing.assert_allclose(streamed.var["mean_std"], dense.var["mean_std"], rtol=1e-5)
+    none = predict(ckpt, section, tmp_path / "n.h5ad", replace(FAST, uncertainty_genes=()))
+    assert none is not None and not none.layers and "std" not in none.obsm

@@ -94,6 +94,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="GIB",
         help="memory of one streamed block's statistics (default 1.0 GiB)",
     )
+    parser.add_argument(
+        "--uncertainty-genes",
+        nargs="+",
+        default=None,
+        metavar="GENE",
+        help="write std / q05 / q95 / sample_mean for these genes only, as obsm DataFrames "
+        "(default: every gene, as layers; 'none': no sample statistics)",
+    )
     parser.add_argument("--figures", default=None, metavar="DIR", help="per-gene PNG figures")
     parser.add_argument(
         "--figure-genes", nargs="+", default=(), metavar="GENE", help="genes drawn (default: top 4)"
@@ -123,6 +131,15 @@ def _merfish_channels(args: argparse.Namespace) -> list[str] | None:
     return list(names) if names and {n.lower() for n in names} <= known else None
 
 
+def _uncertainty_genes(values: list[str] | None) -> tuple[str, ...] | None:
+    """``--uncertainty-genes``: ``None`` (every gene), ``none`` → ``()``, else the genes."""
+    if values is None:
+        return None
+    if [v.lower() for v in values] == ["none"]:
+        return ()
+    return tuple(values)
+
+
 def run(args: argparse.Namespace) -> int:
     """Build the configuration, read the section and predict."""
     from diffst.api import predict
@@ -146,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
         region_um=tuple(args.region) if args.region is not None else None,
         stream=args.stream,
         block_gib=args.block_gib,
+        uncertainty_genes=_uncertainty_genes(args.uncertainty_genes),
     )
     from diffst.datasets import load_sample
 

@@ -157,7 +157,13 @@ def _write_figures(
     rows, cols = adata.obs["bin_row"].to_numpy(), adata.obs["bin_col"].to_numpy()
     grids = np.full((2, len(index), *ctx.inputs.geometry.shape_hr), np.nan, dtype=np.float32)
     grids[0][:, rows, cols] = np.asarray(adata.X[:, index]).T
-    grids[1][:, rows, cols] = np.asarray(adata.layers["std"][:, index]).T
+    if "std" in adata.layers:
+        grids[1][:, rows, cols] = np.asarray(adata.layers["std"][:, index]).T
+    elif "std" in adata.obsm:  # a chosen subset of genes has sample statistics
+        have = adata.obsm["std"]
+        for k, gene in enumerate(selected):
+            if gene in have:
+                grids[1][k, rows, cols] = have[gene].to_numpy()
     rgb = image_on_grid(ctx.image, ctx.inputs.geometry) if ctx.image is not None else None
     lr_raw, lr_mask = ctx.inputs.lr_section()
     lr = np.where(lr_mask, lr_raw[index], np.nan)
@@ -185,6 +191,7 @@ def _metadata(
     """``uns['diffst']``: how this prediction was made."""
     from diffst.diffusion import count_network_evaluations
     from diffst.inference.config import resolve_estimator
+    from diffst.inference.to_anndata import uncertainty_entry
 
     return {
         "config": to_dict(cfg),
@@ -206,6 +213,7 @@ def _metadata(
         "genes": [str(g) for g in bundle.store_meta["genes"]],
         "units": "counts per HR bin" if ctx.subspots is None else "counts per sub-spot",
         "missing_genes": _missing_entry(ctx),
+        "uncertainty": uncertainty_entry(cfg.uncertainty_genes),
         "below_pitch": None if ctx.subspots is None else ctx.subspots.to_dict(),
         "quantiles": "5–95 % quantiles of the K samples of the tile where the bin is most "
         "central (X and sample_mean are blended across overlapping tiles)",
@@ -465,6 +473,7 @@ def _write_outputs(
     apply an interval calibration when given, write the h5ad (and zarr)."""
     from diffst.inference.to_anndata import (
         build_anndata,
+        uncertainty_subset,
         write_h5ad_atomic,
         write_spatialdata_atomic,
     )
@@ -500,6 +509,8 @@ def _write_outputs(
     )  # fmt: skip
     if frame is not None:
         _subspot_obs(adata, frame)
+    if cfg.uncertainty_genes is not None:
+        uncertainty_subset(adata, cfg.uncertainty_genes)
     write_h5ad_atomic(adata, out)
     if cfg.write_spatialdata:
         write_spatialdata_atomic(adata, out)

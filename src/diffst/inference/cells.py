@@ -272,6 +272,20 @@ def _dense(x: Any) -> np.ndarray:
     return np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float64)
 
 
+def _bin_std(pred: Any) -> np.ndarray:
+    """``[n_bins, G]`` std of every bin: ``layers['std']``, or — for a prediction with sample
+    statistics of chosen genes only (``obsm['std']``) — those genes' columns, NaN elsewhere."""
+    if "std" in pred.layers:
+        return _dense(pred.layers["std"])
+    std = np.full(pred.shape, np.nan, dtype=np.float32)
+    have = pred.obsm.get("std")
+    if have is not None:
+        names = list(pred.var_names)
+        for gene in have.columns:
+            std[:, names.index(gene)] = np.asarray(have[gene], dtype=np.float32)
+    return std
+
+
 def cells_anndata(
     pred: anndata.AnnData, cells: CellShapes, *, min_covered: float = 0.5
 ) -> anndata.AnnData:
@@ -319,7 +333,7 @@ def cells_anndata(
         )
     w = weights[keep]
     mean = w @ _dense(pred.X)
-    std = np.sqrt(w.multiply(w) @ _dense(pred.layers["std"]) ** 2)
+    std = np.sqrt(w.multiply(w) @ _bin_std(pred) ** 2)
     out = ad.AnnData(
         X=mean.astype(np.float32),
         obs=pd.DataFrame(

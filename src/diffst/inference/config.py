@@ -92,6 +92,12 @@ class PredictConfig:
     block_gib: float = 1.0
     # the memory (GiB) of one block's statistics when streaming; the block side follows from it
     # and the number of genes (whole LR cells, a multiple of the tile stride)
+    uncertainty_genes: tuple[str, ...] | None = None
+    # genes whose sample statistics (std, q05, q95, samples' mean) are written. None: every gene,
+    # as layers (four values per gene and bin beside X); a list: those genes only, as obsm
+    # DataFrames obsm['std' | 'q05' | 'q95' | 'sample_mean'] (columns = genes), so a large
+    # panel's file holds X and the chosen genes' intervals; (): none. uns['diffst']['uncertainty']
+    # records the choice
 
     def __post_init__(self) -> None:
         if self.sampler not in ("ddpm", "ddim", "dpmpp"):

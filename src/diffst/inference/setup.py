@@ -199,6 +199,9 @@ def _check_options(cfg: PredictConfig, model_genes: list[str]) -> None:
     unknown = [g for g in cfg.figure_genes if g not in model_genes]
     if unknown:
         raise ConfigError(f"predict.figure_genes: {unknown} are not genes of the checkpoint")
+    unknown = [g for g in cfg.uncertainty_genes or () if g not in model_genes]
+    if unknown:
+        raise ConfigError(f"predict.uncertainty_genes: {unknown} are not genes of the checkpoint")
 
 
 def precision_used(cfg: PredictConfig, bundle: Any) -> str:

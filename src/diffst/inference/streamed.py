@@ -151,28 +151,45 @@ class StreamedResult:
 
 
 class _Datasets:
-    """``X`` and the four layers of an h5ad, created at their full size and filled by rows."""
+    """``X`` and the sample statistics of an h5ad, created at their full size, filled by rows.
 
-    def __init__(self, path: Path, n_obs: int, n_genes: int) -> None:
+    The statistics of every gene go to ``layers/<key>``; with ``subset`` (gene indices) those
+    genes' go to ``uncertainty/<key>`` (moved to ``obsm`` DataFrames by :func:`finish_h5ad`).
+    ``columns[name]`` holds each dataset's gene indices.
+    """
+
+    def __init__(
+        self, path: Path, n_obs: int, n_genes: int, subset: np.ndarray | None = None
+    ) -> None:
         import h5py
 
         from diffst.inference.to_anndata import LAYER_STATS
+        from diffst.inference.uncertainty import Stat
 
         self.file = h5py.File(path, "w")
-        rows = max(1, min(n_obs, (1 << 20) // max(n_genes, 1)))
-        chunks = (rows, max(1, min(n_genes, 1 << 12))) if n_obs and n_genes else None
         self.file.create_group("layers")
-        self.names = {"X": None, **{f"layers/{k}": v for k, v in LAYER_STATS.items()}}
-        for name in self.names:
-            self.file.create_dataset(name, (n_obs, n_genes), dtype="float32", chunks=chunks)
+        every = np.arange(n_genes)
+        group = "layers" if subset is None else "uncertainty"
+        some = every if subset is None else np.asarray(subset, dtype=np.int64)
+        self.stats: dict[str, int] = {"X": int(Stat.MEAN)}
+        self.columns: dict[str, np.ndarray] = {"X": every}
+        for key, stat in LAYER_STATS.items():
+            if len(some):
+                self.stats[f"{group}/{key}"] = int(stat)
+                self.columns[f"{group}/{key}"] = some
+        for name, cols in self.columns.items():
+            width = len(cols)
+            rows = max(1, min(n_obs, (1 << 20) // max(width, 1)))
+            chunks = (rows, max(1, min(width, 1 << 12))) if n_obs and width else None
+            self.file.create_dataset(name, (n_obs, width), dtype="float32", chunks=chunks)
 
     def write(self, start: int, values: np.ndarray) -> None:
         """Rows ``start …`` from ``values [5, G, n]`` (axis 0 as ``Stat``)."""
-        from diffst.inference.uncertainty import Stat
-
         n = values.shape[2]
-        for name, stat in self.names.items():
-            self.file[name][start : start + n] = values[Stat.MEAN if stat is None else stat].T
+        for name, stat in self.stats.items():
+            cols = self.columns[name]
+            part = values[stat] if len(cols) == values.shape[1] else values[stat][cols]
+            self.file[name][start : start + n] = part.T
 
 
 def _spot_index(ctx: TileContext, tissue: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -240,7 +257,10 @@ def run_streamed(
     )  # fmt: skip
     rows_all, cols_all = [], []
     n_obs = int(tissue.sum())
-    out = _Datasets(tmp_path, n_obs, ctx.n_genes) if env.is_main else None
+    subset = None
+    if cfg.uncertainty_genes is not None:
+        subset = np.asarray([genes.index(g) for g in cfg.uncertainty_genes], dtype=np.int64)
+    out = _Datasets(tmp_path, n_obs, ctx.n_genes, subset) if env.is_main else None
     done, start = 0, 0
     if on_progress is not None:
         on_progress(done, total_runs)
@@ -307,36 +327,39 @@ def _finish_values(
     per_spot: np.ndarray, keep: np.ndarray, project: bool,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """One pass over the written rows: project them onto the spots (when asked) and sum ``X``
-    and ``std`` per gene. Returns ``(Σ X [G], mean std [G])``."""
+    and ``std`` per gene. Returns ``(Σ X [G], mean std [G])`` (NaN for genes without std)."""
+    from diffst.inference.uncertainty import Stat
+
     n_obs, n_genes = out.file["X"].shape
     has_total = totals > 0
     scale = np.where(has_total, measured / np.where(has_total, totals, 1.0), 1.0)
     shift = np.where(has_total, 0.0, measured / np.maximum(per_spot, 1)[:, None])
-    columns = np.flatnonzero(keep)
+    kept_column = np.cumsum(keep) - 1  # gene → its column in the measured genes' arrays
     step = max(1, _ROWS_PER_PASS // max(n_genes, 1))
     counts = np.zeros(n_genes, dtype=np.float64)
-    std_sum = np.zeros(n_genes, dtype=np.float64)
+    std_sum = np.full(n_genes, np.nan)
+    for name, stat in out.stats.items():
+        if stat == Stat.STD:
+            std_sum[out.columns[name]] = 0.0
     for a in range(0, n_obs, step):
         b = min(a + step, n_obs)
         s = spot[a:b]
         rows = np.flatnonzero(s >= 0)
-        for name in out.names:
-            if not project or not len(rows) or not len(columns):
-                if name in ("X", "layers/std"):
-                    values = np.asarray(out.file[name][a:b])
-                    (counts if name == "X" else std_sum)[:] += values.sum(axis=0, dtype=np.float64)
-                continue
+        for name, stat in out.stats.items():
+            genes = out.columns[name]
+            local = np.flatnonzero(keep[genes])  # the dataset's columns of measured genes
             values = np.asarray(out.file[name][a:b])
-            part = values[np.ix_(rows, columns)].astype(np.float64)
-            factor = scale[s[rows]]
-            if name == "layers/std":
-                part = part * factor
-            else:
-                part = part * factor + shift[s[rows]]
-            values[np.ix_(rows, columns)] = part.astype(np.float32)
-            out.file[name][a:b] = values
-            if name in ("X", "layers/std"):
-                (counts if name == "X" else std_sum)[:] += values.sum(axis=0, dtype=np.float64)
+            if project and len(rows) and len(local):
+                cells = np.ix_(rows, local)
+                part = values[cells].astype(np.float64)
+                at = np.ix_(s[rows], kept_column[genes[local]])
+                part = part * scale[at] if stat == Stat.STD else part * scale[at] + shift[at]
+                values[cells] = part.astype(np.float32)
+                out.file[name][a:b] = values
+            if stat == Stat.MEAN:
+                counts[genes] += values.sum(axis=0, dtype=np.float64)
+            elif stat == Stat.STD:
+                std_sum[genes] += values.sum(axis=0, dtype=np.float64)
     return counts, std_sum / max(n_obs, 1)
 
 
@@ -351,6 +374,13 @@ def finish_h5ad(result: StreamedResult, frame: anndata.AnnData, out: Path) -> an
     if frame.n_obs != len(result.rows):
         raise ValueError(f"annotations for {frame.n_obs} bins, values for {len(result.rows)}")
     with h5py.File(result.tmp_path, "a") as f:
+        if "uncertainty" in f:  # a chosen subset of genes: obsm DataFrames, no layers
+            import pandas as pd
+
+            genes = list(frame.uns["diffst"]["uncertainty"]["genes"])
+            for key, ds in f["uncertainty"].items():
+                frame.obsm[key] = pd.DataFrame(np.asarray(ds), index=frame.obs_names, columns=genes)
+            del f["uncertainty"]
         write_elem(f, "obs", frame.obs)
         write_elem(f, "var", frame.var)
         write_elem(f, "obsm", dict(frame.obsm))

@@ -24,7 +24,11 @@ Layout (one observation per HR bin inside tissue, row-major over the section gri
   HR bin side in full-res px, ``fiducial_diameter_fullres``), the layout of
   ``scanpy.read_visium``;
 * ``uns['diffst']``: run metadata (config, checkpoint sha256, sampler, steps, seed, n_samples,
-  geometry, spot consistency).
+  geometry, spot consistency, ``uncertainty``: which genes have sample statistics and where).
+
+With ``PredictConfig.uncertainty_genes`` set, the sample statistics of those genes only are
+written, as ``obsm['std' | 'q05' | 'q95' | 'sample_mean']`` DataFrames (index ``obs_names``,
+one column per chosen gene), and there are no layers (:func:`uncertainty_subset`).
 
 A streamed prediction (:mod:`diffst.inference.streamed`) writes the same layout block by block;
 its observations are ordered block by block (row-major inside each block) and
@@ -58,6 +62,8 @@ __all__ = [
     "hires_image",
     "read_prediction",
     "spatial_images",
+    "uncertainty_entry",
+    "uncertainty_subset",
     "write_h5ad_atomic",
     "write_spatialdata_atomic",
 ]
@@ -220,6 +226,32 @@ LAYER_STATS = {
     AnnDataKey.SAMPLE_MEAN.value: Stat.SAMPLE_MEAN,
 }
 """``layers`` key → the statistic it holds (``X`` holds :attr:`Stat.MEAN`)."""
+
+
+def uncertainty_entry(genes: tuple[str, ...] | list[str] | None) -> dict[str, Any]:
+    """``uns['diffst']['uncertainty']`` for ``PredictConfig.uncertainty_genes``."""
+    if genes is None:
+        return {"genes": "all", "stored_in": "layers", "statistics": list(LAYER_STATS)}
+    return {"genes": [str(g) for g in genes], "stored_in": "obsm", "statistics": list(LAYER_STATS)}
+
+
+def uncertainty_subset(adata: anndata.AnnData, genes: tuple[str, ...] | list[str]) -> None:
+    """Keep the sample statistics of ``genes`` only: each layer becomes an ``obsm`` DataFrame
+    of those genes' columns (index ``obs_names``), and the layers are dropped (in place)."""
+    import pandas as pd
+
+    names = list(adata.var_names)
+    index = [names.index(g) for g in genes]
+    if "mean_std" in adata.var:  # the mean std of the genes without statistics is not known
+        adata.var["mean_std"] = np.where(adata.var_names.isin(list(genes)), adata.var["mean_std"],
+                                         np.nan)  # fmt: skip
+    for key in LAYER_STATS:
+        if key not in adata.layers:
+            continue
+        if index:
+            values = np.asarray(adata.layers[key])[:, index]
+            adata.obsm[key] = pd.DataFrame(values, index=adata.obs_names, columns=list(genes))
+        del adata.layers[key]
 
 
 def anndata_frame(

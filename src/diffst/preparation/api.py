@@ -21,7 +21,7 @@ from diffst._version import __version__
 from diffst.config import to_dict
 from diffst.data.transforms import NormStats, normalisation_stats
 from diffst.io.sample import InputError, SpatialSample
-from diffst.preparation.coexpr import coexpression, train_bins_mask
+from diffst.preparation.coexpr import coexpression_of, train_bins_mask
 from diffst.preparation.plan import (
     PatchPlan,
     PreparedStore,
@@ -51,14 +51,33 @@ __all__ = ["plan_section", "prepare", "train_statistics", "training_scan"]
 def train_statistics(
     section: SectionInputs, plan: PatchPlan, cfg: PrepareConfig
 ) -> tuple[NormStats, dict[str, Any]]:
-    """Normalisation statistics and co-expression from in-tissue bins of train patches only."""
+    """Normalisation statistics and co-expression from in-tissue bins of train patches only.
+
+    Both are computed in chunks (genes for the per-gene percentiles, bins for the correlation),
+    so the temporaries stay bounded for large panels on large sections instead of holding
+    several float64 copies of every gene at every train bin.
+    """
     train = plan.split == 0
     bins = train_bins_mask(
         section.geometry.shape_hr, plan.rows[train], plan.cols[train], cfg.patch, section.tissue
     )
     assert section.hr is not None
-    counts = section.hr[:, bins]
-    return normalisation_stats(counts, cfg.normalisation, section.lr_bins), coexpression(counts)
+    n_genes = section.hr.shape[0]
+    flat = np.flatnonzero(bins.ravel())
+    hr = section.hr.reshape(n_genes, -1)
+    if flat.size == 0:
+        return normalisation_stats(hr[:, flat], cfg.normalisation, section.lr_bins), {}
+    step = max(1, _STATS_BYTES // (16 * flat.size))  # genes per percentile chunk
+    parts = [
+        normalisation_stats(hr[g : g + step][:, flat], cfg.normalisation, section.lr_bins)
+        for g in range(0, n_genes, step)
+    ]
+    norm = dataclasses.replace(parts[0], gene_scale=tuple(v for p in parts for v in p.gene_scale))
+    coexpr = coexpression_of(lambda a, b: hr[:, flat[a:b]], n_genes, flat.size, _STATS_BYTES)
+    return norm, coexpr
+
+
+_STATS_BYTES = 1 << 28  # temporaries of the train statistics
 
 
 def plan_section(

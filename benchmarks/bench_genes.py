@@ -4,7 +4,8 @@ For each N a synthetic section (labelled synthetic; ``diffst.synthetic.simulate_
 genes) is prepared, trained for a few steps with the ``small`` preset and predicted whole; each
 stage runs in a fresh process so that its peak RSS is its own. Rows: prepare seconds and peak
 RSS, store size, training step seconds (median after the first) and peak RSS, predict seconds
-per mm² and peak RSS. Prints one JSON line per N and a Markdown table.
+per mm² and peak RSS, and ``diffst evaluate`` of that prediction against the store's test split
+(seconds, peak RSS, mean PCC over the N genes). Prints one JSON line per N and a Markdown table.
 
 Usage::
 
@@ -30,7 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=6, help="training steps (first one untimed)")
     p.add_argument("--samples", type=int, default=2, help="predict: K per tile")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--stage", choices=["prepare", "train", "predict"], help=argparse.SUPPRESS)
+    p.add_argument(
+        "--stage", choices=["prepare", "train", "predict", "evaluate"], help=argparse.SUPPRESS
+    )
     p.add_argument("--n", type=int, help=argparse.SUPPRESS)
     return p
 
@@ -82,6 +85,14 @@ def _stage(args: argparse.Namespace) -> dict:
         times = sorted(8.0 / float(r["patches_per_s"]) for r in rows[1:] if r["patches_per_s"])
         return {"step_s": times[len(times) // 2] if times else float("nan"),
                 "train_rss_gib": _peak_gib()}  # fmt: skip
+    if args.stage == "evaluate":
+        from diffst.api import evaluate
+
+        t0 = time.perf_counter()
+        report = evaluate(root / "pred.h5ad", store, out_dir=root / "eval")
+        seconds = time.perf_counter() - t0
+        return {"evaluate_s": seconds, "evaluate_rss_gib": _peak_gib(),
+                "evaluate_mean_pcc": _mean_pcc(report)}  # fmt: skip
     from diffst.api import predict
 
     sample = _sample(n, args.size_um)
@@ -95,6 +106,16 @@ def _stage(args: argparse.Namespace) -> dict:
             "predicted_bins": adata.n_obs}  # fmt: skip
 
 
+def _mean_pcc(report: object) -> dict[str, float]:
+    """Mean over genes of each scored method's PCC (``EvaluationReport.scores``)."""
+    out = {}
+    for name, scores in getattr(report, "scores", {}).items():
+        genes = getattr(scores, "genes", None)
+        if genes is not None and "pcc" in genes:
+            out[name] = float(genes["pcc"].mean())
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     if args.stage is not None:
@@ -104,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for n in args.genes:
         row: dict = {"genes": n}
-        for stage in ("prepare", "train", "predict"):
+        for stage in ("prepare", "train", "predict", "evaluate"):
             cmd = [sys.executable, __file__, "--out", str(args.out), "--stage", stage, "--n",
                    str(n), "--size-um", str(args.size_um), "--steps", str(args.steps),
                    "--samples", str(args.samples), "--threads", str(args.threads)]  # fmt: skip
@@ -114,14 +135,15 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(row)
     print(
         "| genes | prepare s | prepare GiB | store MiB | train step s (batch 8) | train GiB "
-        "| predict s/mm² | predict GiB |"
+        "| predict s/mm² | predict GiB | evaluate s | evaluate GiB |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
             f"| {r['genes']} | {r['prepare_s']:.1f} | {r['prepare_rss_gib']:.2f} | "
             f"{r['store_mib']:.0f} | {r['step_s']:.2f} | {r['train_rss_gib']:.2f} | "
-            f"{r['predict_s_per_mm2']:.1f} | {r['predict_rss_gib']:.2f} |"
+            f"{r['predict_s_per_mm2']:.1f} | {r['predict_rss_gib']:.2f} | "
+            f"{r['evaluate_s']:.1f} | {r['evaluate_rss_gib']:.2f} |"
         )
 
 

@@ -178,9 +178,10 @@ class _Datasets:
                 self.stats[f"{group}/{key}"] = int(stat)
                 self.columns[f"{group}/{key}"] = some
         for name, cols in self.columns.items():
+            # 4,096 bins × 64 genes (1 MiB) per chunk: reading a few genes back
+            # (read_prediction) touches a 64-gene column of chunks, not the whole file
             width = len(cols)
-            rows = max(1, min(n_obs, (1 << 20) // max(width, 1)))
-            chunks = (rows, max(1, min(width, 1 << 12))) if n_obs and width else None
+            chunks = (min(n_obs, 1 << 12), min(width, 64)) if n_obs and width else None
             self.file.create_dataset(name, (n_obs, width), dtype="float32", chunks=chunks)
 
     def write(self, start: int, values: np.ndarray) -> None:

@@ -56,6 +56,33 @@ def test_model_with_torchscript_backbone(scripted: Path) -> None:
     assert grad is not None and grad.abs().sum() > 0
 
 
+class _NormedCNN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(IMAGE_CHANNELS, 5, 3, stride=2, padding=1)
+        self.bn = nn.BatchNorm2d(5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.bn(self.conv(x)))
+
+
+def test_gradient_checkpointing_leaves_an_external_backbone_alone(tmp_path: Path) -> None:
+    """Recomputing a backbone in backward would update its BatchNorm statistics twice."""
+    path = tmp_path / "normed.pt"
+    torch.jit.script(_NormedCNN()).save(str(path))
+    tracked = []
+    for flag in (False, True):
+        cfg = tiny_config(
+            backbone=f"torchscript:{path}", backbone_trainable=True, gradient_checkpointing=flag
+        )
+        model = tiny_model(cfg).train()
+        cond = model.encode_condition(**tiny_inputs(2))
+        cond.features.square().mean().backward()
+        tracked.append(int(model.histology.tissue.features.module.bn.num_batches_tracked))
+    # once at the width probe, once for the tissue view, once for the cell tiles; not again
+    assert tracked[1] == tracked[0] == 3
+
+
 def test_torchscript_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         build_backbone(

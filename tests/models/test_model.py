@@ -199,16 +199,54 @@ def test_adjacency_is_saved_with_the_weights() -> None:
     )
 
 
-def test_gradient_checkpointing_gives_the_same_gradients() -> None:
-    grads = []
-    for flag in (False, True):
-        torch.manual_seed(0)
-        model = tiny_model(tiny_config(gradient_checkpointing=flag, dropout=0.0)).train()
-        model.set_training_progress(1.0)
-        _, out = _run(model)
-        out.prediction.square().mean().backward()
-        grads.append(model.denoiser.input_conv.weight.grad.clone())
-    torch.testing.assert_close(grads[0], grads[1])
+CHECKPOINTED = {
+    "paper": {},
+    # corrective diffusion: the UNet runs twice (mean pass, denoiser) and reads HR image features
+    "mean_head": {"mean_head": True, "hr_image_channels": 3, "hr_image_width": 8},
+    # attention inside the recomputed segments, two blocks per level, dropout (RNG restored)
+    "attention_dropout": {"attention_resolutions": (1, 2), "num_res_blocks": 2, "dropout": 0.2},
+}
+
+
+def _step_with_saved_bytes(cfg_changes: dict[str, Any], flag: bool, *, train: bool = True):
+    """Outputs, parameter gradients and bytes saved for backward of one loss on a tiny model."""
+    torch.manual_seed(0)
+    model = tiny_model(tiny_config(gradient_checkpointing=flag, **cfg_changes)).train(train)
+    model.set_training_progress(0.0)  # a curriculum share below 1: the top-k tiles are picked
+    saved = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    torch.manual_seed(1)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        cond, out = _run(model)
+    loss = out.prediction.square().mean() + out.variance.square().mean() + cond.disentangle_loss
+    if cond.mean is not None:
+        loss = loss + cond.mean.square().mean()
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return (out.prediction.detach(), out.variance.detach()), grads, sum(saved.values())
+
+
+@pytest.mark.parametrize("name", list(CHECKPOINTED))
+def test_gradient_checkpointing_gives_the_same_gradients(name: str) -> None:
+    outs, grads, saved = _step_with_saved_bytes(CHECKPOINTED[name], False)
+    outs_ck, grads_ck, saved_ck = _step_with_saved_bytes(CHECKPOINTED[name], True)
+    torch.testing.assert_close(outs_ck, outs, rtol=0, atol=0)
+    assert grads_ck.keys() == grads.keys()
+    assert len(grads) == sum(1 for _ in tiny_model(tiny_config(**CHECKPOINTED[name])).parameters())
+    for key in grads:
+        torch.testing.assert_close(grads_ck[key], grads[key], rtol=1e-5, atol=1e-7, msg=key)
+    # the encoders, the fusion and the UNet keep far less for backward (only segment inputs)
+    assert saved_ck < 0.5 * saved, (saved_ck, saved)
+
+
+def test_gradient_checkpointing_is_off_outside_training() -> None:
+    _, _, saved_eval = _step_with_saved_bytes({}, False, train=False)
+    _, _, saved_eval_ck = _step_with_saved_bytes({}, True, train=False)
+    assert saved_eval_ck == saved_eval
 
 
 def test_tile_mosaic_reassembles_the_image_the_tiles_were_cut_from() -> None:

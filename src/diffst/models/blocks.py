@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 __all__ = [
     "CrossAttention",
@@ -17,9 +20,19 @@ __all__ = [
     "Upsample",
     "grid_position_encoding",
     "group_norm",
+    "recomputed",
     "resize_to",
     "timestep_embedding",
 ]
+
+
+def recomputed(enabled: bool, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``; with ``enabled`` (and autograd on) its activations are not kept for
+    backward but recomputed there (non-reentrant gradient checkpointing: same values, same
+    gradients, the RNG state of dropout restored). ``fn`` must not update buffers (BatchNorm)."""
+    if enabled and torch.is_grad_enabled():
+        return checkpoint(fn, *args, use_reentrant=False)
+    return fn(*args)
 
 
 def group_norm(channels: int, groups: int) -> nn.GroupNorm:

@@ -33,7 +33,9 @@ class ModelConfig:
     num_heads: int = 4  # heads of every attention layer
     dropout: float = 0.0  # dropout inside residual blocks (release: 0)
     learn_sigma: bool = True  # also predict the variance interpolation v (G extra channels)
-    gradient_checkpointing: bool = False  # recompute UNet blocks in backward (less memory)
+    gradient_checkpointing: bool = False  # keep only the inputs of the UNet's blocks, upsampling
+    # and output head, the built-in image encoders and the fusion for backward and recompute the
+    # rest there: same values and gradients, less activation memory, one more forward's compute
     time_embed_mult: int = 4  # time-embedding width = time_embed_mult × base_channels
     norm_groups: int = 32  # GroupNorm groups (reduced to a divisor of the channel count)
     cond_channels: int = 64  # width of every conditioning feature map (per modality part)

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from diffst.models.blocks import (
     CrossAttention,
@@ -19,6 +18,7 @@ from diffst.models.blocks import (
     Upsample,
     grid_position_encoding,
     group_norm,
+    recomputed,
     resize_to,
 )
 from diffst.models.config import ModelConfig
@@ -148,7 +148,7 @@ class ConditionalUNet(nn.Module):
             assert isinstance(stage, _Level)
             h = h + resize_to(self.cond_proj[level](cond_features), tuple(h.shape[-2:]))
             for block, attn in zip(stage.blocks, stage.attn, strict=True):
-                h = attn(self._block(block, h, emb))
+                h = self._segment(block, attn, h, emb)
                 hs.append(h)
             if level < len(self.downsample):
                 h = self.downsample[level](h)
@@ -157,22 +157,45 @@ class ConditionalUNet(nn.Module):
         for i, stage in enumerate(self.up):
             assert isinstance(stage, _Level)
             for block, attn in zip(stage.blocks, stage.attn, strict=True):
-                h = attn(self._block(block, torch.cat([h, hs.pop()], dim=1), emb))
+                h = self._segment(block, attn, h, emb, hs.pop())
             if i < len(self.upsample):
-                h = self.upsample[i](h, size=(hs[-1].shape[-2], hs[-1].shape[-1]))
-        out = self.out_conv(F.silu(self.out_norm(h)))
+                size = (hs[-1].shape[-2], hs[-1].shape[-1])
+                h = recomputed(self._checkpointing, self.upsample[i], h, size)
+        out = recomputed(self._checkpointing, self._head, h)
         if self.cfg.learn_sigma:
             pred, var = out.chunk(2, dim=1)
             return DenoiserOutput(pred, var)
         return DenoiserOutput(out, None)
 
-    def _block(self, block: nn.Module, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        """Run a residual block, recomputed in backward with gradient checkpointing."""
-        if self.cfg.gradient_checkpointing and self.training and torch.is_grad_enabled():
-            out = checkpoint(block, h, emb, use_reentrant=False)
-            assert isinstance(out, torch.Tensor)
-            return out
-        return block(h, emb)
+    @property
+    def _checkpointing(self) -> bool:
+        """``model.gradient_checkpointing`` in training mode."""
+        return self.cfg.gradient_checkpointing and self.training
+
+    def _segment(
+        self,
+        block: nn.Module,
+        attn: nn.Module,
+        h: torch.Tensor,
+        emb: torch.Tensor,
+        skip: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """A residual block (its input concatenated with a decoder skip) and its attention.
+
+        With gradient checkpointing only ``h`` and ``skip`` are kept for backward: the
+        concatenation and everything inside the block are recomputed there.
+        """
+
+        def run(h: torch.Tensor, emb: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
+            x = h if skip is None else torch.cat([h, skip], dim=1)
+            return attn(block(x, emb))
+
+        out = recomputed(self._checkpointing, run, h, emb, skip)
+        assert isinstance(out, torch.Tensor)
+        return out
+
+    def _head(self, h: torch.Tensor) -> torch.Tensor:
+        return self.out_conv(F.silu(self.out_norm(h)))
 
     def _middle(self, h: torch.Tensor, emb: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         h = self.mid1(h, emb)

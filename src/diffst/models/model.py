@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffst.config import ConfigError
+from diffst.models.blocks import recomputed
 from diffst.models.config import ModelConfig
 from diffst.models.denoiser import ConditionalUNet, DenoiserOutput
 from diffst.models.fusion import MultiModalFusion
@@ -197,6 +198,9 @@ class DiffSTModel(nn.Module):
             ``model.lr_mask_input`` (default: every cell measured).
         """
         grid = (self.grid, self.grid)
+        # model.gradient_checkpointing: the image encoders and the fusion are recomputed in
+        # backward too (the built-in CNNs only: an external backbone may update BatchNorm buffers)
+        recompute = self.cfg.gradient_checkpointing and self.training
         mask = None
         if self.mask_input and lr is not None:
             mask = (
@@ -214,9 +218,10 @@ class DiffSTModel(nn.Module):
             if tissue is None or tissue.ndim != 4 or tissue.shape[1] != self.image_channels:
                 got = None if tissue is None else tuple(tissue.shape)
                 raise ValueError(f"tissue: [B, {self.image_channels}, S, S] needed, got {got}")
-            img = self.histology(tissue, cells, cell_score, grid)
+            builtin = self.cfg.backbone == "builtin"
+            img = recomputed(recompute and builtin, self.histology, tissue, cells, cell_score, grid)
         if self.fusion is not None and img is not None and expr is not None:
-            fused = self.fusion(img, expr)
+            fused = recomputed(recompute, self.fusion, img, expr)
             features, loss = fused.features, fused.disentangle_loss
         else:
             features = expr if expr is not None else img
@@ -232,7 +237,7 @@ class DiffSTModel(nn.Module):
         if self.hr_image is not None:
             assert tissue is not None
             image = tile_mosaic(cells) if cells is not None else tissue
-            hr_image = self.hr_image(image, (self.hr_size, self.hr_size))
+            hr_image = recomputed(recompute, self.hr_image, image, (self.hr_size, self.hr_size))
         cond = Condition(
             features, pooled.flatten(2).transpose(1, 2), loss, lr_up, hr_image, mask_up
         )

@@ -32,6 +32,7 @@ from diffst.preparation.plan import (
 from diffst.sections.binning import (
     GridGeometry,
     SourceScan,
+    SparseCounts,
     gene_counts_per_cell,
     gene_totals_in_bins,
     scan_transcripts,
@@ -64,6 +65,8 @@ def train_statistics(
     assert section.hr is not None
     n_genes = section.hr.shape[0]
     flat = np.flatnonzero(bins.ravel())
+    if isinstance(section.hr, SparseCounts):
+        return _sparse_train_statistics(section.hr, flat, cfg, section.lr_bins)
     hr = section.hr.reshape(n_genes, -1)
     if flat.size == 0:
         return normalisation_stats(hr[:, flat], cfg.normalisation, section.lr_bins), {}
@@ -74,6 +77,29 @@ def train_statistics(
     ]
     norm = dataclasses.replace(parts[0], gene_scale=tuple(v for p in parts for v in p.gene_scale))
     coexpr = coexpression_of(lambda a, b: hr[:, flat[a:b]], n_genes, flat.size, _STATS_BYTES)
+    return norm, coexpr
+
+
+def _sparse_train_statistics(
+    hr: SparseCounts, flat: np.ndarray, cfg: PrepareConfig, lr_bins: float
+) -> tuple[NormStats, dict[str, Any]]:
+    """:func:`train_statistics` of a sparse HR map: each gene's percentile from its non-zero
+    train bins and its count of zeros (the same sorted values, so the same percentile)."""
+    n_genes = hr.shape[0]
+    if flat.size == 0:
+        return normalisation_stats(np.zeros((n_genes, 0)), cfg.normalisation, lr_bins), {}
+    train = hr.matrix[flat].tocsc()
+    scales = []
+    for g in range(n_genes):
+        nonzero = train.data[train.indptr[g] : train.indptr[g + 1]]
+        values = np.zeros((1, flat.size), dtype=np.int64)
+        values[0, flat.size - nonzero.size :] = np.sort(nonzero)
+        scales.extend(normalisation_stats(values, cfg.normalisation, lr_bins).gene_scale)
+    norm = dataclasses.replace(
+        normalisation_stats(np.ones((1, 1)), cfg.normalisation, lr_bins), gene_scale=tuple(scales)
+    )
+    del train
+    coexpr = coexpression_of(lambda a, b: hr.bins(flat[a:b]), n_genes, flat.size, _STATS_BYTES)
     return norm, coexpr
 
 

@@ -24,10 +24,13 @@ __all__ = [
     "BinningStats",
     "GridGeometry",
     "SourceScan",
+    "SparseCounts",
     "bin_transcripts",
+    "bin_transcripts_sparse",
     "bin_transcripts_with_stats",
     "gene_index_map",
     "gene_totals_in_bins",
+    "pool_counts",
     "pool_grid",
     "pool_window",
     "rasterise_spots",
@@ -364,6 +367,130 @@ def _add_counts(out: np.ndarray, g: np.ndarray, i: np.ndarray, j: np.ndarray) ->
         starts = np.flatnonzero(np.concatenate(([True], flat[1:] != flat[:-1])))
         runs = np.diff(np.append(starts, len(flat)))
         out.reshape(-1)[flat[starts]] += runs.astype(np.int32)
+
+
+@dataclass
+class SparseCounts:
+    """HR counts of ``G`` genes on an ``H × W`` grid, held as a CSR matrix ``[H·W, G]`` of the
+    non-zero (bin, gene) counts (bins row-major): memory follows the molecules, not genes × bins.
+
+    Reads like the dense ``[G, H, W]`` int32 map where sections use it: ``shape``, windows
+    ``counts[:, r0:r1, c0:c1]`` (dense int32, clipped at the grid like numpy slices),
+    ``sum(axis=0)``, :meth:`bins`, :meth:`pooled` and :meth:`toarray`.
+    """
+
+    matrix: sp.csr_matrix  # [H·W, G] int32
+    grid: tuple[int, int]  # (H, W)
+
+    dtype = np.dtype(np.int32)
+    ndim = 3
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (int(self.matrix.shape[1]), *self.grid)
+
+    @property
+    def nbytes(self) -> int:
+        m = self.matrix
+        return int(m.data.nbytes + m.indices.nbytes + m.indptr.nbytes)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if not (isinstance(key, tuple) and len(key) == 3 and key[0] == slice(None)):
+            raise TypeError("SparseCounts supports windows [:, rows, cols] only")
+        h, w = self.grid
+        r0, r1, _ = key[1].indices(h)
+        c0, c1, _ = key[2].indices(w)
+        rows, cols = max(r1 - r0, 0), max(c1 - c0, 0)
+        if rows == 0 or cols == 0:
+            return np.zeros((self.shape[0], rows, cols), dtype=np.int32)
+        index = (np.arange(r0, r1)[:, None] * w + np.arange(c0, c1)[None, :]).ravel()
+        return self.bins(index).reshape(-1, rows, cols)
+
+    def bins(self, index: np.ndarray) -> np.ndarray:
+        """``[G, n]`` int32 counts of the bins with row-major indices ``index [n]``."""
+        return np.ascontiguousarray(self.matrix[np.asarray(index)].toarray().T, dtype=np.int32)
+
+    def sum(self, axis: int = 0) -> np.ndarray:
+        """Molecules per bin ``[H, W]`` (int64; ``axis`` must be 0, the genes)."""
+        if axis != 0:
+            raise ValueError("SparseCounts.sum: only over the genes (axis 0)")
+        return np.asarray(self.matrix.sum(axis=1, dtype=np.int64)).reshape(self.grid)
+
+    def pooled(self, factor: int) -> np.ndarray:
+        """:func:`pool_grid` of the map: ``[G, ceil(H / f), ceil(W / f)]`` int64."""
+        h, w = self.grid
+        hl, wl = -(-h // factor), -(-w // factor)
+        coo = self.matrix.tocoo()
+        i, j = np.divmod(coo.row.astype(np.int64), w)
+        cell = (i // factor) * wl + j // factor
+        n = self.shape[0] * hl * wl
+        sums = np.bincount(coo.col.astype(np.int64) * (hl * wl) + cell, weights=coo.data,
+                           minlength=n)  # fmt: skip
+        return np.rint(sums).astype(np.int64).reshape(-1, hl, wl)
+
+    def toarray(self) -> np.ndarray:
+        """The dense ``[G, H, W]`` int32 map."""
+        return np.ascontiguousarray(self.matrix.T.toarray().reshape(self.shape), dtype=np.int32)
+
+
+def bin_transcripts_sparse(
+    source: TranscriptSource,
+    genes: tuple[str, ...],
+    geometry: GridGeometry,
+    *,
+    density: bool = False,
+    max_chunk: int = 2_000_000,
+) -> tuple[SparseCounts, BinningStats, np.ndarray | None]:
+    """:func:`bin_transcripts_with_stats` into a :class:`SparseCounts`: the same counts, kept
+    as (bin, gene) pairs; the density (all non-control genes per bin) stays a dense ``[H, W]``."""
+    gmap = gene_index_map(source.genes, genes)
+    h, w = geometry.shape_hr
+    n_genes = len(genes)
+    stats = BinningStats()
+    dens = np.zeros((1, h, w), dtype=np.int32) if density else None
+    dmap = np.where(np.asarray(source.control, dtype=bool), -1, 0).astype(np.int64)
+    codes: list[np.ndarray] = []
+    counts: list[np.ndarray] = []
+    inv = 1.0 / geometry.hr_um
+    for chunk in source.iter_chunks():
+        _check_chunk(chunk, source)
+        for start in range(0, len(chunk), max_chunk):
+            piece = TranscriptChunk(
+                chunk.x_um[start : start + max_chunk],
+                chunk.y_um[start : start + max_chunk],
+                chunk.gene[start : start + max_chunk],
+            )
+            g_all = gmap[piece.gene]
+            in_panel = g_all >= 0
+            stats.total += len(piece)
+            stats.not_in_panel += int(len(piece) - np.count_nonzero(in_panel))
+            u = (np.asarray(piece.x_um)[in_panel] - geometry.origin_um[0]) * inv
+            v = (np.asarray(piece.y_um)[in_panel] - geometry.origin_um[1]) * inv
+            ok = (u >= 0) & (u < w) & (v >= 0) & (v < h)
+            n_ok = int(np.count_nonzero(ok))
+            stats.outside_grid += int(len(ok) - n_ok)
+            stats.kept += n_ok
+            if n_ok:
+                code = (v[ok].astype(np.int64) * w + u[ok].astype(np.int64)) * n_genes
+                code += g_all[in_panel][ok]
+                unique, runs = np.unique(code, return_counts=True)
+                codes.append(unique)
+                counts.append(runs)
+            if dens is not None:
+                accumulate_chunk(dens, piece, dmap, geometry, BinningStats())
+    code = np.concatenate(codes) if codes else np.zeros(0, np.int64)
+    data = np.concatenate(counts) if counts else np.zeros(0, np.int64)
+    matrix = sp.csr_matrix(
+        (data.astype(np.int32), (code // max(n_genes, 1), code % max(n_genes, 1))),
+        shape=(h * w, n_genes),
+    )
+    matrix.sum_duplicates()
+    return SparseCounts(matrix, (h, w)), stats, None if dens is None else dens[0]
+
+
+def pool_counts(hr: np.ndarray | SparseCounts, factor: int) -> np.ndarray:
+    """:func:`pool_grid` of a dense or a :class:`SparseCounts` HR map."""
+    return hr.pooled(factor) if isinstance(hr, SparseCounts) else pool_grid(hr, factor)
 
 
 def pool_grid(hr: np.ndarray, factor: int) -> np.ndarray:

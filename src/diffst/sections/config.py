@@ -160,6 +160,11 @@ class PrepareConfig:
     normalisation: NormKind = "log1p_gene"  # dataset transform recorded in the manifest
     max_outside_fraction: float = 0.01  # transcripts allowed outside the image before erroring
     chunk_size: int = 2_000_000  # molecules binned at once (bounds temporary memory)
+    hr_storage: Literal["auto", "dense", "sparse"] = "auto"
+    # the section's HR counts while patches are cut: "dense" [G, H, W] int32 (4 bytes per gene
+    # and HR bin), "sparse" (CSR of the non-zero (bin, gene) counts: memory follows the
+    # molecules, not genes × bins), "auto" = sparse when dense would exceed dense_hr_gib
+    dense_hr_gib: float = 2.0  # the largest dense HR map hr_storage="auto" keeps
     seed: int = 0  # seed recorded in the manifest (split seed lives in ``split.seed``)
     views: ViewConfig = field(default_factory=ViewConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
@@ -185,6 +190,10 @@ class PrepareConfig:
             )
         if self.chunk_size < 1:
             raise ConfigError(f"chunk_size must be ≥ 1, got {self.chunk_size}")
+        if self.hr_storage not in ("auto", "dense", "sparse"):
+            raise ConfigError(f"hr_storage: 'auto', 'dense' or 'sparse', got {self.hr_storage!r}")
+        if not self.dense_hr_gib > 0:
+            raise ConfigError(f"dense_hr_gib must be > 0, got {self.dense_hr_gib}")
         if self.gene_selection not in ("counts", "spatial"):
             raise ConfigError(f"gene_selection: 'counts' or 'spatial', got {self.gene_selection!r}")
         self.views.validate()

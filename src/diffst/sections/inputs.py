@@ -32,7 +32,10 @@ from diffst.sections.binning import (
     BinningStats,
     GridGeometry,
     SourceScan,
+    SparseCounts,
+    bin_transcripts_sparse,
     bin_transcripts_with_stats,
+    pool_counts,
     pool_grid,
     pool_window,
     rasterise_spots,
@@ -71,7 +74,7 @@ class SectionInputs:
     geometry: GridGeometry  # section HR grid
     tissue: np.ndarray  # [H, W] bool in-tissue bins
     lr_layout: str  # "grid" (pooled HR), "visium" (pseudo-spots) or "spots" (measured spots)
-    hr: np.ndarray | None = None  # [G, H, W] HR counts (transcripts, fine bin arrays)
+    hr: np.ndarray | SparseCounts | None = None  # [G, H, W] HR counts (dense or sparse)
     stats: BinningStats | None = None  # molecules kept / dropped (transcripts)
     spot_centres_um: np.ndarray | None = None  # [n, 2] spots (LR cells for "grid"), µm
     spot_counts: np.ndarray | None = None  # [n, G] their counts
@@ -144,7 +147,7 @@ class SectionInputs:
             if self.hr is None and self.lr_grid is not None:
                 return self.lr_grid.astype(np.float32), pool_grid(self.tissue, f) > 0
             assert self.hr is not None
-            return pool_grid(self.hr, f).astype(np.float32), pool_grid(self.tissue, f) > 0
+            return pool_counts(self.hr, f).astype(np.float32), pool_grid(self.tissue, f) > 0
         assert self.spot_centres_um is not None and self.spot_counts is not None
         return rasterise_spots(
             self.spot_counts,
@@ -238,6 +241,8 @@ def build_section_inputs(
 
     ``hr_map=False`` keeps no HR counts (``hr`` is ``None``): the molecules are counted per LR
     cell directly (``lr_grid``, ``factor²`` times smaller), which is all a prediction needs.
+    Otherwise ``cfg.hr_storage`` decides between a dense ``[G, H, W]`` map and a
+    :class:`~diffst.sections.binning.SparseCounts` (``auto``: sparse above ``cfg.dense_hr_gib``).
 
     Raises :class:`InputError` when the sample has no transcripts or no tissue and
     :class:`GeometryError` when more than ``cfg.max_outside_fraction`` of the panel's molecules
@@ -248,19 +253,33 @@ def build_section_inputs(
             f"sample {sample.name!r}: transcripts are needed for the HR map (spot tables "
             "alone cannot be binned)"
         )
-    counts, stats, density = bin_transcripts_with_stats(
-        sample.transcripts,
-        genes,
-        geometry,
-        density=cfg.tissue.source != "mask",
-        max_chunk=cfg.chunk_size,
-        pool=1 if hr_map else geometry.factor,
+    dense_gib = 4 * len(genes) * geometry.shape_hr[0] * geometry.shape_hr[1] / 2**30
+    sparse = cfg.hr_storage == "sparse" or (
+        cfg.hr_storage == "auto" and dense_gib > cfg.dense_hr_gib
     )
+    if hr_map and sparse:
+        _log.info(
+            "HR counts held sparse (%d genes × %d × %d bins: %.1f GiB dense)",
+            len(genes), *geometry.shape_hr, dense_gib,
+        )  # fmt: skip
+        counts, stats, density = bin_transcripts_sparse(
+            sample.transcripts, genes, geometry, density=cfg.tissue.source != "mask",
+            max_chunk=cfg.chunk_size,
+        )  # fmt: skip
+    else:
+        counts, stats, density = bin_transcripts_with_stats(
+            sample.transcripts,
+            genes,
+            geometry,
+            density=cfg.tissue.source != "mask",
+            max_chunk=cfg.chunk_size,
+            pool=1 if hr_map else geometry.factor,
+        )
     check_outside(sample, stats, cfg, scan)
     tissue = tissue_mask_bins(sample, geometry, cfg.tissue, density=density)
     section = SectionInputs(
         genes, geometry, tissue, cfg.lr, hr=counts if hr_map else None, stats=stats,
-        lr_grid=None if hr_map else counts,
+        lr_grid=None if hr_map else counts,  # type: ignore[arg-type]
     )  # fmt: skip
     if cfg.lr == "visium":
         centres = visium_lattice(geometry, None, cfg.spot_pitch_um, cfg.spot_diameter_um)
@@ -385,6 +404,7 @@ def _inputs_from_transcripts(
         spot_pitch_um=pitch,
         patch=patch,
         stride=patch,
+        hr_storage="dense",  # the benchmark scores against hr as an array
     )
     scan = scan_transcripts(sample.transcripts)
     geometry = section_geometry(sample, pcfg, scan)
@@ -406,8 +426,8 @@ def _inputs_from_transcripts(
 
 
 def _grid_inputs(
-    genes: tuple[str, ...], geometry: GridGeometry, tissue: np.ndarray, hr: np.ndarray | None,
-    lr_grid: np.ndarray | None = None,
+    genes: tuple[str, ...], geometry: GridGeometry, tissue: np.ndarray,
+    hr: np.ndarray | SparseCounts | None, lr_grid: np.ndarray | None = None,
 ) -> SectionInputs:  # fmt: skip
     """Grid-pooling layout: the in-tissue LR cells are the measured (square) spots (their counts
     pooled from ``hr``, or given per LR cell as ``lr_grid``)."""
@@ -416,7 +436,7 @@ def _grid_inputs(
     a, b = np.nonzero(pool_grid(tissue, f) > 0)
     x0, y0 = geometry.origin_um
     centres = np.column_stack([x0 + (b + 0.5) * geometry.lr_um, y0 + (a + 0.5) * geometry.lr_um])
-    pooled = pool_grid(hr, f) if hr is not None else lr_grid
+    pooled = pool_counts(hr, f) if hr is not None else lr_grid
     if pooled is None:
         raise ValueError("_grid_inputs: give the HR counts or the LR cell counts")
     counts = pooled[:, a, b].T.astype(np.float64)

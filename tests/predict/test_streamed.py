@@ -232,3 +232,36 @@ def test_uncertainty_for_chosen_genes_only_is_the_same_in_both_modes(
     np.testing.assert_allclose(streamed.var["mean_std"], dense.var["mean_std"], rtol=1e-5)
     none = predict(ckpt, section, tmp_path / "n.h5ad", replace(FAST, uncertainty_genes=()))
     assert none is not None and not none.layers and "std" not in none.obsm
+
+
+def test_predict_cli_streams_the_bundled_crop_with_chosen_uncertainty(
+    make_checkpoint: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from diffst.api import read_prediction as public_read
+    from diffst.cli import main
+
+    genes = ["Slc17a7", "Gfap", "Gabbr1", "Cx3cl1"]
+    ckpt = make_checkpoint(genes, lr="grid", channels=2, hr_um=HR)
+    out = tmp_path / "pred.h5ad"
+    code = main([
+        "predict", "--checkpoint", str(ckpt), "--input", "merfish_mini", "--out", str(out),
+        "--image-channels", "DAPI", "polyT", "--steps", "1", "--samples", "2", "--device", "cpu",
+        "--no-progress", "--stream", "on", "--block-gib", "0.00005", "--uncertainty-genes", "Gfap",
+        "--figures", str(tmp_path / "fig"),
+    ])  # fmt: skip
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert "streamed in" in printed.out and "blocks" in printed.out
+    adata = public_read(out, ["Gfap", "Slc17a7"])
+    assert list(adata.var_names) == ["Gfap", "Slc17a7"] and list(adata.obsm["q05"].columns) == [
+        "Gfap"
+    ]
+    assert adata.uns["diffst"]["streamed"]["blocks"] > 1
+    assert (adata.obsm["q05"]["Gfap"] <= adata.obsm["q95"]["Gfap"] + 1e-6).all()
+    assert len(list((tmp_path / "fig").glob("*.png"))) >= 1
+    refused = main([
+        "predict", "--checkpoint", str(ckpt), "--input", "merfish_mini", "--out",
+        str(tmp_path / "c.h5ad"), "--image-channels", "DAPI", "polyT", "--device", "cpu",
+        "--stream", "on", "--cells", str(tmp_path / "none.geojson"),
+    ])  # fmt: skip
+    assert refused == 2

@@ -243,6 +243,19 @@ def test_gradient_checkpointing_gives_the_same_gradients(name: str) -> None:
     assert saved_ck < 0.5 * saved, (saved_ck, saved)
 
 
+def test_flop_counter_runs_the_mean_pass() -> None:
+    """benchmarks/bench_train.py counts FLOPs of a no_grad forward; the mean pass must not hand
+    its blocks a parameter view that claims requires_grad without a grad_fn."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = tiny_config(mean_head=True)
+    model = tiny_model(cfg).train()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        cond = model.encode_condition(**tiny_inputs(1, cfg=cfg))
+        model(torch.randn(1, N_GENES, HR, HR), torch.tensor([3]), cond)
+    assert cond.mean is not None and counter.get_total_flops() > 0
+
+
 def test_gradient_checkpointing_is_off_outside_training() -> None:
     _, _, saved_eval = _step_with_saved_bytes({}, False, train=False)
     _, _, saved_eval_ck = _step_with_saved_bytes({}, True, train=False)

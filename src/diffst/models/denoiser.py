@@ -139,7 +139,9 @@ class ConditionalUNet(nn.Module):
         if mean_mode:
             if self.mean_embed is None:
                 raise ValueError("mean_mode needs a network built with model.mean_head")
-            emb = self.mean_embed.to(x.dtype).expand(x.shape[0], -1)
+            # a copy per sample, not a view: a view of the parameter made under no_grad would
+            # still claim requires_grad (without a grad_fn), which FlopCounterMode rejects
+            emb = self.mean_embed.to(x.dtype).repeat(x.shape[0], 1)
         else:
             emb = self.time_embed(t)
         h = self.input_conv(x)

@@ -145,10 +145,11 @@ def _paper_model(args: argparse.Namespace) -> tuple:
     from diffst.runs.config import resolve_run_config
 
     torch.set_num_threads(args.threads)
-    cfg = resolve_run_config("paper")
+    cfg = resolve_run_config(args.preset)
     mcfg = dataclasses.replace(
         cfg.model, base_channels=args.channels, tissue_size=args.tissue,
         cell_grid=args.cell_grid, cell_tile_size=args.tile,
+        gradient_checkpointing=args.gradient_checkpointing,
     )  # fmt: skip
     adjacency = coexpression_adjacency(totals=torch.arange(1.0, args.genes + 1))
     model = DiffSTModel(mcfg, args.genes, 3, args.lr, args.hr, adjacency).to(args.device)
@@ -216,7 +217,8 @@ def run_step(args: argparse.Namespace, batch: int) -> dict:
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
     out = {
-        "mode": "step", "device": device, "amp": args.amp, "compile": args.compile,
+        "mode": "step", "preset": args.preset, "device": device, "amp": args.amp,
+        "compile": args.compile, "gradient_checkpointing": args.gradient_checkpointing,
         "channels": args.channels, "hr": args.hr, "lr": args.lr, "genes": args.genes,
         "batch": batch, "params_m": count_parameters(model) / 1e6,
         "fwd_gflop_per_patch": gflop, "step_s_median": statistics.median(times[warmup:]),
@@ -343,6 +345,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tissue", type=int, default=256, help="step: tissue view side (px)")
     p.add_argument("--cell-grid", type=int, default=16, help="step: cell tiles per side")
     p.add_argument("--tile", type=int, default=16, help="step: cell tile side (px)")
+    p.add_argument(
+        "--preset", default="paper",
+        help="step, sample: the preset whose network (at the shapes above) and losses are used; "
+        "paper_corrective adds the mean pass and HR image features",
+    )  # fmt: skip
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--amp", default="none", choices=["none", "bf16"])
     p.add_argument("--compile", action="store_true")
@@ -357,6 +364,11 @@ def _parser() -> argparse.ArgumentParser:
         help="step: run fp32, bf16, fp32+compile and bf16+compile side by side (ignores --amp, "
         "--compile) and print a table with the speed-up over plain fp32",
     )
+    p.add_argument(
+        "--gradient-checkpointing", action="store_true",
+        help="step: model.gradient_checkpointing (the UNet's blocks, the image encoders and "
+        "the fusion recomputed in backward: less activation memory, more compute)",
+    )  # fmt: skip
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     return p
 

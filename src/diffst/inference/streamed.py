@@ -150,6 +150,11 @@ class StreamedResult:
         }
 
 
+def _even(n: int, most: int) -> int:
+    """The chunk length that splits ``n`` into equal parts of at most ``most``."""
+    return -(-n // -(-n // most))
+
+
 class _Datasets:
     """``X`` and the sample statistics of an h5ad, created at their full size, filled by rows.
 
@@ -178,10 +183,11 @@ class _Datasets:
                 self.stats[f"{group}/{key}"] = int(stat)
                 self.columns[f"{group}/{key}"] = some
         for name, cols in self.columns.items():
-            # 4,096 bins × 64 genes (1 MiB) per chunk: reading a few genes back
-            # (read_prediction) touches a 64-gene column of chunks, not the whole file
+            # up to 4,096 bins × 64 genes (1 MiB) per chunk: reading a few genes back
+            # (read_prediction) touches a 64-gene column of chunks, not the whole file; the
+            # chunks split each axis evenly, so the last ones are not mostly empty
             width = len(cols)
-            chunks = (min(n_obs, 1 << 12), min(width, 64)) if n_obs and width else None
+            chunks = (_even(n_obs, 1 << 12), _even(width, 64)) if n_obs and width else None
             self.file.create_dataset(name, (n_obs, width), dtype="float32", chunks=chunks)
 
     def write(self, start: int, values: np.ndarray) -> None:

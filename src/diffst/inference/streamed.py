@@ -227,7 +227,6 @@ def run_streamed(
     Returns the observations' order, the spot report and the per-gene sums on rank 0 (``None``
     on the other ranks); the caller writes the annotations (:func:`finish_h5ad`).
     """
-    from diffst.inference.spots import spot_consistency
     from diffst.inference.tiled import (
         TileAccumulator,
         blend_window,
@@ -312,13 +311,12 @@ def run_streamed(
         if out is None:
             return None
         names = [g for g, k in zip(genes, keep, strict=True) if k]
-        report = spot_consistency(totals, measured[:, keep], names, per_spot)
+        report = _consistency(totals, measured, keep, names, per_spot)
         report["projected"] = bool(cfg.project_to_spots)
         rows = np.concatenate(rows_all) if rows_all else np.zeros(0, np.int64)
         cols = np.concatenate(cols_all) if cols_all else np.zeros(0, np.int64)
         counts, std = _finish_values(
-            out, spot_of_bin[rows, cols], totals, measured[:, keep], per_spot, keep,
-            cfg.project_to_spots,
+            out, spot_of_bin[rows, cols], totals, measured, per_spot, keep, cfg.project_to_spots,
         )  # fmt: skip
     finally:
         if out is not None:
@@ -334,14 +332,18 @@ def _finish_values(
     per_spot: np.ndarray, keep: np.ndarray, project: bool,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """One pass over the written rows: project them onto the spots (when asked) and sum ``X``
-    and ``std`` per gene. Returns ``(Σ X [G], mean std [G])`` (NaN for genes without std)."""
+    and ``std`` per gene. Returns ``(Σ X [G], mean std [G])`` (NaN for genes without std).
+
+    ``totals [n, G_measured]`` are the spots' predicted totals of the measured genes,
+    ``measured [n, G]`` their counts; each chunk of rows computes the scale and shift of the
+    spots it holds only (the arithmetic of :func:`~diffst.inference.spots.spot_projection`),
+    so no ``[n, G]`` array beyond these two is made.
+    """
     from diffst.inference.uncertainty import Stat
 
     n_obs, n_genes = out.file["X"].shape
-    has_total = totals > 0
-    scale = np.where(has_total, measured / np.where(has_total, totals, 1.0), 1.0)
-    shift = np.where(has_total, 0.0, measured / np.maximum(per_spot, 1)[:, None])
     kept_column = np.cumsum(keep) - 1  # gene → its column in the measured genes' arrays
+    measured_genes = np.flatnonzero(keep)
     step = max(1, _ROWS_PER_PASS // max(n_genes, 1))
     counts = np.zeros(n_genes, dtype=np.float64)
     std_sum = np.full(n_genes, np.nan)
@@ -352,6 +354,13 @@ def _finish_values(
         b = min(a + step, n_obs)
         s = spot[a:b]
         rows = np.flatnonzero(s >= 0)
+        if project and len(rows):
+            ids, which = np.unique(s[rows], return_inverse=True)
+            total = totals[ids]
+            target = measured[np.ix_(ids, measured_genes)]
+            has_total = total > 0
+            scale = np.where(has_total, target / np.where(has_total, total, 1.0), 1.0)
+            shift = np.where(has_total, 0.0, target / np.maximum(per_spot[ids], 1)[:, None])
         for name, stat in out.stats.items():
             genes = out.columns[name]
             local = np.flatnonzero(keep[genes])  # the dataset's columns of measured genes
@@ -359,7 +368,7 @@ def _finish_values(
             if project and len(rows) and len(local):
                 cells = np.ix_(rows, local)
                 part = values[cells].astype(np.float64)
-                at = np.ix_(s[rows], kept_column[genes[local]])
+                at = np.ix_(which, kept_column[genes[local]])
                 part = part * scale[at] if stat == Stat.STD else part * scale[at] + shift[at]
                 values[cells] = part.astype(np.float32)
                 out.file[name][a:b] = values
@@ -368,6 +377,38 @@ def _finish_values(
             elif stat == Stat.STD:
                 std_sum[genes] += values.sum(axis=0, dtype=np.float64)
     return counts, std_sum / max(n_obs, 1)
+
+
+def _consistency(
+    totals: np.ndarray, measured: np.ndarray, keep: np.ndarray, names: list[str],
+    per_spot: np.ndarray,
+) -> dict[str, Any]:  # fmt: skip
+    """:func:`~diffst.inference.spots.spot_consistency` of the measured genes, taken in chunks
+    of genes so that no further ``[n, G]`` copy of the spot arrays is made."""
+    from diffst.inference.spots import spot_consistency
+
+    columns = np.flatnonzero(keep)
+    step = 64
+    pcc: dict[str, float] = {}
+    predicted_sum, measured_sum = 0.0, 0.0
+    part: dict[str, Any] = {}
+    used = per_spot > 0
+    for g in range(0, len(columns), step):
+        cols = slice(g, g + step)
+        m = measured[:, columns[cols]]
+        part = spot_consistency(totals[:, cols], m, names[cols], per_spot)
+        pcc.update(part["pcc"])
+        predicted_sum += float(totals[used, cols].sum())
+        measured_sum += float(m[used].sum())
+    finite = np.array([v for v in pcc.values() if np.isfinite(v)])
+    return {
+        "pcc": pcc,
+        "mean_pcc": float(finite.mean()) if finite.size else float("nan"),
+        "median_pcc": float(np.median(finite)) if finite.size else float("nan"),
+        "n_spots": int(part.get("n_spots", int(used.sum()))),
+        "n_spots_empty": int(part.get("n_spots_empty", int((~used).sum()))),
+        "total_ratio": predicted_sum / measured_sum if measured_sum > 0 else float("nan"),
+    }
 
 
 def finish_h5ad(result: StreamedResult, frame: anndata.AnnData, out: Path) -> anndata.AnnData:

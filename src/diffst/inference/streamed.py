@@ -190,13 +190,17 @@ class _Datasets:
             chunks = (_even(n_obs, 1 << 12), _even(width, 64)) if n_obs and width else None
             self.file.create_dataset(name, (n_obs, width), dtype="float32", chunks=chunks)
 
-    def write(self, start: int, values: np.ndarray) -> None:
-        """Rows ``start …`` from ``values [5, G, n]`` (axis 0 as ``Stat``)."""
-        n = values.shape[2]
+    def write(self, start: int, block: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> None:
+        """Rows ``start …`` from the bins ``(rows, cols)`` of a block's statistics
+        ``[5, G, h, w]`` (axis 0 as ``Stat``), one statistic at a time."""
+        n = len(rows)
         for name, stat in self.stats.items():
-            cols = self.columns[name]
-            part = values[stat] if len(cols) == values.shape[1] else values[stat][cols]
+            genes = self.columns[name]
+            part = block[stat][:, rows, cols]
+            if len(genes) != block.shape[1]:
+                part = part[genes]
             self.file[name][start : start + n] = part.T
+            del part
 
 
 def _spot_index(ctx: TileContext, tissue: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -292,8 +296,8 @@ def run_streamed(
             rr, cc = np.nonzero(tissue[r0:r1, c0:c1])
             if not acc.covered()[rr, cc].all():
                 raise RuntimeError(f"streamed predict: block {block} has tissue bins no tile ran")
-            values = acc.result(in_place=True)[:, :, rr, cc]  # [5, G, n]
-            out.write(start, values)
+            stats = acc.result(in_place=True)  # [5, G, h, w], the accumulator's own buffer
+            out.write(start, stats, rr, cc)
             start += len(rr)
             rows_all.append(rr + r0)
             cols_all.append(cc + c0)
@@ -305,9 +309,9 @@ def run_streamed(
                     (np.ones(len(local)), (local, np.arange(len(local)))),
                     shape=(len(ids), len(local)),
                 )
-                mean = values[Stat.MEAN][keep][:, has].astype(np.float64)
+                mean = stats[Stat.MEAN][:, rr[has], cc[has]][keep].astype(np.float64)
                 totals[ids] += member @ mean.T
-            del acc, values
+            del acc, stats
         if out is None:
             return None
         names = [g for g, k in zip(genes, keep, strict=True) if k]

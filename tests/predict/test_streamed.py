@@ -101,6 +101,22 @@ def test_block_accumulators_equal_one_section_accumulator() -> None:
     np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-6)
 
 
+def test_a_reset_accumulator_equals_a_new_one() -> None:
+    rng = np.random.default_rng(3)
+    tile = rng.normal(size=(2, 1, 8, 8))
+    used = TileAccumulator((2, 1), (12, 12), blend_window(8), central=(1,))
+    used.add((0, 0), rng.normal(size=(2, 1, 8, 8)), 0)
+    used.result(in_place=True)
+    used.reset((4, 6), (10, 7))
+    fresh = TileAccumulator((2, 1), (10, 7), blend_window(8), central=(1,), origin=(4, 6))
+    for acc in (used, fresh):
+        acc.add((2, 2), tile, 3)
+        acc.add((6, 6), tile, 1)
+    np.testing.assert_array_equal(used.result()[..., :10, :7], fresh.result())
+    with pytest.raises(ValueError, match="exceeds"):
+        used.reset((0, 0), (13, 1))
+
+
 def test_lr_cells_binned_without_the_hr_map(section: SpatialSample) -> None:
     meta = store_meta(GENES, "grid", hr_um=HR)
     full = checkpoint_section_inputs(section, tuple(GENES), meta)

@@ -275,12 +275,11 @@ def run_streamed(
     if on_progress is not None:
         on_progress(done, total_runs)
     try:
+        side = (max(b[2] - b[0] for b in blocks), max(b[3] - b[1] for b in blocks))
+        acc = TileAccumulator((N_STATS, ctx.n_genes), side, window, central=central)
         for block, index in zip(blocks, mine, strict=True):
             r0, c0, r1, c1 = block
-            acc = TileAccumulator(
-                (N_STATS, ctx.n_genes), (r1 - r0, c1 - c0), window, central=central,
-                origin=(r0, c0),
-            )  # fmt: skip
+            acc.reset((r0, c0), (r1 - r0, c1 - c0))  # one set of buffers for every block
             for batch in iter_batches(len(index), cfg.batch_size):
                 at = index[batch]
                 stats, _ = sample_tiles(bundle, ctx, origins[at], at, cfg, ctx.norm, env.device)
@@ -311,7 +310,7 @@ def run_streamed(
                 )
                 mean = stats[Stat.MEAN][:, rr[has], cc[has]][keep].astype(np.float64)
                 totals[ids] += member @ mean.T
-            del acc, stats
+            del stats
         if out is None:
             return None
         names = [g for g, k in zip(genes, keep, strict=True) if k]

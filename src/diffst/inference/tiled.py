@@ -195,6 +195,20 @@ class TileAccumulator:
         self.best = np.zeros(self.shape_hr, dtype=np.float64)  # window weight of the central tile
         self.best_tile = np.full(self.shape_hr, np.iinfo(np.int64).max, dtype=np.int64)
 
+    def reset(self, origin: tuple[int, int], shape_hr: tuple[int, int]) -> None:
+        """Start over on another grid of at most the allocated size (the buffers are kept and
+        zeroed, so one accumulator serves every block of a streamed section without
+        allocating section-block-sized arrays again)."""
+        h, w = int(shape_hr[0]), int(shape_hr[1])
+        if h > self.values.shape[-2] or w > self.values.shape[-1]:
+            raise ValueError(f"grid {(h, w)} exceeds the accumulator's {self.values.shape[-2:]}")
+        self.origin = (int(origin[0]), int(origin[1]))
+        self.shape_hr = (h, w)
+        self.values.fill(0)
+        self.weights.fill(0)
+        self.best.fill(0)
+        self.best_tile.fill(np.iinfo(np.int64).max)
+
     def add(
         self, origin: tuple[int, int] | np.ndarray, tile: np.ndarray, tile_index: int = 0
     ) -> None:
@@ -261,7 +275,7 @@ class TileAccumulator:
         are NaN.
 
         ``in_place=True`` divides the value buffer itself (no second section-sized array); the
-        accumulator must not be used afterwards.
+        accumulator must not be used afterwards until :meth:`reset`.
         """
         out = self.values if in_place else self.values.copy()
         scale = self.weights.astype(out.dtype)

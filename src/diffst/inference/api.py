@@ -152,6 +152,8 @@ def _write_figures(
     if adata.X is None:
         from diffst.inference.to_anndata import read_prediction
 
+        if path is None:
+            raise ValueError("_write_figures: a prediction without X needs its file path")
         adata = read_prediction(path, selected)
     index = [list(adata.var_names).index(g) for g in selected]
     rows, cols = adata.obs["bin_row"].to_numpy(), adata.obs["bin_col"].to_numpy()

@@ -400,7 +400,7 @@ def _consistency(
         cols = slice(g, g + step)
         m = measured[:, columns[cols]]
         part = spot_consistency(totals[:, cols], m, names[cols], per_spot)
-        pcc.update(part["pcc"])
+        pcc.update(dict(part["pcc"]))  # type: ignore[call-overload]
         predicted_sum += float(totals[used, cols].sum())
         measured_sum += float(m[used].sum())
     finite = np.array([v for v in pcc.values() if np.isfinite(v)])

@@ -89,7 +89,7 @@ def _sparse_train_statistics(
     if flat.size == 0:
         return normalisation_stats(np.zeros((n_genes, 0)), cfg.normalisation, lr_bins), {}
     train = hr.matrix[flat].tocsc()
-    scales = []
+    scales: list[float] = []
     for g in range(n_genes):
         nonzero = train.data[train.indptr[g] : train.indptr[g + 1]]
         values = np.zeros((1, flat.size), dtype=np.int64)

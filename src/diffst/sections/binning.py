@@ -602,7 +602,7 @@ def spot_sums_from_transcripts(
 
 
 def pool_window(
-    hr: np.ndarray, tissue: np.ndarray, factor: int, row: int, col: int, size: int
+    hr: np.ndarray | SparseCounts, tissue: np.ndarray, factor: int, row: int, col: int, size: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Grid-pooled LR of the HR window at ``(row, col)`` with side ``size`` bins.
 

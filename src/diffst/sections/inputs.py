@@ -262,6 +262,7 @@ def build_section_inputs(
             "HR counts held sparse (%d genes × %d × %d bins: %.1f GiB dense)",
             len(genes), *geometry.shape_hr, dense_gib,
         )  # fmt: skip
+        counts: np.ndarray | SparseCounts
         counts, stats, density = bin_transcripts_sparse(
             sample.transcripts, genes, geometry, density=cfg.tissue.source != "mask",
             max_chunk=cfg.chunk_size,
@@ -279,7 +280,7 @@ def build_section_inputs(
     tissue = tissue_mask_bins(sample, geometry, cfg.tissue, density=density)
     section = SectionInputs(
         genes, geometry, tissue, cfg.lr, hr=counts if hr_map else None, stats=stats,
-        lr_grid=None if hr_map else counts,  # type: ignore[arg-type]
+        lr_grid=None if hr_map or isinstance(counts, SparseCounts) else counts,
     )  # fmt: skip
     if cfg.lr == "visium":
         centres = visium_lattice(geometry, None, cfg.spot_pitch_um, cfg.spot_diameter_um)

@@ -327,6 +327,20 @@ def accumulate_chunk(
     """Add one chunk's molecules to ``out [G, H, W]`` in place, updating ``stats``; with
     ``pool = k`` to ``out [G, ceil(H / k), ceil(W / k)]``, the HR bin ``(i, j)`` of each molecule
     counted in block ``(i // k, j // k)``."""
+    found = _panel_bins(chunk, gmap, geometry, stats)
+    if found is None:
+        return
+    g, i, j = found
+    if pool > 1:
+        i, j = i // pool, j // pool
+    _add_counts(out, g, i, j)
+
+
+def _panel_bins(
+    chunk: TranscriptChunk, gmap: np.ndarray, geometry: GridGeometry, stats: BinningStats
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """``(panel gene, HR row, HR column)`` of the chunk's panel molecules on the grid, counting
+    kept and dropped molecules in ``stats``; ``None`` when none is kept."""
     g_all = gmap[chunk.gene]
     in_panel = g_all >= 0
     stats.total += len(chunk)
@@ -341,13 +355,10 @@ def accumulate_chunk(
     stats.outside_grid += int(len(ok) - n_ok)
     stats.kept += n_ok
     if n_ok == 0:
-        return
+        return None
     if n_ok < len(ok):
         u, v, g = u[ok], v[ok], g[ok]
-    i, j = v.astype(np.int64), u.astype(np.int64)
-    if pool > 1:
-        i, j = i // pool, j // pool
-    _add_counts(out, g, i, j)
+    return g, v.astype(np.int64), u.astype(np.int64)
 
 
 def _add_counts(out: np.ndarray, g: np.ndarray, i: np.ndarray, j: np.ndarray) -> None:
@@ -451,7 +462,6 @@ def bin_transcripts_sparse(
     dmap = np.where(np.asarray(source.control, dtype=bool), -1, 0).astype(np.int64)
     codes: list[np.ndarray] = []
     counts: list[np.ndarray] = []
-    inv = 1.0 / geometry.hr_um
     for chunk in source.iter_chunks():
         _check_chunk(chunk, source)
         for start in range(0, len(chunk), max_chunk):
@@ -460,19 +470,10 @@ def bin_transcripts_sparse(
                 chunk.y_um[start : start + max_chunk],
                 chunk.gene[start : start + max_chunk],
             )
-            g_all = gmap[piece.gene]
-            in_panel = g_all >= 0
-            stats.total += len(piece)
-            stats.not_in_panel += int(len(piece) - np.count_nonzero(in_panel))
-            u = (np.asarray(piece.x_um)[in_panel] - geometry.origin_um[0]) * inv
-            v = (np.asarray(piece.y_um)[in_panel] - geometry.origin_um[1]) * inv
-            ok = (u >= 0) & (u < w) & (v >= 0) & (v < h)
-            n_ok = int(np.count_nonzero(ok))
-            stats.outside_grid += int(len(ok) - n_ok)
-            stats.kept += n_ok
-            if n_ok:
-                code = (v[ok].astype(np.int64) * w + u[ok].astype(np.int64)) * n_genes
-                code += g_all[in_panel][ok]
+            found = _panel_bins(piece, gmap, geometry, stats)
+            if found is not None:
+                g, i, j = found
+                code = (i * w + j) * n_genes + g
                 unique, runs = np.unique(code, return_counts=True)
                 codes.append(unique)
                 counts.append(runs)

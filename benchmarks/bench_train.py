@@ -167,10 +167,14 @@ def run_step(args: argparse.Namespace, batch: int) -> dict:
     from diffst.allocator import tune_allocator
     from diffst.diffusion import training_losses
     from diffst.models import count_parameters
+    from diffst.training.chunks import chunked_backward, resolve_unet_chunk
 
     tuned = tune_allocator() if args.allocator == "tuned" else False
     cfg, model, schedule = _paper_model(args)
     device = args.device
+    chunk = resolve_unet_chunk(
+        args.unet_chunk, model.cfg, args.hr, batch, torch.device(device), compiled=args.compile
+    )
     model.set_training_progress(1.0)
     stages = _StageClock(model, device) if args.profile else None
     use_amp = args.amp == "bf16"  # bf16 autocast on CUDA and on CPUs (AVX512-BF16 / AMX)
@@ -184,14 +188,22 @@ def run_step(args: argparse.Namespace, batch: int) -> dict:
         gen = torch.Generator(device).manual_seed(seed)
         amp = torch.autocast(device, dtype=torch.bfloat16) if use_amp else nullcontext()
         clock = stages.phase if stages is not None else (lambda name: nullcontext())
-        with amp:
-            with clock("forward"):
-                cond = model.encode_condition(data["lr"], data["tissue"], data["cells"],
-                                              data["cell_score"])  # fmt: skip
-                terms = training_losses(model, schedule, data["hr"], cond, data["mask"],
-                                        cfg.diffusion, gen)  # fmt: skip
-        with clock("backward"):
-            terms.total.float().backward()
+        if chunk < batch:  # as diffst train runs it: forward and backward chunk by chunk
+            with amp, clock("forward+backward"):
+                chunked_backward(
+                    model, schedule, data["hr"], data["mask"], cfg.diffusion, chunk,
+                    lr=data["lr"], tissue=data["tissue"], cells=data["cells"],
+                    cell_score=data["cell_score"], generator=gen,
+                )  # fmt: skip
+        else:
+            with amp:
+                with clock("forward"):
+                    cond = model.encode_condition(data["lr"], data["tissue"], data["cells"],
+                                                  data["cell_score"])  # fmt: skip
+                    terms = training_losses(model, schedule, data["hr"], cond, data["mask"],
+                                            cfg.diffusion, gen)  # fmt: skip
+            with clock("backward"):
+                terms.total.float().backward()
         with clock("optimiser"):
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -219,6 +231,7 @@ def run_step(args: argparse.Namespace, batch: int) -> dict:
     out = {
         "mode": "step", "preset": args.preset, "device": device, "amp": args.amp,
         "compile": args.compile, "gradient_checkpointing": args.gradient_checkpointing,
+        "unet_chunk": chunk,
         "channels": args.channels, "hr": args.hr, "lr": args.lr, "genes": args.genes,
         "batch": batch, "params_m": count_parameters(model) / 1e6,
         "fwd_gflop_per_patch": gflop, "step_s_median": statistics.median(times[warmup:]),
@@ -368,6 +381,11 @@ def _parser() -> argparse.ArgumentParser:
         "--gradient-checkpointing", action="store_true",
         help="step: model.gradient_checkpointing (the UNet's blocks, the image encoders and "
         "the fusion recomputed in backward: less activation memory, more compute)",
+    )  # fmt: skip
+    p.add_argument(
+        "--unet-chunk", type=int, default=0,
+        help="step: train.unet_chunk, patches per UNet pass (0: automatic, as diffst train "
+        "resolves it; the batch size: one pass)",
     )  # fmt: skip
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     return p

@@ -5,7 +5,7 @@
 """
 
 from diffst.diffusion.config import DiffusionConfig
-from diffst.diffusion.losses import LossTerms, training_losses
+from diffst.diffusion.losses import LossTerms, draw_timesteps_and_noise, training_losses
 from diffst.diffusion.samplers import (
     count_network_evaluations,
     ddim_sample,
@@ -28,6 +28,7 @@ __all__ = [
     "ddim_sample",
     "ddpm_sample",
     "dpm_solver_pp_sample",
+    "draw_timesteps_and_noise",
     "make_generators",
     "posterior_mean_draws",
     "sample",

@@ -18,7 +18,13 @@ from diffst.diffusion.schedule import (
     normal_kl,
 )
 
-__all__ = ["LossTerms", "masked_mean", "training_losses", "vb_terms_bits"]
+__all__ = [
+    "LossTerms",
+    "draw_timesteps_and_noise",
+    "masked_mean",
+    "training_losses",
+    "vb_terms_bits",
+]
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,31 @@ def vb_terms_bits(
     return torch.where(first, nll, kl) / math.log(2.0)
 
 
+def draw_timesteps_and_noise(
+    schedule: NoiseSchedule,
+    x0: Tensor,
+    cfg: DiffusionConfig,
+    generator: torch.Generator | None = None,
+    t: Tensor | None = None,
+    noise: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """``t [B]`` and ``ε [B, G, H, W]`` of a batch, in the order :func:`training_losses` draws them.
+
+    t ~ U{0, …, T−1} and ε ~ N(0, I) (DDPM Algorithm 1, lines 3–4); with ``cfg.t_max_share``
+    a share of the batch at t = T − 1, where the output is the regression estimate of x0. Given
+    values are kept (moved to ``x0``'s device).
+    """
+    device = generator.device if generator is not None else x0.device
+    if t is None:
+        t = torch.randint(0, schedule.num_steps, (x0.shape[0],), generator=generator, device=device)
+        if cfg.t_max_share > 0:
+            at_max = torch.rand(x0.shape[0], generator=generator, device=device) < cfg.t_max_share
+            t = torch.where(at_max, torch.full_like(t, schedule.num_steps - 1), t)
+    if noise is None:
+        noise = torch.randn(x0.shape, generator=generator, device=device, dtype=x0.dtype)
+    return t.to(x0.device), noise.to(x0.device)
+
+
 def training_losses(
     model: Denoiser,
     schedule: NoiseSchedule,
@@ -86,6 +117,7 @@ def training_losses(
     cfg: DiffusionConfig,
     generator: torch.Generator | None = None,
     t: Tensor | None = None,
+    noise: Tensor | None = None,
 ) -> LossTerms:
     """Hybrid objective of improved DDPM with the paper's Charbonnier penalty, on one batch.
 
@@ -108,6 +140,8 @@ def training_losses(
         Source of t and ε (defaults to torch's global generator).
     t
         ``[B]`` int64 timesteps; drawn uniformly from [0, T) when None.
+    noise
+        ``[B, G, H, W]`` ε; drawn from ``generator`` (after ``t``) when None.
     """
     if schedule.num_steps != cfg.num_steps:
         raise ValueError(
@@ -117,16 +151,7 @@ def training_losses(
         raise ValueError(
             f"mask must be [B, 1, H, W] for x0 {tuple(x0.shape)}, got {tuple(mask.shape)}"
         )
-    device = generator.device if generator is not None else x0.device
-    # 1. t ~ U{0, …, T−1} and ε ~ N(0, I) (DDPM Algorithm 1, lines 3–4); with t_max_share a
-    #    share of the batch at t = T − 1, where the output is the regression estimate of x0.
-    if t is None:
-        t = torch.randint(0, schedule.num_steps, (x0.shape[0],), generator=generator, device=device)
-        if cfg.t_max_share > 0:
-            at_max = torch.rand(x0.shape[0], generator=generator, device=device) < cfg.t_max_share
-            t = torch.where(at_max, torch.full_like(t, schedule.num_steps - 1), t)
-    t = t.to(x0.device)
-    noise = torch.randn(x0.shape, generator=generator, device=device, dtype=x0.dtype).to(x0.device)
+    t, noise = draw_timesteps_and_noise(schedule, x0, cfg, generator, t, noise)
     # 2. x_t from q(x_t | x0) (DDPM eq. 4), with out-of-mask bins of x0 zeroed; for the residual
     #    process x0 is first replaced by its residual over the LR map on the HR grid.
     zero = torch.zeros((), dtype=x0.dtype, device=x0.device)

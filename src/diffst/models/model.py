@@ -180,6 +180,8 @@ class DiffSTModel(nn.Module):
         cells: torch.Tensor | None = None,
         cell_score: torch.Tensor | None = None,
         lr_mask: torch.Tensor | None = None,
+        *,
+        mean_pass: bool = True,
     ) -> Condition:
         """Encode the conditioning inputs of a batch.
 
@@ -196,6 +198,9 @@ class DiffSTModel(nn.Module):
         lr_mask
             ``[B, 1, h, w]`` (or ``[B, h, w]``) 1 where an LR cell holds a measurement; read with
             ``model.lr_mask_input`` (default: every cell measured).
+        mean_pass
+            With ``model.mean_head``, run the mean pass into ``Condition.mean`` (False leaves it
+            None, for a caller that runs :meth:`mean_pass` itself, e.g. on chunks of the batch).
         """
         grid = (self.grid, self.grid)
         # model.gradient_checkpointing: the image encoders and the fusion are recomputed in
@@ -241,7 +246,7 @@ class DiffSTModel(nn.Module):
         cond = Condition(
             features, pooled.flatten(2).transpose(1, 2), loss, lr_up, hr_image, mask_up
         )
-        if self.cfg.mean_head:
+        if self.cfg.mean_head and mean_pass:
             cond.mean = self.mean_pass(cond)
         return cond
 

@@ -41,7 +41,7 @@ RESUMABLE_FIELDS: frozenset[str] = frozenset({
     "train.max_steps", "train.log_every", "train.val_every", "train.val_sampler",
     "train.val_steps", "train.val_max_patches", "train.val_samples", "train.val_seed",
     "train.ckpt_every", "train.keep_last", "train.num_workers", "train.compile", "train.device",
-    "data.val_split",
+    "train.unet_chunk", "data.val_split",
 })  # fmt: skip
 
 
@@ -73,6 +73,8 @@ class TrainConfig:
     amp: Literal["bf16", "none"] = "bf16"  # bf16 autocast where native: CUDA (+ channels_last),
     # CPUs with AVX512-BF16 or AMX; fp32 elsewhere (the run log says which)
     compile: bool = False  # torch.compile the training step
+    unet_chunk: int = 0  # patches per UNet pass of a step, same gradient (diffst.training.chunks);
+    # 0 = automatic: on a CPU chunks of ≤ 4 MiB of the widest activation, else the whole batch
     device: Literal["auto", "cpu", "cuda"] = "auto"  # compute device
     curriculum: bool = True  # widen the share of cell tiles with training progress
 
@@ -82,7 +84,8 @@ class TrainConfig:
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"train.{name}: must be ≥ 1, got {getattr(self, name)}")
-        for name in ("val_every", "ckpt_every", "num_workers", "warmup_steps", "val_max_patches"):
+        for name in ("val_every", "ckpt_every", "num_workers", "warmup_steps", "val_max_patches",
+                     "unet_chunk"):  # fmt: skip
             if int(getattr(self, name)) < 0:
                 raise ConfigError(f"train.{name}: must be ≥ 0, got {getattr(self, name)}")
         if self.lr <= 0:

@@ -2,8 +2,10 @@
 
 One optimiser step = ``grad_accum`` micro-batches per process (DDP averages over processes):
 condition encoding, hybrid diffusion loss (+ disentangling), backward, gradient clipping,
-AdamW, EMA update. ``train.amp=bf16`` autocasts to bf16 where it is native (CUDA, and CPUs with
-AVX512-BF16 or AMX; elsewhere fp32 with a logged note); channels_last on CUDA. Curriculum progress
+AdamW, EMA update. With ``train.unet_chunk`` below the batch the UNet passes and their backward
+run in chunks of the micro-batch (:mod:`diffst.training.chunks`; same gradient).
+``train.amp=bf16`` autocasts to bf16 where it is native (CUDA, and CPUs with AVX512-BF16 or
+AMX; elsewhere fp32 with a logged note); channels_last on CUDA. Curriculum progress
 ``step / max_steps`` is fed to the model before every step. Rank 0 alone logs, validates and
 writes checkpoints.
 """
@@ -50,6 +52,7 @@ from diffst.training.checkpoint import (
     training_state,
     write_run_checkpoint,
 )
+from diffst.training.chunks import chunked_backward, resolve_unet_chunk
 from diffst.training.ema import EMA
 from diffst.training.logging import RunLogger
 from diffst.training.run_folder import check_run_folder, clear_run_folder, remove_stale_temporaries
@@ -114,6 +117,7 @@ class _State:
     store_meta: dict[str, Any]
     ckpt_dir: Path
     amp: bool  # bf16 autocast in use: train.amp=bf16 and native on the device
+    unet_chunk: int  # patches per UNet pass (train.unet_chunk resolved; batch_size = one pass)
     step: int = 0
     epoch: int = 0
     epoch_step: int = 0
@@ -157,9 +161,13 @@ def _build_state(env: DistEnv, config: RunConfig, meta: dict[str, Any], out_dir:
         loss_module = nn.parallel.DistributedDataParallel(loss_module, device_ids=ids)
     if tc.compile:
         loss_module = torch.compile(loss_module)  # type: ignore[assignment]
+    chunk = resolve_unet_chunk(
+        tc.unet_chunk, config.model, int(meta["hr_size"]), tc.batch_size, env.device,
+        distributed=env.distributed, compiled=tc.compile,
+    )  # fmt: skip
     return _State(
         env, config, model, ema, optimizer, loss_module, schedule, meta, out_dir / "checkpoints",
-        amp,
+        amp, chunk,
     )  # fmt: skip
 
 
@@ -202,8 +210,11 @@ def _optimiser_step(st: _State, micro_batches: list[dict[str, torch.Tensor]]) ->
             nullcontext() if last or not st.env.distributed else cast(Any, st.loss_module).no_sync()
         )
         with sync, autocast(st.env.device, st.amp):
-            out = st.loss_module(_to_device(batch, st), gen).float()
-            (out[0] / tc.grad_accum).backward()
+            if st.unet_chunk < len(batch[BatchKey.HR]):
+                out = _chunked_step(st, _to_device(batch, st), gen)
+            else:
+                out = st.loss_module(_to_device(batch, st), gen).float()
+                (out[0] / tc.grad_accum).backward()
         terms += out.detach() / tc.grad_accum
     terms = all_reduce_mean(terms)
     _check_finite(st, terms, "loss term", _TERMS)
@@ -213,6 +224,17 @@ def _optimiser_step(st: _State, micro_batches: list[dict[str, torch.Tensor]]) ->
     st.optimizer.step()
     st.ema.update(st.model)
     return torch.cat([terms, grad_norm.reshape(1).float()])
+
+
+def _chunked_step(st: _State, batch: dict[str, torch.Tensor], gen: torch.Generator) -> torch.Tensor:
+    """The loss terms of one micro-batch, back-propagated with the UNet in chunks."""
+    t = chunked_backward(
+        st.model, st.schedule, batch[BatchKey.HR], batch[BatchKey.MASK], st.config.diffusion,
+        st.unet_chunk, lr=batch[BatchKey.LR], tissue=batch[BatchKey.TISSUE],
+        cells=batch[BatchKey.CELLS], cell_score=batch[BatchKey.CELL_SCORE],
+        lr_mask=batch.get(BatchKey.LR_MASK), generator=gen, scale=1.0 / st.config.train.grad_accum,
+    )  # fmt: skip
+    return torch.stack([t.total, t.simple, t.vb, t.disentangle, t.mean]).float()
 
 
 def _check_finite(st: _State, values: torch.Tensor, what: str, names: tuple[str, ...]) -> None:
@@ -450,6 +472,11 @@ def _run(
                 if st.amp
                 else f"arithmetic: fp32 (train.amp=bf16, but {env.device} has no native bf16: "
                 "a CUDA GPU from Ampere on, or a CPU with AVX512-BF16 or AMX)"
+            )
+        if st.unet_chunk < tc.batch_size:
+            logger.message(
+                f"UNet passes in chunks of {st.unet_chunk} of the {tc.batch_size} patches of a "
+                "micro-batch (train.unet_chunk; same gradient)"
             )
         return _loop(st, train_ds, val_ds, logger, out_dir)
 

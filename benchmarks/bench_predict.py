@@ -157,7 +157,12 @@ def main() -> None:
     p.add_argument("--speed-sampler", default="dpmpp", choices=SAMPLERS)
     p.add_argument("--speed-steps", type=int, default=10)
     p.add_argument("--speed-samples", type=int, default=8)
-    p.add_argument("--batch-size", type=int, default=4, help="tiles per batch (speed run)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=0,
+        help="tiles per batch (speed run; 0: automatic, as diffst predict)",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args()

@@ -127,10 +127,32 @@ def test_results_do_not_depend_on_batching(
     a = predict(ckpt, small_visium, tmp_path / "a.h5ad", FAST)
     b = predict(ckpt, small_visium, tmp_path / "b.h5ad", replace(FAST, batch_size=3))
     c = predict(ckpt, small_visium, tmp_path / "c.h5ad", replace(FAST, seed=1))
-    assert a is not None and b is not None and c is not None
+    auto = predict(ckpt, small_visium, tmp_path / "d.h5ad", replace(FAST, batch_size=0))
+    assert a is not None and b is not None and c is not None and auto is not None
     # same seeds per tile; only float32 reduction order differs between batch sizes
     np.testing.assert_allclose(a.X, b.X, rtol=5e-3, atol=1e-3)
+    np.testing.assert_allclose(a.X, auto.X, rtol=5e-3, atol=1e-3)
     assert np.abs(a.X - c.X).mean() > 100 * np.abs(a.X - b.X).mean()
+
+
+def test_tile_batch_size() -> None:
+    import torch
+
+    from diffst.inference.tiled import AUTO_BATCH_BYTES, tile_batch_size
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    auto = PredictConfig(n_samples=8)
+    assert auto.batch_size == 0  # the default
+    # the demo's network: 32 channels, 10 genes (40 maps wide) on 8 × 8 bins, 8 samples
+    assert tile_batch_size(auto, 32, 10, 8, cpu) == AUTO_BATCH_BYTES // (4 * 8 * 40 * 64) == 51
+    assert tile_batch_size(auto, 32, 4, 8, cpu) == 64  # the UNet's 32 channels are the widest
+    assert tile_batch_size(auto, 32, 2000, 8, cpu) == 1  # a large panel: one tile at a time
+    assert tile_batch_size(auto, 128, 25, 256, cpu) == 1  # paper-sized tiles: one at a time
+    assert tile_batch_size(auto, 32, 10, 8, cuda) == 4
+    assert tile_batch_size(auto, None, 10, 8, cpu) == 4  # e.g. the regression network's tiles
+    assert tile_batch_size(replace(auto, batch_size=3), 32, 10, 8, cpu) == 3
+    with pytest.raises(ConfigError, match="batch_size"):
+        PredictConfig(batch_size=-1)
 
 
 def test_projection_matches_measured_spot_totals(

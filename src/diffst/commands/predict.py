@@ -55,7 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="base seed (default: 0)")
     parser.add_argument("--overlap", type=int, default=None, help="tile overlap, HR bins")
-    parser.add_argument("--batch-size", type=int, default=4, help="tiles per batch (default: 4)")
+    parser.add_argument(
+        "--batch-size", type=int, default=0,
+        help="tiles per network batch (default 0: automatic, many tiles of a small network on "
+        "a CPU, 4 on a GPU)",
+    )  # fmt: skip
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     parser.add_argument(
         "--precision",

@@ -51,8 +51,10 @@ class PredictConfig:
     overlap_bins: int | None = None
     # overlap of neighbouring tiles in HR bins; None = a quarter of the patch side.
     # The tile stride is rounded down to a multiple of the LR factor so tiles align with LR cells.
-    batch_size: int = 4
-    # tiles per forward batch (each tile is repeated K times, so B·K patches per network call)
+    batch_size: int = 0
+    # tiles per forward batch (each tile is repeated K times, so B·K patches per network call);
+    # 0 = automatic (diffst.inference.tiled.tile_batch_size): on a CPU as many tiles as keep a
+    # call's widest tensor (B·K·max(base_channels, 4G)·P² fp32) within 4 MiB, at least 1; else 4
     blend: BlendWindow = "cosine"
     # per-tile blending weights: "cosine" = Hann window sampled at bin centres (never 0),
     # "uniform" = plain average of overlapping tiles
@@ -106,8 +108,10 @@ class PredictConfig:
             raise ConfigError(f"predict.steps must be ≥ 1, got {self.steps}")
         if self.n_samples < 1:
             raise ConfigError(f"predict.n_samples must be ≥ 1, got {self.n_samples}")
-        if self.batch_size < 1:
-            raise ConfigError(f"predict.batch_size must be ≥ 1, got {self.batch_size}")
+        if self.batch_size < 0:
+            raise ConfigError(
+                f"predict.batch_size must be ≥ 0 (0 = automatic), got {self.batch_size}"
+            )
         if self.overlap_bins is not None and self.overlap_bins < 0:
             raise ConfigError(f"predict.overlap_bins must be ≥ 0, got {self.overlap_bins}")
         if not 0.0 <= self.eta <= 1.0:

@@ -237,6 +237,7 @@ def run_streamed(
         iter_batches,
         reduce_to_rank0,
         sample_tiles,
+        tile_batch_size,
         tile_origins,
         tile_stride,
     )
@@ -275,12 +276,14 @@ def run_streamed(
     if on_progress is not None:
         on_progress(done, total_runs)
     try:
+        width = bundle.model.cfg.base_channels
+        batch_size = tile_batch_size(cfg, width, ctx.n_genes, ctx.patch, env.device)
         side = (max(b[2] - b[0] for b in blocks), max(b[3] - b[1] for b in blocks))
         acc = TileAccumulator((N_STATS, ctx.n_genes), side, window, central=central)
         for block, index in zip(blocks, mine, strict=True):
             r0, c0, r1, c1 = block
             acc.reset((r0, c0), (r1 - r0, c1 - c0))  # one set of buffers for every block
-            for batch in iter_batches(len(index), cfg.batch_size):
+            for batch in iter_batches(len(index), batch_size):
                 at = index[batch]
                 stats, _ = sample_tiles(bundle, ctx, origins[at], at, cfg, ctx.norm, env.device)
                 for k, tile in enumerate(stats):

@@ -142,6 +142,33 @@ def tile_seeds(seed: int, tile_index: int, n_samples: int) -> list[int]:
     return [int(s) for s in state]
 
 
+#: automatic tile batches on a CPU (``predict.batch_size = 0``) keep the widest tensor of one
+#: network call (tiles × K samples × width × P² fp32 values) within this many bytes
+AUTO_BATCH_BYTES = 4 << 20
+#: automatic tile batch on other devices
+AUTO_BATCH_OTHER = 4
+
+
+def tile_batch_size(
+    cfg: Any, base_channels: int | None, n_genes: int, patch: int, device: torch.device
+) -> int:
+    """Tiles per network batch: ``cfg.batch_size``, or for 0 (automatic) on a CPU the most tiles
+    whose K samples keep a call's widest tensor within :data:`AUTO_BATCH_BYTES`, at least 1.
+
+    The width per sample is the larger of the UNet's ``base_channels`` and ``4·n_genes`` (the
+    sampler's maps: input, prediction, variance and estimate, G channels each), so that a small
+    network's calls batch many tiles (saving the per-call overhead) and a large panel's stay as
+    small as one tile. Elsewhere, or for a network of unknown width (``base_channels=None``),
+    :data:`AUTO_BATCH_OTHER`. The values do not depend on it beyond the last float bits
+    (per-tile seeds)."""
+    if cfg.batch_size > 0:
+        return int(cfg.batch_size)
+    if device.type != "cpu" or base_channels is None:
+        return AUTO_BATCH_OTHER
+    per_tile = 4 * cfg.n_samples * max(base_channels, 4 * n_genes) * patch * patch
+    return max(1, AUTO_BATCH_BYTES // per_tile)
+
+
 def iter_batches(n: int, batch_size: int) -> Iterator[np.ndarray]:
     """Indices ``[b]`` of consecutive batches of at most ``batch_size`` out of ``range(n)``."""
     for start in range(0, n, batch_size):
@@ -534,7 +561,10 @@ def run_tiles(
     done = 0
     if on_progress is not None:
         on_progress(done, len(mine))
-    for batch in iter_batches(len(mine), cfg.batch_size):
+    width = None if bundle is None else bundle.model.cfg.base_channels
+    batch_size = tile_batch_size(cfg, width, ctx.n_genes, ctx.patch, env.device)
+    _log.info("%d tiles per network batch", batch_size)
+    for batch in iter_batches(len(mine), batch_size):
         index = mine[batch]
         stats, drawn = tile_fn(origins[index], index)
         for k, (origin, tile) in enumerate(zip(origins[index], stats, strict=True)):

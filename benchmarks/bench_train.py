@@ -18,7 +18,8 @@ Three modes:
 ``sample``
     Ancestral DDPM sampling of one patch with the same paper-shaped network (``--sample-steps``,
     default 20 as the release was timed: "20-step sampling, 1 patch"), condition encoding included,
-    untrained weights (speed does not depend on them).
+    untrained weights (speed does not depend on them). ``--batch 8`` samples 8 patches at once, as
+    ``diffst predict`` draws K = 8 samples of a tile; ``--no-cpu-chunks``: in one UNet pass.
 
 Examples
 --------
@@ -305,6 +306,10 @@ def run_sample(args: argparse.Namespace, batch: int) -> dict:
     from diffst.diffusion import sample
 
     tuned = tune_allocator() if args.allocator == "tuned" else False
+    if args.no_cpu_chunks:  # the whole batch in one UNet pass, as before CPU chunks existed
+        import diffst.models.model as model_module
+
+        model_module.CPU_CHUNK_BYTES = 1 << 62
     _, model, schedule = _paper_model(args)
     device = args.device
     model.eval()
@@ -333,6 +338,7 @@ def run_sample(args: argparse.Namespace, batch: int) -> dict:
         "mode": "sample", "device": device, "amp": args.amp, "channels": args.channels,
         "hr": args.hr, "lr": args.lr, "genes": args.genes, "batch": batch,
         "sampler": "ddpm", "sample_steps": args.sample_steps,
+        "cpu_chunks": not args.no_cpu_chunks,
         "sample_s_median": statistics.median(times), "sample_s_all": times,
         "allocator_tuned": tuned,
         "load_avg_1min": os.getloadavg()[0], "peak_rss_gib": peak_rss_gib(),
@@ -386,6 +392,11 @@ def _parser() -> argparse.ArgumentParser:
         "--unet-chunk", type=int, default=0,
         help="step: train.unet_chunk, patches per UNet pass (0: automatic, as diffst train "
         "resolves it; the batch size: one pass)",
+    )  # fmt: skip
+    p.add_argument(
+        "--no-cpu-chunks", action="store_true",
+        help="sample: one UNet pass over the whole batch (by default a CPU runs it in chunks of "
+        "diffst.models.model.cpu_chunk_patches patches)",
     )  # fmt: skip
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     return p

@@ -366,3 +366,36 @@ def test_mean_head_regresses_from_the_condition_alone_and_feeds_the_denoiser() -
         tiny_model().denoiser(torch.zeros(1, 2 * N_GENES, HR, HR), None, cond.features[:1],
                               cond.tokens[:1], mean_mode=True)  # fmt: skip
     assert tiny_model().encode_condition(**tiny_inputs(1)).mean is None
+
+
+@pytest.mark.parametrize("changes", [{}, {"mean_head": True, "learn_sigma": False}])
+def test_inference_on_cpu_runs_the_unet_in_chunks_with_the_same_values(
+    changes: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from diffst.models import model as model_module
+
+    model = tiny_model(tiny_config(**changes)).eval()
+    inputs = tiny_inputs(5, cfg=model.cfg)
+    x_t, t = torch.randn(5, N_GENES, HR, HR), torch.randint(0, 1000, (5,))
+    with torch.no_grad():  # 8 channels × 8 × 8 bins = 2 KiB per patch: one pass
+        cond = model.encode_condition(**inputs)
+        whole = model(x_t, t, cond)
+    calls = []
+    hook = model.denoiser.register_forward_hook(lambda m, a, o: calls.append(a[0].shape[0]))
+    monkeypatch.setattr(model_module, "CPU_CHUNK_BYTES", 2 * 4 * 8 * HR * HR)  # 2 patches
+    with torch.no_grad():
+        cond_c = model.encode_condition(**inputs)  # the mean pass in chunks too
+        chunked = model(x_t, t, cond_c)
+    hook.remove()
+    assert calls == [2, 2, 1] * (2 if model.cfg.mean_head else 1)
+    torch.testing.assert_close(chunked.prediction, whole.prediction, rtol=1e-5, atol=1e-6)
+    if whole.variance is None:
+        assert chunked.variance is None
+    else:
+        torch.testing.assert_close(chunked.variance, whole.variance, rtol=1e-5, atol=1e-6)
+    with torch.enable_grad():  # training keeps one pass (train.unet_chunk decides there)
+        calls.clear()
+        hook = model.denoiser.register_forward_hook(lambda m, a, o: calls.append(a[0].shape[0]))
+        model(x_t, t, cond_c.detach())
+        hook.remove()
+    assert calls == [5]

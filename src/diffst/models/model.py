@@ -16,7 +16,19 @@ from diffst.models.fusion import MultiModalFusion
 from diffst.models.gene_graph import LREncoder
 from diffst.models.histology import HistologyEncoder, HRImageEncoder, tile_mosaic
 
-__all__ = ["Condition", "DiffSTModel", "count_parameters"]
+__all__ = ["CPU_CHUNK_BYTES", "Condition", "DiffSTModel", "count_parameters", "cpu_chunk_patches"]
+
+#: on a CPU the UNet runs a batch in chunks of patches whose widest activation
+#: (``base_channels × H × W`` fp32 values each) fits this many bytes: its patches never mix, and
+#: one paper-sized patch at a time is faster and far smaller than many (BENCHMARKS.md)
+CPU_CHUNK_BYTES = 4 << 20
+
+
+def cpu_chunk_patches(base_channels: int, height: int, width: int, batch: int) -> int:
+    """Patches per UNet pass on a CPU: the most whose widest activation fits
+    :data:`CPU_CHUNK_BYTES`, at least 1 and at most ``batch``."""
+    per_patch = 4 * base_channels * height * width
+    return max(1, min(batch, CPU_CHUNK_BYTES // per_patch))
 
 
 @dataclass
@@ -285,12 +297,32 @@ class DiffSTModel(nn.Module):
         """Denoise ``x_t [B, G, H, W]`` at timesteps ``t [B]`` given an encoded condition.
 
         With ``model.mean_head`` the denoiser also reads ``cond.mean`` (cut from the autograd
-        graph; zeros while it is being computed, ``mean_mode``, where ``t`` is ignored).
+        graph; zeros while it is being computed, ``mean_mode``, where ``t`` is ignored). Without
+        autograd on a CPU the batch runs in chunks of :func:`cpu_chunk_patches` patches.
         """
         if cond.batch_size != x_t.shape[0]:
             raise ValueError(
                 f"cond: batch of {cond.batch_size} does not match x_t batch {x_t.shape[0]}"
             )
+        batch, (h, w) = x_t.shape[0], x_t.shape[-2:]
+        chunk = batch
+        if x_t.device.type == "cpu" and not torch.is_grad_enabled():
+            chunk = cpu_chunk_patches(self.cfg.base_channels, h, w, batch)
+        if chunk < batch:  # inference on a CPU: the same values, a chunk of patches at a time
+            parts = []
+            for i in range(0, batch, chunk):
+                part = slice(i, i + chunk)
+                t_part = None if t is None else t[part]
+                parts.append(self._denoise(x_t[part], t_part, cond.select(part), mean_mode))
+            variance = None
+            if parts[0].variance is not None:
+                variance = torch.cat([part.variance for part in parts if part.variance is not None])
+            return DenoiserOutput(torch.cat([part.prediction for part in parts]), variance)
+        return self._denoise(x_t, t, cond, mean_mode)
+
+    def _denoise(
+        self, x_t: torch.Tensor, t: torch.Tensor | None, cond: Condition, mean_mode: bool
+    ) -> DenoiserOutput:
         if cond.lr_up is not None:
             h, w = x_t.shape[-2:]
             if cond.lr_up.shape[-2] < h or cond.lr_up.shape[-1] < w:

@@ -28,13 +28,13 @@ from diffst.config import ConfigError
 from diffst.diffusion import DiffusionConfig, LossTerms, NoiseSchedule, training_losses
 from diffst.diffusion.losses import draw_timesteps_and_noise
 from diffst.models.config import ModelConfig
-from diffst.models.model import DiffSTModel
+from diffst.models.model import CPU_CHUNK_BYTES, DiffSTModel, cpu_chunk_patches
 
 __all__ = ["AUTO_CHUNK_BYTES", "chunked_backward", "resolve_unet_chunk"]
 
 #: automatic chunks (``train.unet_chunk = 0``, CPU) hold at most this many bytes of the UNet's
-#: widest activation (``base_channels × H × W`` floats per patch)
-AUTO_CHUNK_BYTES = 4 << 20
+#: widest activation (``base_channels × H × W`` floats per patch), as inference on a CPU does
+AUTO_CHUNK_BYTES = CPU_CHUNK_BYTES
 
 
 def resolve_unet_chunk(
@@ -65,8 +65,7 @@ def resolve_unet_chunk(
     if setting == 0:
         if device.type != "cpu" or distributed or compiled:
             return batch_size
-        per_patch = 4 * model.base_channels * hr_size * hr_size
-        return max(1, min(batch_size, AUTO_CHUNK_BYTES // per_patch))
+        return cpu_chunk_patches(model.base_channels, hr_size, hr_size, batch_size)
     if setting < batch_size and (distributed or compiled):
         what = "DDP (torchrun) reduces gradients" if distributed else "train.compile traces"
         raise ConfigError(

@@ -5,8 +5,10 @@ bins) with the N genes of most molecules in the training blocks, the ``--preset`
 per seed with :mod:`bench_variants` (same budget, one torch thread per run) and scored on the
 held-out ``test`` region of the section's own LR grid, gene by gene. The genes of the smallest
 panel are in every larger one (the ranking is by the same training-block counts); the table
-gives, per N, the mean over those shared genes of diffst's total and detail PCC (mean ± sd over
-seeds), and the mean over all N genes of diffst, bicubic and nearest.
+gives, per N, the mean over those shared genes of diffst's total and detail PCC (mean ± sample sd,
+ddof 1, over seeds; ``bench_variants``' own summary gives the population sd, ddof 0), and the
+mean over all N genes of diffst, bicubic and nearest. A panel whose ``genes.jsonl`` already holds
+every seed is reused; one that stopped part-way runs only its missing seeds.
 
 Writes ``<out>/n<N>/`` (store, runs, ``runs.jsonl``, ``genes.jsonl``) and ``<out>/panels.md``.
 
@@ -51,6 +53,14 @@ def _variants() -> Any:
 
 def _rows(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def _missing_seeds(genes_file: Path, seeds: list[int]) -> list[int]:
+    """The seeds of ``seeds`` with no diffst row in ``genes_file`` (all of them without it)."""
+    if not genes_file.is_file():
+        return list(seeds)
+    done = {r["seed"] for r in _rows(genes_file) if r.get("method") == "diffst"}
+    return [s for s in seeds if s not in done]
 
 
 def _mean_sd(values: list[float]) -> str:
@@ -107,14 +117,17 @@ def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     variants = _variants()
     for n in args.panels:
-        if (args.out / f"n{n}" / "genes.jsonl").is_file():
-            print(f"panel {n}: already run, reusing {args.out / f'n{n}'}")
+        missing = _missing_seeds(args.out / f"n{n}" / "genes.jsonl", args.seeds)
+        if not missing:
+            print(f"panel {n}: every seed already run, reusing {args.out / f'n{n}'}")
             continue
+        if len(missing) < len(args.seeds):  # a run that stopped part-way: the other seeds only
+            print(f"panel {n}: running the seeds not yet scored: {missing}")
         variants.main([
             "--data", "merfish4", "--genes", str(n), "--out", str(args.out / f"n{n}"),
             "--steps", str(args.steps), "--preset", args.preset, "--split", "test",
             "--per-gene", "--workers", str(args.workers), "--variant", "base=",
-            "--seeds", *map(str, args.seeds),
+            "--seeds", *map(str, missing),
         ])  # fmt: skip
     text = summarise(args.out, args.panels)
     (args.out / "panels.md").write_text(text + "\n", encoding="utf-8")

@@ -5,8 +5,8 @@ Each variant is a list of ``section.key=value`` training overrides applied to a 
 held-out region of one split (``val`` by default: choose on validation, report on test). The
 regression twin (same encoders, MSE, no diffusion) can be trained under the same overrides.
 Runs go to a process pool (one torch thread each). Every run appends one JSON line per method to
-``<out>/runs.jsonl``; the summary (mean ± sd over seeds) is printed and written to
-``<out>/summary.md``.
+``<out>/runs.jsonl``; the summary (mean ± population sd, ddof 0, over seeds) is printed and
+written to ``<out>/summary.md``.
 
 Datasets: ``merfish4`` / ``merfish10`` — the bundled MERFISH crop as the demo prepares it, at
 ×4 (10 µm bins, 8-bin patches) or ×10 (4 µm bins, 20-bin patches); ``detail`` — the synthetic

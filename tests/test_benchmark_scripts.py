@@ -91,3 +91,15 @@ def test_the_import_check_sees_a_missing_name() -> None:
 
     assert not _exists(command, "diffst.commands.predict", "_load_sample")
     assert _exists(command, "diffst.commands.predict", "add_arguments")
+
+
+def test_bench_panels_reruns_only_the_seeds_a_stopped_panel_lacks(tmp_path: Path) -> None:
+    import json
+
+    panels = _load("bench_panels.py")
+    genes = tmp_path / "genes.jsonl"
+    assert panels._missing_seeds(genes, [0, 1, 2]) == [0, 1, 2]  # never run
+    rows = [{"seed": 0, "method": "diffst", "gene": "a"}, {"seed": 1, "method": "bicubic"}]
+    genes.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    assert panels._missing_seeds(genes, [0, 1, 2]) == [1, 2]  # seed 1 has no diffst row
+    assert panels._missing_seeds(genes, [0]) == []

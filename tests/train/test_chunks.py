@@ -154,3 +154,18 @@ def test_training_in_chunks_gives_the_same_steps(
         torch.testing.assert_close(weights[1][key], value, rtol=0, atol=tol, msg=key)
         moved += int(value.is_floating_point() and value.numel() > 1)
     assert moved > 10
+
+
+def test_chunks_under_bf16_autocast() -> None:
+    """train.amp=bf16 runs the chunks inside autocast: the gradient stays that of one pass (to
+    bf16 rounding: the sums run in another order)."""
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        values, grads = _gradients("paper", None)
+        values_c, grads_c = _gradients("paper", 2)
+    torch.testing.assert_close(values_c, values, rtol=2e-2, atol=1e-3)
+    assert grads_c.keys() == grads.keys()
+    flat = torch.cat([g.flatten() for g in grads.values()])
+    flat_c = torch.cat([grads_c[k].flatten() for k in grads])
+    cos = torch.nn.functional.cosine_similarity(flat, flat_c, dim=0)
+    assert cos > 0.999, cos
+    assert torch.linalg.vector_norm(flat_c - flat) < 0.02 * torch.linalg.vector_norm(flat)

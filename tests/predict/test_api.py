@@ -395,3 +395,15 @@ def test_cli_projects_unless_told_not_to() -> None:
     base = ["--checkpoint", "c", "--input", "i", "--out", "o.h5ad"]
     assert parser.parse_args(base).project is True
     assert parser.parse_args([*base, "--no-project"]).project is False
+
+
+def test_sampler_defaults_to_the_checkpoints_own() -> None:
+    from diffst.diffusion import DiffusionConfig
+
+    small_like = DiffusionConfig(sampler="ddim", sampling_steps=10)
+    assert PredictConfig().sampling(small_like) == ("ddim", 10)
+    assert PredictConfig().sampling(DiffusionConfig()) == ("ddpm", 20)  # the paper's
+    assert PredictConfig(sampler="dpmpp").sampling(small_like) == ("dpmpp", 10)
+    assert PredictConfig(steps=3).sampling(small_like) == ("ddim", 3)
+    with pytest.raises(ConfigError, match="steps"):
+        PredictConfig(steps=0)

@@ -42,8 +42,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="MERFISH mosaics to read: DAPI, polyT or both (as the checkpoint was trained: "
         "e.g. DAPI polyT for a model trained on merfish_mini)",
     )
-    parser.add_argument("--sampler", choices=("ddpm", "ddim", "dpmpp"), default="ddpm")
-    parser.add_argument("--steps", type=int, default=20, help="sampling steps (default: 20)")
+    parser.add_argument(
+        "--sampler", choices=("ddpm", "ddim", "dpmpp"), default=None,
+        help="reverse-diffusion sampler (default: the checkpoint's diffusion.sampler, i.e. its "
+        "preset's: ddpm for paper, ddim for small)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--steps", type=int, default=None,
+        help="sampling steps (default: the checkpoint's diffusion.sampling_steps; paper 20)",
+    )  # fmt: skip
     parser.add_argument("--eta", type=float, default=0.0, help="DDIM η (default: 0)")
     parser.add_argument("--samples", type=int, default=8, help="samples per tile, K (default: 8)")
     parser.add_argument(

@@ -195,19 +195,20 @@ def _metadata(
     from diffst.inference.config import resolve_estimator
     from diffst.inference.to_anndata import uncertainty_entry
 
+    sampler, steps = cfg.sampling(bundle.config.diffusion)  # the checkpoint's where unset
     return {
         "config": to_dict(cfg),
         "checkpoint": str(bundle.path),
         "checkpoint_sha256": sha256_file(Path(bundle.path)),
         "checkpoint_step": int(bundle.step),
-        "sampler": cfg.sampler,
-        "steps": cfg.steps,
+        "sampler": sampler,
+        "steps": steps,
         "eta": cfg.eta,
         "seed": cfg.seed,
         "n_samples": cfg.n_samples,
         "mean_estimator": resolve_estimator(cfg.mean_estimator, bundle.schedule.prediction),
         "precision_used": precision_used(cfg, bundle),
-        "network_evaluations_per_sample": count_network_evaluations(cfg.sampler, cfg.steps),
+        "network_evaluations_per_sample": count_network_evaluations(sampler, steps),
         "geometry": ctx.inputs.geometry.to_dict(),
         "lr_layout": ctx.inputs.lr_layout,
         "tiles": {"n": n_tiles, "patch_bins": ctx.patch, "stride_bins": stride},

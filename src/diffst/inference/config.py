@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, cast
 
 from diffst.config import ConfigError
 
@@ -28,14 +28,18 @@ StreamMode = Literal["auto", "on", "off"]
 class PredictConfig:
     """Options of whole-section prediction.
 
-    Defaults follow the paper where it states a value (20 respaced ancestral DDPM steps);
-    the number of samples per tile (8) is the default the uncertainty estimates use.
+    The sampler and its steps default to the checkpoint's own (``diffusion.sampler`` and
+    ``diffusion.sampling_steps`` of its preset: 20 respaced ancestral DDPM steps for ``paper``,
+    as the paper samples); the number of samples per tile (8) is the default the uncertainty
+    estimates use.
     """
 
-    sampler: Sampler = "ddpm"
-    # reverse-diffusion algorithm: ancestral DDPM (respaced), DDIM, or DPM-Solver++ (2nd order)
-    steps: int = 20
-    # network evaluations per sample (respaced timesteps); the paper samples with 20
+    sampler: Sampler | None = None
+    # reverse-diffusion algorithm: ancestral DDPM (respaced), DDIM, or DPM-Solver++ (2nd order);
+    # None = the checkpoint's own diffusion.sampler (paper preset: ddpm; small: ddim)
+    steps: int | None = None
+    # network evaluations per sample (respaced timesteps); None = the checkpoint's
+    # diffusion.sampling_steps (the paper samples with 20; small: 10)
     eta: float = 0.0
     # DDIM stochasticity η (0 = deterministic DDIM; ignored by the other samplers)
     n_samples: int = 8
@@ -101,10 +105,17 @@ class PredictConfig:
     # panel's file holds X and the chosen genes' intervals; (): none. uns['diffst']['uncertainty']
     # records the choice
 
+    def sampling(self, diffusion: Any) -> tuple[Sampler, int]:
+        """The sampler and steps to use: these fields, or where None the checkpoint's
+        ``diffusion.sampler`` / ``diffusion.sampling_steps`` (its preset's choice)."""
+        sampler = self.sampler if self.sampler is not None else diffusion.sampler
+        steps = self.steps if self.steps is not None else diffusion.sampling_steps
+        return cast(Sampler, sampler), int(steps)
+
     def __post_init__(self) -> None:
-        if self.sampler not in ("ddpm", "ddim", "dpmpp"):
+        if self.sampler not in (None, "ddpm", "ddim", "dpmpp"):
             raise ConfigError(f"predict.sampler: {self.sampler!r} is not ddpm, ddim or dpmpp")
-        if self.steps < 1:
+        if self.steps is not None and self.steps < 1:
             raise ConfigError(f"predict.steps must be ≥ 1, got {self.steps}")
         if self.n_samples < 1:
             raise ConfigError(f"predict.n_samples must be ≥ 1, got {self.n_samples}")

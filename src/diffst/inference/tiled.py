@@ -440,13 +440,14 @@ def sample_tiles(
 
     k, patch = cfg.n_samples, ctx.patch
     n_genes = ctx.n_genes
+    sampler, steps = cfg.sampling(bundle.config.diffusion)
     seeds = [s for t in tile_index for s in tile_seeds(cfg.seed, int(t), k)]
     bf16 = cfg.precision == "bf16" and native_bf16(device)
     with torch.inference_mode(), autocast(device, bf16):
         cond = bundle.model.encode_condition(**tile_batch(ctx, origins, device)).repeat(k)
         x0, posterior = sample_groups(
             bundle.model, bundle.schedule, cond, (len(origins) * k, n_genes, patch, patch), k,
-            sampler=cfg.sampler, steps=cfg.steps, eta=cfg.eta, seeds=seeds, device=device,
+            sampler=sampler, steps=steps, eta=cfg.eta, seeds=seeds, device=device,
             clip_denoised=bundle.config.diffusion.clip_denoised,
             posterior_mean=resolve_estimator(cfg.mean_estimator, bundle.schedule.prediction)
             == "denoiser",

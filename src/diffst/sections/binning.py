@@ -242,6 +242,19 @@ def _check_chunk(chunk: TranscriptChunk, source: TranscriptSource) -> None:
         )
 
 
+def _pieces(source: TranscriptSource, max_chunk: int) -> Iterator[TranscriptChunk]:
+    """The source's chunks, each checked and cut into pieces of at most ``max_chunk`` molecules
+    (bounding the temporaries of binning whatever the reader's chunk size)."""
+    for chunk in source.iter_chunks():
+        _check_chunk(chunk, source)
+        for start in range(0, len(chunk), max_chunk):
+            yield TranscriptChunk(
+                chunk.x_um[start : start + max_chunk],
+                chunk.y_um[start : start + max_chunk],
+                chunk.gene[start : start + max_chunk],
+            )
+
+
 def gene_index_map(source_genes: tuple[str, ...], panel: tuple[str, ...]) -> np.ndarray:
     """``[len(source_genes)]`` int64: panel index of each source gene, −1 when not in the panel."""
     where = {name: k for k, name in enumerate(source_genes)}
@@ -302,17 +315,10 @@ def bin_transcripts_with_stats(
     stats = BinningStats()
     dens = np.zeros((1, h, w), dtype=np.int32) if density else None
     dmap = np.where(np.asarray(source.control, dtype=bool), -1, 0).astype(np.int64)
-    for chunk in source.iter_chunks():
-        _check_chunk(chunk, source)
-        for start in range(0, len(chunk), max_chunk):
-            piece = TranscriptChunk(
-                chunk.x_um[start : start + max_chunk],
-                chunk.y_um[start : start + max_chunk],
-                chunk.gene[start : start + max_chunk],
-            )
-            accumulate_chunk(out, piece, gmap, geometry, stats, pool)
-            if dens is not None:
-                accumulate_chunk(dens, piece, dmap, geometry, BinningStats())
+    for piece in _pieces(source, max_chunk):
+        accumulate_chunk(out, piece, gmap, geometry, stats, pool)
+        if dens is not None:
+            accumulate_chunk(dens, piece, dmap, geometry, BinningStats())
     return out, stats, None if dens is None else dens[0]
 
 
@@ -462,23 +468,16 @@ def bin_transcripts_sparse(
     dmap = np.where(np.asarray(source.control, dtype=bool), -1, 0).astype(np.int64)
     codes: list[np.ndarray] = []
     counts: list[np.ndarray] = []
-    for chunk in source.iter_chunks():
-        _check_chunk(chunk, source)
-        for start in range(0, len(chunk), max_chunk):
-            piece = TranscriptChunk(
-                chunk.x_um[start : start + max_chunk],
-                chunk.y_um[start : start + max_chunk],
-                chunk.gene[start : start + max_chunk],
-            )
-            found = _panel_bins(piece, gmap, geometry, stats)
-            if found is not None:
-                g, i, j = found
-                code = (i * w + j) * n_genes + g
-                unique, runs = np.unique(code, return_counts=True)
-                codes.append(unique)
-                counts.append(runs)
-            if dens is not None:
-                accumulate_chunk(dens, piece, dmap, geometry, BinningStats())
+    for piece in _pieces(source, max_chunk):
+        found = _panel_bins(piece, gmap, geometry, stats)
+        if found is not None:
+            g, i, j = found
+            code = (i * w + j) * n_genes + g
+            unique, runs = np.unique(code, return_counts=True)
+            codes.append(unique)
+            counts.append(runs)
+        if dens is not None:
+            accumulate_chunk(dens, piece, dmap, geometry, BinningStats())
     code = np.concatenate(codes) if codes else np.zeros(0, np.int64)
     data = np.concatenate(counts) if counts else np.zeros(0, np.int64)
     matrix = sp.csr_matrix(

@@ -475,11 +475,12 @@ def _write_outputs(
     """Compare the stitched statistics ``[5, G, H, W]`` with the spots (project when asked),
     apply an interval calibration when given, write the h5ad (and zarr)."""
     from diffst.inference.to_anndata import (
-        build_anndata,
+        LAYER_STATS,
         uncertainty_subset,
         write_h5ad_atomic,
         write_spatialdata_atomic,
     )
+    from diffst.inference.uncertainty import Stat
 
     genes = [str(x) for x in metadata["genes"]]
     tissue = ctx.inputs.tissue & covered
@@ -488,8 +489,6 @@ def _write_outputs(
     )
     metadata["spot_consistency"] = report
     if calibration is not None:
-        from diffst.inference.uncertainty import Stat
-
         stats[Stat.Q05], stats[Stat.Q95] = calibration.apply(
             stats[Stat.Q05], stats[Stat.Q95], stats[Stat.STD]
         )
@@ -498,20 +497,14 @@ def _write_outputs(
             f"quantiles widened per gene by split-conformal calibration ({calibration.source})"
         )
         metadata["interval_calibration"] = calibration.to_dict()
-    image, centres, frame = ctx.image, None, ctx.subspots
-    if frame is not None:  # sub-spots: placed on the real lattice, the image in its own frame
-        image, centres = frame.image, frame.centres_um(*np.nonzero(tissue))
-    adata = build_anndata(
-        stats, tissue, ctx.inputs.geometry, genes, image=image,
-        library_id=library_id or sample.name, metadata=metadata,
-        hires_max_px=cfg.hires_max_px, fullres_um_per_px=_fullres_um_per_px(sample),
-        var=gene_table(
-            genes, sample, ctx.inputs.spots[1], stats[:, :, tissue], report, ctx.measured_genes
-        ),
-        centres_um=centres,
-    )  # fmt: skip
-    if frame is not None:
-        _subspot_obs(adata, frame)
+    rows, cols = np.nonzero(tissue)
+    var = gene_table(
+        genes, sample, ctx.inputs.spots[1], stats[:, :, tissue], report, ctx.measured_genes
+    )
+    adata = _frame(rows, cols, ctx, sample, cfg, metadata, library_id, var)  # as streamed
+    adata.X = stats[Stat.MEAN][:, rows, cols].T.astype(np.float32)
+    for key, stat in LAYER_STATS.items():
+        adata.layers[key] = stats[stat][:, rows, cols].T.astype(np.float32)
     if cfg.uncertainty_genes is not None:
         uncertainty_subset(adata, cfg.uncertainty_genes)
     write_h5ad_atomic(adata, out)

@@ -28,13 +28,9 @@ from diffst.config import ConfigError
 from diffst.diffusion import DiffusionConfig, LossTerms, NoiseSchedule, training_losses
 from diffst.diffusion.losses import draw_timesteps_and_noise
 from diffst.models.config import ModelConfig
-from diffst.models.model import CPU_CHUNK_BYTES, DiffSTModel, cpu_chunk_patches
+from diffst.models.model import DiffSTModel, cpu_chunk_patches
 
-__all__ = ["AUTO_CHUNK_BYTES", "chunked_backward", "resolve_unet_chunk"]
-
-#: automatic chunks (``train.unet_chunk = 0``, CPU) hold at most this many bytes of the UNet's
-#: widest activation (``base_channels × H × W`` floats per patch), as inference on a CPU does
-AUTO_CHUNK_BYTES = CPU_CHUNK_BYTES
+__all__ = ["chunked_backward", "resolve_unet_chunk"]
 
 
 def resolve_unet_chunk(
@@ -52,9 +48,10 @@ def resolve_unet_chunk(
     Parameters
     ----------
     setting
-        ``train.unet_chunk``: patches per pass, or 0 for automatic: on a CPU, the most patches
-        whose widest UNet activation (``base_channels × hr_size²`` fp32 values each) fits
-        :data:`AUTO_CHUNK_BYTES`; on CUDA, under DDP or with ``train.compile``, the whole batch.
+        ``train.unet_chunk``: patches per pass, or 0 for automatic: on a CPU, the chunks of
+        inference on a CPU (:func:`diffst.models.model.cpu_chunk_patches`: the most patches
+        whose widest UNet activation fits ``CPU_CHUNK_BYTES``); on CUDA, under DDP or with
+        ``train.compile``, the whole batch.
     model, hr_size, batch_size, device
         The network's configuration, the HR patch side, patches per micro-batch and the device.
     distributed, compiled

@@ -62,6 +62,11 @@ __all__ = ["TrainResult", "TrainingDivergedError", "train"]
 _TERMS = ("total", "simple", "vb", "disentangle", "mean")
 
 
+def _stacked(terms: LossTerms) -> torch.Tensor:
+    """The loss terms as one tensor, in the order of ``_TERMS`` (the log's order)."""
+    return torch.stack([getattr(terms, name) for name in _TERMS])
+
+
 class TrainingDivergedError(RuntimeError):
     """A loss term or the gradient norm became NaN or infinite."""
 
@@ -100,7 +105,7 @@ class _LossModule(nn.Module):
             self.model, self.schedule, batch[BatchKey.HR], cond, batch[BatchKey.MASK],
             self.diffusion, generator,
         )  # fmt: skip
-        return torch.stack([terms.total, terms.simple, terms.vb, terms.disentangle, terms.mean])
+        return _stacked(terms)
 
 
 @dataclass
@@ -234,7 +239,7 @@ def _chunked_step(st: _State, batch: dict[str, torch.Tensor], gen: torch.Generat
         cells=batch[BatchKey.CELLS], cell_score=batch[BatchKey.CELL_SCORE],
         lr_mask=batch.get(BatchKey.LR_MASK), generator=gen, scale=1.0 / st.config.train.grad_accum,
     )  # fmt: skip
-    return torch.stack([t.total, t.simple, t.vb, t.disentangle, t.mean]).float()
+    return _stacked(t).float()
 
 
 def _check_finite(st: _State, values: torch.Tensor, what: str, names: tuple[str, ...]) -> None:
